@@ -1,0 +1,23 @@
+//! Compiles the public protos: arbiter's own services and the seed's `ReplicationCoordinator`
+//! (kept verbatim). protoc comes from protoc-bin-vendored, never from the system.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Status is printed as JSON by the CLI and served over HTTP.
+        .type_attribute(".arbiter.v1.NodeStatus", "#[derive(serde::Serialize)]")
+        .type_attribute(".arbiter.v1.NodeInfo", "#[derive(serde::Serialize)]")
+        .compile_with_config(
+            config,
+            &[
+                "../../proto/arbiter/v1/cluster.proto",
+                "../../proto/arbiter/v1/lease.proto",
+                "../../proto/codesprintpro/dr/replication/v1/replication.proto",
+            ],
+            &["../../proto"],
+        )?;
+    Ok(())
+}

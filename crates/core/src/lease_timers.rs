@@ -1,0 +1,119 @@
+//! The leader's in-memory lease deadlines, on its monotonic clock.
+//!
+//! Expiry is decided here and committed as an explicit `Expire` entry, so the replicated
+//! [`LeaseTable`] never reads a clock. Time enters only as a [`MonoMillis`] argument. Not
+//! replicated and not persisted: a new leader rebuilds it with [`LeaseTimers::on_elected`].
+//!
+//! Invariant: for every live (`Held` or `Draining`) lease, the deadline here is no earlier than
+//! the deadline its holder computes for itself, so `Expire` is proposed only once the holder has
+//! stopped believing it holds the lease. Why that holds:
+//!
+//! - The holder's SDK counts from the moment it *sent* the successful request: its deadline is
+//!   `send + TTL − drift margin` on its own monotonic clock.
+//! - The leader counts from the moment it *received* that request (or later), which is after the
+//!   send: its deadline is `receipt + TTL`. The drift margin absorbs the clocks' rate difference
+//!   over one TTL; no clock synchronisation is needed.
+//! - A new leader cannot know when its predecessor last renewed, so it gives every live lease a
+//!   full TTL from its own election, which is after any renewal the old leader acknowledged.
+//! - Keep-alives are renewed only after a quorum round that began after they arrived confirms
+//!   this node is still leader, so a deposed leader cannot stretch a lease that the new leader's
+//!   timers do not also cover.
+
+use crate::lease_table::LeaseTable;
+use crate::types::{FencingToken, MonoMillis, ResourceId};
+use std::collections::BTreeMap;
+
+/// One lease's deadline. Keyed by token so a timer never outlives, or acts on, another lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timer {
+    token: FencingToken,
+    deadline: MonoMillis,
+}
+
+/// Per-resource deadlines of the live leases, kept by the current leader only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseTimers {
+    /// Ordered so `due` proposes expiries in the same order on every run, which keeps tests and
+    /// logs reproducible.
+    timers: BTreeMap<ResourceId, Timer>,
+}
+
+impl LeaseTimers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bring the timers in line with `table`: every live lease without a timer for its token gets
+    /// `now + ttl`; timers of leases that ended are dropped. A lease that starts draining keeps
+    /// its token, hence its deadline: revoking does not shorten the wait.
+    ///
+    /// Call it after each applied batch (a grant's full TTL starts once it is committed) and on
+    /// election. It walks the whole table once, so batch it rather than calling it per command.
+    pub fn reconcile(&mut self, table: &LeaseTable, now: MonoMillis) {
+        self.timers.retain(|resource, timer| {
+            table
+                .get(resource)
+                .and_then(|row| row.lease.live())
+                .is_some_and(|lease| lease.token == timer.token)
+        });
+        for (resource, row) in table.live_leases() {
+            let Some(lease) = row.lease.live() else {
+                continue;
+            };
+            // Look up before inserting so the common case (timer already set) clones nothing.
+            if !self.timers.contains_key(resource) {
+                self.timers.insert(
+                    resource.clone(),
+                    Timer {
+                        token: lease.token,
+                        deadline: now.saturating_add_ms(lease.ttl_ms),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The new-leader rule: forget whatever this node knew from an earlier term and extend every
+    /// live lease by a full TTL from `now`, the election.
+    pub fn on_elected(&mut self, table: &LeaseTable, now: MonoMillis) {
+        self.timers.clear();
+        self.reconcile(table, now);
+    }
+
+    /// A keep-alive for `token`, confirmed by a quorum round, extends the deadline to
+    /// `now + ttl_ms`; it never shortens it. `now` is when the keep-alive arrived (or later).
+    /// Call [`LeaseTable::check_keepalive`] first: this only knows tokens, not lease states.
+    /// Returns false, changing nothing, if there is no timer for that token.
+    pub fn renew(
+        &mut self,
+        resource: &ResourceId,
+        token: FencingToken,
+        ttl_ms: u64,
+        now: MonoMillis,
+    ) -> bool {
+        match self.timers.get_mut(resource) {
+            Some(timer) if timer.token == token => {
+                timer.deadline = timer.deadline.max(now.saturating_add_ms(ttl_ms));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The `Expire { resource, token }` commands to propose: leases whose deadline is `now` or
+    /// earlier. Timers stay until `reconcile` sees the lease gone, so a lost proposal is retried
+    /// at the next tick; a duplicate is refused harmlessly by the table.
+    pub fn due(&self, now: MonoMillis) -> Vec<(ResourceId, FencingToken)> {
+        self.timers
+            .iter()
+            .filter(|(_, timer)| timer.deadline <= now)
+            .map(|(resource, timer)| (resource.clone(), timer.token))
+            .collect()
+    }
+
+    /// The latest moment the holder of `resource`'s live lease may believe it holds it, on this
+    /// leader's monotonic clock.
+    pub fn may_hold_until(&self, resource: &ResourceId) -> Option<MonoMillis> {
+        self.timers.get(resource).map(|timer| timer.deadline)
+    }
+}

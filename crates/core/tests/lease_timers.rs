@@ -1,0 +1,264 @@
+//! The leader's lease deadlines: time is a `MonoMillis` argument, so each test walks a clock by
+//! hand and asserts which `Expire` commands the leader would propose, and when.
+
+use arbiter_core::lease_table::{BreakGlass, LeaseCommand, LeaseOutcome, LeaseTable};
+use arbiter_core::lease_timers::LeaseTimers;
+use arbiter_core::{ApplyCtx, FencingToken, HolderId, MonoMillis, ResourceId, WallMillis};
+
+const TTL: u64 = 3_000;
+
+fn res(s: &str) -> ResourceId {
+    ResourceId::new(s)
+}
+
+/// Apply `cmd` as the entry at `index` (the token it mints is derived from it).
+fn apply(table: &mut LeaseTable, index: u64, cmd: LeaseCommand) -> LeaseOutcome {
+    let ctx = ApplyCtx {
+        token: FencingToken::from_log_position(index, 0),
+        now: WallMillis(0),
+    };
+    table.apply(&cmd, &ctx)
+}
+
+fn acquire(resource: &str, holder: &str, break_glass: Option<BreakGlass>) -> LeaseCommand {
+    LeaseCommand::Acquire {
+        resource: res(resource),
+        holder: HolderId::new(holder),
+        region: None,
+        ttl_ms: TTL,
+        break_glass,
+    }
+}
+
+/// Grant `resource` to `holder` as the entry at `index`; returns the token.
+fn grant(table: &mut LeaseTable, index: u64, resource: &str, holder: &str) -> FencingToken {
+    match apply(table, index, acquire(resource, holder, None)) {
+        LeaseOutcome::Granted { token, .. } => token,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+fn revoke(resource: &str) -> LeaseCommand {
+    LeaseCommand::Revoke {
+        resource: res(resource),
+        by: "operator".into(),
+        reason: "move primary".into(),
+    }
+}
+
+fn release(resource: &str, holder: &str, token: FencingToken) -> LeaseCommand {
+    LeaseCommand::Release {
+        resource: res(resource),
+        holder: HolderId::new(holder),
+        token,
+    }
+}
+
+/// Propose what the timers say is due, as the entry at `index`, the way the leader's tick does.
+fn expire_due(
+    table: &mut LeaseTable,
+    index: u64,
+    due: Vec<(ResourceId, FencingToken)>,
+) -> Vec<LeaseOutcome> {
+    due.into_iter()
+        .map(|(resource, token)| apply(table, index, LeaseCommand::Expire { resource, token }))
+        .collect()
+}
+
+#[test]
+fn new_leader_gives_every_live_lease_a_full_ttl_from_its_election() {
+    // Granted (and perhaps renewed) under the old leader long ago; this node cannot know when.
+    let mut table = LeaseTable::new();
+    let orders = grant(&mut table, 1, "db/orders", "proxy-a");
+    let users = grant(&mut table, 2, "db/users", "proxy-b");
+    apply(&mut table, 3, revoke("db/users"));
+
+    let elected = MonoMillis(1_000_000);
+    let mut timers = LeaseTimers::new();
+    timers.on_elected(&table, elected);
+
+    let deadline = elected.saturating_add_ms(TTL);
+    assert_eq!(timers.may_hold_until(&res("db/orders")), Some(deadline));
+    assert_eq!(timers.may_hold_until(&res("db/users")), Some(deadline));
+    assert!(timers.due(MonoMillis(deadline.0 - 1)).is_empty());
+    assert_eq!(
+        timers.due(deadline),
+        [(res("db/orders"), orders), (res("db/users"), users)]
+    );
+}
+
+#[test]
+fn on_elected_forgets_deadlines_from_an_earlier_term() {
+    let mut table = LeaseTable::new();
+    let token = grant(&mut table, 1, "db/orders", "proxy-a");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+    assert!(timers.renew(&res("db/orders"), token, TTL, MonoMillis(50_000)));
+
+    // Re-elected after another leader ran; whatever this node knew is reset to the election.
+    timers.on_elected(&table, MonoMillis(10_000));
+    assert_eq!(
+        timers.may_hold_until(&res("db/orders")),
+        Some(MonoMillis(10_000 + TTL))
+    );
+}
+
+#[test]
+fn reconcile_after_a_grant_starts_its_ttl_and_leaves_existing_deadlines_alone() {
+    let mut table = LeaseTable::new();
+    grant(&mut table, 1, "db/orders", "proxy-a");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(100));
+
+    grant(&mut table, 2, "db/users", "proxy-b");
+    timers.reconcile(&table, MonoMillis(900));
+
+    assert_eq!(
+        timers.may_hold_until(&res("db/orders")),
+        Some(MonoMillis(100 + TTL))
+    );
+    assert_eq!(
+        timers.may_hold_until(&res("db/users")),
+        Some(MonoMillis(900 + TTL))
+    );
+    assert_eq!(timers.may_hold_until(&res("db/none")), None);
+}
+
+#[test]
+fn renew_extends_and_never_shortens_and_only_for_the_timed_token() {
+    let mut table = LeaseTable::new();
+    let token = grant(&mut table, 1, "db/orders", "proxy-a");
+    let orders = res("db/orders");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+
+    assert!(timers.renew(&orders, token, TTL, MonoMillis(2_000)));
+    assert_eq!(
+        timers.may_hold_until(&orders),
+        Some(MonoMillis(2_000 + TTL))
+    );
+    assert!(timers.due(MonoMillis(TTL)).is_empty(), "renewal moved it");
+
+    // A keep-alive processed late (received earlier) must not pull the deadline back.
+    assert!(timers.renew(&orders, token, TTL, MonoMillis(1_000)));
+    assert_eq!(
+        timers.may_hold_until(&orders),
+        Some(MonoMillis(2_000 + TTL))
+    );
+
+    assert!(!timers.renew(&orders, FencingToken(token.0 + 1), TTL, MonoMillis(9_000)));
+    assert!(!timers.renew(&res("db/none"), token, TTL, MonoMillis(9_000)));
+    assert_eq!(
+        timers.may_hold_until(&orders),
+        Some(MonoMillis(2_000 + TTL))
+    );
+}
+
+#[test]
+fn due_lists_a_lease_only_once_its_deadline_is_reached() {
+    let mut table = LeaseTable::new();
+    let token = grant(&mut table, 1, "db/orders", "proxy-a");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(500));
+
+    assert!(timers.due(MonoMillis(500)).is_empty());
+    assert!(timers.due(MonoMillis(500 + TTL - 1)).is_empty());
+    assert_eq!(
+        timers.due(MonoMillis(500 + TTL)),
+        [(res("db/orders"), token)]
+    );
+    // Still listed until the Expire is applied and reconciled: a lost proposal is retried.
+    assert_eq!(timers.due(MonoMillis(500 + TTL + 1)).len(), 1);
+}
+
+#[test]
+fn revoke_keeps_the_deadline_and_the_expire_loop_frees_the_resource() {
+    let mut table = LeaseTable::new();
+    let old = grant(&mut table, 1, "db/orders", "proxy-a");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+
+    // Revoking does not shorten the wait: the holder may still believe it holds until TTL.
+    apply(&mut table, 2, revoke("db/orders"));
+    timers.reconcile(&table, MonoMillis(10));
+    assert_eq!(
+        timers.may_hold_until(&res("db/orders")),
+        Some(MonoMillis(TTL))
+    );
+
+    // The leader proposes what is due; apply frees it; reconcile drops the timer.
+    let due = timers.due(MonoMillis(TTL));
+    assert_eq!(due, [(res("db/orders"), old)]);
+    assert!(matches!(
+        expire_due(&mut table, 3, due)[..],
+        [LeaseOutcome::Expired { .. }]
+    ));
+    timers.reconcile(&table, MonoMillis(TTL));
+    assert_eq!(timers.may_hold_until(&res("db/orders")), None);
+    assert!(timers.due(MonoMillis(u64::MAX)).is_empty());
+
+    let new = grant(&mut table, 4, "db/orders", "proxy-b");
+    assert!(new > old);
+}
+
+#[test]
+fn reconcile_drops_released_leases_and_retimes_replaced_ones() {
+    let mut table = LeaseTable::new();
+    let orders = grant(&mut table, 1, "db/orders", "proxy-a");
+    let users = grant(&mut table, 2, "db/users", "proxy-b");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+
+    apply(&mut table, 3, release("db/orders", "proxy-a", orders));
+    // Break-glass replaces db/users' lease: the new token gets its own full TTL.
+    let cmd = acquire(
+        "db/users",
+        "proxy-c",
+        Some(BreakGlass {
+            operator: "oncall".into(),
+            reason: "drill".into(),
+        }),
+    );
+    let LeaseOutcome::Granted {
+        token: replaced, ..
+    } = apply(&mut table, 4, cmd)
+    else {
+        panic!("expected a break-glass grant");
+    };
+    timers.reconcile(&table, MonoMillis(1_000));
+
+    assert_eq!(timers.may_hold_until(&res("db/orders")), None);
+    assert_eq!(
+        timers.may_hold_until(&res("db/users")),
+        Some(MonoMillis(1_000 + TTL))
+    );
+    assert!(!timers.renew(&res("db/users"), users, TTL, MonoMillis(1_500)));
+    assert_eq!(
+        timers.due(MonoMillis(1_000 + TTL)),
+        [(res("db/users"), replaced)]
+    );
+}
+
+#[test]
+fn expire_proposed_for_a_lease_replaced_meanwhile_is_refused_by_the_table() {
+    let mut table = LeaseTable::new();
+    let old = grant(&mut table, 1, "db/orders", "proxy-a");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+    let due = timers.due(MonoMillis(TTL));
+
+    // Before the Expire commits, the holder releases and someone else is granted.
+    apply(&mut table, 2, release("db/orders", "proxy-a", old));
+    let new = grant(&mut table, 3, "db/orders", "proxy-b");
+
+    assert!(matches!(
+        expire_due(&mut table, 4, due)[..],
+        [LeaseOutcome::Refused(_)]
+    ));
+    timers.reconcile(&table, MonoMillis(TTL));
+    assert_eq!(
+        timers.may_hold_until(&res("db/orders")),
+        Some(MonoMillis(TTL + TTL))
+    );
+    assert!(timers.renew(&res("db/orders"), new, TTL, MonoMillis(TTL)));
+}

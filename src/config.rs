@@ -1,0 +1,441 @@
+//! Node configuration: a TOML file and/or flags become a [`NodeConfig`] that has passed
+//! [`RawNodeConfig::validate`].
+//!
+//! Invariant: nothing downstream sees an unvalidated value. Cross-field rules (heartbeat below
+//! the election timeout, the WAN heartbeat above the worst RTT, distinct peer ids) are checked
+//! once, here, with typed errors that name the field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft_types::{Member, NodeId};
+
+/// Raft timing presets. openraft 0.9 uses the heartbeat interval as the AppendEntries and
+/// ReadIndex timeout, and `election_timeout_max` as the leader lease, so the WAN profile must
+/// size the heartbeat above the worst RTT (150 ms us-west-2↔eu-central-1) plus an fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Loopback or one datacenter: fast failover, for tests and local clusters.
+    Lan,
+    /// The us-east-1 / us-west-2 / eu-central-1 triangle (70/90/150 ms RTT).
+    Wan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Deadline of every client write; a partitioned openraft 0.9 leader accepts writes that
+    /// would otherwise hang.
+    pub write_timeout_ms: u64,
+    /// Pause between attempts to reach an unreachable peer.
+    pub peer_backoff_ms: u64,
+}
+
+impl Profile {
+    pub fn timing(self) -> Timing {
+        match self {
+            Profile::Lan => Timing {
+                heartbeat_ms: 50,
+                election_min_ms: 250,
+                election_max_ms: 450,
+                write_timeout_ms: 2_000,
+                peer_backoff_ms: 100,
+            },
+            Profile::Wan => Timing {
+                heartbeat_ms: 400,
+                election_min_ms: 1_500,
+                election_max_ms: 3_000,
+                write_timeout_ms: 8_000,
+                peer_backoff_ms: 500,
+            },
+        }
+    }
+}
+
+/// A peer named in the config, used only to bootstrap a fresh cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    pub region: String,
+    pub grpc: String,
+    pub http: String,
+}
+
+/// The file (and flag) form: everything optional that has a sane default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeConfig {
+    pub node_id: Option<NodeId>,
+    pub region: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    /// Listen addresses; port 0 binds any free port.
+    pub grpc_listen: Option<String>,
+    pub http_listen: Option<String>,
+    /// Addresses peers and clients use to reach this node; default: the bound listen address.
+    pub grpc_advertise: Option<String>,
+    pub http_advertise: Option<String>,
+    pub profile: Option<Profile>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_min_ms: Option<u64>,
+    pub election_max_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    /// Build a snapshot after this many log entries (default 10,000).
+    pub snapshot_every: Option<u64>,
+    /// Entries kept in the log behind a snapshot for slow followers (default 1,000).
+    pub keep_logs: Option<u64>,
+    /// Initialize a fresh cluster with this node and `peers` as voters (idempotent).
+    #[serde(default)]
+    pub bootstrap: bool,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub region: String,
+    pub data_dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub grpc_advertise: Option<String>,
+    pub http_advertise: Option<String>,
+    pub profile: Profile,
+    pub timing: Timing,
+    pub snapshot_every: u64,
+    pub keep_logs: u64,
+    pub bootstrap: bool,
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required setting `{field}`")]
+    Missing { field: &'static str },
+    #[error("`node_id` must be at least 1")]
+    ZeroNodeId,
+    #[error("`{field}` = {value:?} is not a socket address (host:port): {reason}")]
+    BadAddress {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("`{field}` = {value:?} must be host:port with a non-zero port")]
+    BadAdvertise { field: &'static str, value: String },
+    #[error(
+        "heartbeat_ms ({heartbeat_ms}) must be below election_min_ms ({election_min_ms}) \
+         — openraft treats a missed heartbeat window as leader loss"
+    )]
+    HeartbeatNotBelowElection {
+        heartbeat_ms: u64,
+        election_min_ms: u64,
+    },
+    #[error("election_min_ms ({min}) must be below election_max_ms ({max})")]
+    ElectionRange { min: u64, max: u64 },
+    #[error(
+        "profile wan needs heartbeat_ms >= {min_ms} (worst RTT 150 ms plus fsync); got {heartbeat_ms}"
+    )]
+    WanHeartbeatTooShort { heartbeat_ms: u64, min_ms: u64 },
+    #[error("`{field}` must be at least {min}, got {value}")]
+    TooSmall {
+        field: &'static str,
+        value: u64,
+        min: u64,
+    },
+    #[error("peer id {id} appears twice (or equals node_id)")]
+    DuplicatePeer { id: NodeId },
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path} is not valid: {reason}")]
+    Parse { path: String, reason: String },
+}
+
+/// Smallest heartbeat the WAN profile accepts: worst planned RTT plus an fsync allowance.
+const WAN_MIN_HEARTBEAT_MS: u64 = 200;
+
+impl RawNodeConfig {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn validate(self) -> Result<NodeConfig, ConfigError> {
+        let node_id = self.node_id.ok_or(ConfigError::Missing { field: "node_id" })?;
+        if node_id == 0 {
+            return Err(ConfigError::ZeroNodeId);
+        }
+        let region = self
+            .region
+            .filter(|r| !r.trim().is_empty())
+            .ok_or(ConfigError::Missing { field: "region" })?;
+        let data_dir = self
+            .data_dir
+            .ok_or(ConfigError::Missing { field: "data_dir" })?;
+        let grpc_listen = parse_addr("grpc_listen", self.grpc_listen.as_deref())?;
+        let http_listen = parse_addr("http_listen", self.http_listen.as_deref())?;
+        check_advertise("grpc_advertise", self.grpc_advertise.as_deref())?;
+        check_advertise("http_advertise", self.http_advertise.as_deref())?;
+
+        let profile = self.profile.unwrap_or(Profile::Lan);
+        let preset = profile.timing();
+        let timing = Timing {
+            heartbeat_ms: self.heartbeat_ms.unwrap_or(preset.heartbeat_ms),
+            election_min_ms: self.election_min_ms.unwrap_or(preset.election_min_ms),
+            election_max_ms: self.election_max_ms.unwrap_or(preset.election_max_ms),
+            write_timeout_ms: self.write_timeout_ms.unwrap_or(preset.write_timeout_ms),
+            peer_backoff_ms: preset.peer_backoff_ms,
+        };
+        timing.validate(profile)?;
+
+        let snapshot_every = self.snapshot_every.unwrap_or(10_000);
+        at_least("snapshot_every", snapshot_every, 10)?;
+        let keep_logs = self.keep_logs.unwrap_or(1_000);
+
+        let mut seen = vec![node_id];
+        for peer in &self.peers {
+            if seen.contains(&peer.id) {
+                return Err(ConfigError::DuplicatePeer { id: peer.id });
+            }
+            seen.push(peer.id);
+            check_advertise("peers.grpc", Some(&peer.grpc))?;
+            check_advertise("peers.http", Some(&peer.http))?;
+        }
+
+        Ok(NodeConfig {
+            node_id,
+            region,
+            data_dir,
+            grpc_listen,
+            http_listen,
+            grpc_advertise: self.grpc_advertise,
+            http_advertise: self.http_advertise,
+            profile,
+            timing,
+            snapshot_every,
+            keep_logs,
+            bootstrap: self.bootstrap,
+            peers: self.peers,
+        })
+    }
+}
+
+impl Timing {
+    fn validate(&self, profile: Profile) -> Result<(), ConfigError> {
+        at_least("heartbeat_ms", self.heartbeat_ms, 10)?;
+        at_least("write_timeout_ms", self.write_timeout_ms, 100)?;
+        if self.heartbeat_ms >= self.election_min_ms {
+            return Err(ConfigError::HeartbeatNotBelowElection {
+                heartbeat_ms: self.heartbeat_ms,
+                election_min_ms: self.election_min_ms,
+            });
+        }
+        if self.election_min_ms >= self.election_max_ms {
+            return Err(ConfigError::ElectionRange {
+                min: self.election_min_ms,
+                max: self.election_max_ms,
+            });
+        }
+        if profile == Profile::Wan && self.heartbeat_ms < WAN_MIN_HEARTBEAT_MS {
+            return Err(ConfigError::WanHeartbeatTooShort {
+                heartbeat_ms: self.heartbeat_ms,
+                min_ms: WAN_MIN_HEARTBEAT_MS,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn at_least(field: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::TooSmall { field, value, min });
+    }
+    Ok(())
+}
+
+fn parse_addr(field: &'static str, value: Option<&str>) -> Result<SocketAddr, ConfigError> {
+    let value = value.ok_or(ConfigError::Missing { field })?;
+    value.parse().map_err(|e: std::net::AddrParseError| ConfigError::BadAddress {
+        field,
+        value: value.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Advertised addresses may be host names, so only the shape is checked: host:port, port > 0.
+fn check_advertise(field: &'static str, value: Option<&str>) -> Result<(), ConfigError> {
+    let Some(value) = value else { return Ok(()) };
+    let ok = value
+        .rsplit_once(':')
+        .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::BadAdvertise {
+            field,
+            value: value.to_string(),
+        })
+    }
+}
+
+impl NodeConfig {
+    /// The openraft configuration for this node's profile.
+    pub fn raft_config(&self) -> openraft::Config {
+        openraft::Config {
+            cluster_name: "arbiter".into(),
+            heartbeat_interval: self.timing.heartbeat_ms,
+            election_timeout_min: self.timing.election_min_ms,
+            election_timeout_max: self.timing.election_max_ms,
+            install_snapshot_timeout: self.timing.heartbeat_ms.max(1_000) * 4,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            ..Default::default()
+        }
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.timing.write_timeout_ms)
+    }
+
+    /// The membership record of a peer from the bootstrap list.
+    pub fn peer_members(&self) -> Vec<(NodeId, Member)> {
+        self.peers
+            .iter()
+            .map(|p| {
+                (
+                    p.id,
+                    Member {
+                        region: p.region.clone(),
+                        grpc_addr: p.grpc.clone(),
+                        http_addr: p.http.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> RawNodeConfig {
+        RawNodeConfig {
+            node_id: Some(1),
+            region: Some("us-east-1".into()),
+            data_dir: Some("/tmp/x".into()),
+            grpc_listen: Some("127.0.0.1:0".into()),
+            http_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_lan_defaults() {
+        let config = minimal().validate().expect("valid");
+        assert_eq!(config.profile, Profile::Lan);
+        assert_eq!(config.timing, Profile::Lan.timing());
+    }
+
+    #[test]
+    fn heartbeat_must_be_below_election_timeout() {
+        let raw = RawNodeConfig {
+            heartbeat_ms: Some(300),
+            ..minimal()
+        };
+        assert_eq!(
+            raw.validate(),
+            Err(ConfigError::HeartbeatNotBelowElection {
+                heartbeat_ms: 300,
+                election_min_ms: 250
+            })
+        );
+    }
+
+    #[test]
+    fn wan_profile_refuses_a_lan_heartbeat() {
+        let raw = RawNodeConfig {
+            profile: Some(Profile::Wan),
+            heartbeat_ms: Some(50),
+            ..minimal()
+        };
+        assert!(matches!(
+            raw.validate(),
+            Err(ConfigError::WanHeartbeatTooShort { .. })
+        ));
+    }
+
+    #[test]
+    fn duplicate_peer_ids_are_refused() {
+        let peer = PeerConfig {
+            id: 2,
+            region: "us-west-2".into(),
+            grpc: "127.0.0.1:7002".into(),
+            http: "127.0.0.1:8082".into(),
+        };
+        let raw = RawNodeConfig {
+            peers: vec![peer.clone(), peer],
+            ..minimal()
+        };
+        assert_eq!(raw.validate(), Err(ConfigError::DuplicatePeer { id: 2 }));
+    }
+
+    #[test]
+    fn missing_fields_and_bad_addresses_are_named() {
+        let raw = RawNodeConfig {
+            node_id: None,
+            ..minimal()
+        };
+        assert_eq!(
+            raw.validate(),
+            Err(ConfigError::Missing { field: "node_id" })
+        );
+        let raw = RawNodeConfig {
+            grpc_listen: Some("nonsense".into()),
+            ..minimal()
+        };
+        assert!(matches!(
+            raw.validate(),
+            Err(ConfigError::BadAddress {
+                field: "grpc_listen",
+                ..
+            })
+        ));
+        let raw = RawNodeConfig {
+            grpc_advertise: Some("host:0".into()),
+            ..minimal()
+        };
+        assert!(matches!(
+            raw.validate(),
+            Err(ConfigError::BadAdvertise { .. })
+        ));
+    }
+
+    #[test]
+    fn toml_file_form_parses_and_rejects_unknown_keys() {
+        let raw: RawNodeConfig = toml::from_str(
+            r#"
+            node_id = 2
+            region = "us-west-2"
+            data_dir = "/var/lib/arbiter"
+            grpc_listen = "0.0.0.0:7002"
+            http_listen = "0.0.0.0:8082"
+            profile = "wan"
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(raw.validate().expect("valid").profile, Profile::Wan);
+        assert!(toml::from_str::<RawNodeConfig>("node_idd = 2").is_err());
+    }
+}

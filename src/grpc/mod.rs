@@ -1,0 +1,14 @@
+//! gRPC edge: one port per node serves the Raft transport and the public services.
+//!
+//! - [`raft_service`]: node-to-node AppendEntries / Vote / InstallSnapshot.
+//! - [`cluster_service`]: bootstrap, membership, status.
+//! - [`status`]: the one place where internal errors become `tonic::Status`.
+
+pub mod cluster_service;
+pub mod raft_service;
+pub mod status;
+
+/// Generated code for the internal Raft transport (never edited).
+pub mod raft_proto {
+    tonic::include_proto!("arbiter.raft.v1");
+}

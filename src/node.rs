@@ -1,0 +1,229 @@
+//! One arbiter node: storage, Raft, the gRPC and HTTP servers, and the leader's background
+//! duties, started together and stopped together.
+//!
+//! Invariant: one way to stop. [`run`] serves until its `shutdown` future resolves, then stops
+//! accepting requests, drains in-flight ones for at most [`DRAIN_DEADLINE`], shuts Raft down
+//! and fsyncs storage before returning.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arbiter_client::proto::cluster_service_server::ClusterServiceServer;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::NodeConfig;
+use crate::grpc::cluster_service::ClusterApi;
+use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
+use crate::grpc::raft_service::RaftTransport;
+use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
+use crate::proposer::Proposer;
+use crate::raft_types::{Member, NodeId, Raft};
+use crate::store::{self, StateMachineStore, StoreError};
+
+/// How long in-flight requests may take to finish after shutdown begins.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Name of the file a node writes into its data dir once it is serving.
+pub const READY_FILE: &str = "ready.json";
+
+/// What the services share about this node.
+pub struct NodeContext {
+    pub id: NodeId,
+    pub region: String,
+    pub grpc_addr: String,
+    pub http_addr: String,
+    pub raft: Raft,
+    pub state: StateMachineStore,
+    pub proposer: Proposer,
+    pub committed: Arc<AtomicU64>,
+}
+
+/// Written to `<data_dir>/ready.json` when the node serves: how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub node_id: NodeId,
+    pub region: String,
+    pub grpc_addr: String,
+    pub http_addr: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+    #[error("cannot write {path}: {source}")]
+    ReadyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(String),
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let grpc_listener = bind(config.grpc_listen).await?;
+    let http_listener = bind(config.http_listen).await?;
+    let grpc_addr = advertised(&config.grpc_advertise, &grpc_listener)?;
+    let http_addr = advertised(&config.http_advertise, &http_listener)?;
+
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::ReadyFile {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let (log_store, sm_store) = store::open(&config.data_dir)?;
+    let committed = log_store.committed_index();
+    let network = Network::new(
+        Duration::from_millis(config.timing.heartbeat_ms.max(100)),
+        Duration::from_millis(config.timing.peer_backoff_ms),
+    );
+    let raft_config = config
+        .raft_config()
+        .validate()
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        network,
+        log_store,
+        sm_store.clone(),
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+    let node = Arc::new(NodeContext {
+        id: config.node_id,
+        region: config.region.clone(),
+        grpc_addr: grpc_addr.clone(),
+        http_addr: http_addr.clone(),
+        proposer: Proposer::start(raft.clone(), config.write_timeout()),
+        raft: raft.clone(),
+        state: sm_store,
+        committed,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grpc = tokio::spawn(serve_grpc(node.clone(), grpc_listener, stop_rx.clone()));
+    let http = tokio::spawn(crate::http::serve(node.clone(), http_listener, stop_rx));
+
+    if config.bootstrap {
+        let mut members: std::collections::BTreeMap<NodeId, Member> =
+            config.peer_members().into_iter().collect();
+        members.insert(
+            config.node_id,
+            Member {
+                region: config.region.clone(),
+                grpc_addr: grpc_addr.clone(),
+                http_addr: http_addr.clone(),
+            },
+        );
+        match node.initialize(members).await {
+            Ok(already) => tracing::info!(already_initialized = already, "bootstrap"),
+            Err(status) => tracing::warn!(%status, "bootstrap failed"),
+        }
+    }
+
+    write_ready(
+        &config.data_dir,
+        &ReadyInfo {
+            node_id: config.node_id,
+            region: config.region.clone(),
+            grpc_addr,
+            http_addr,
+            pid: std::process::id(),
+        },
+    )?;
+    tracing::info!(node_id = config.node_id, region = %config.region, "serving");
+
+    shutdown.await;
+    tracing::info!("shutting down: draining requests");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        let _ = grpc.await;
+        let _ = http.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain deadline passed; aborting remaining requests");
+    }
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    let _ = std::fs::remove_file(config.data_dir.join(READY_FILE));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { addr, source })
+}
+
+fn advertised(configured: &Option<String>, listener: &TcpListener) -> Result<String, NodeError> {
+    if let Some(addr) = configured {
+        return Ok(addr.clone());
+    }
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .map_err(|source| NodeError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })
+}
+
+fn write_ready(dir: &Path, info: &ReadyInfo) -> Result<(), NodeError> {
+    let path = dir.join(READY_FILE);
+    let tmp = dir.join("ready.json.tmp");
+    let err = |source| NodeError::ReadyFile {
+        path: path.clone(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(info).map_err(|e| err(std::io::Error::other(e)))?;
+    // Write then rename, so a reader never sees a half-written file.
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)
+}
+
+/// Reads a node's ready file, if it has written one.
+pub fn read_ready(dir: &Path) -> Option<ReadyInfo> {
+    let text = std::fs::read_to_string(dir.join(READY_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+async fn serve_grpc(
+    node: Arc<NodeContext>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let raft_service = RaftServiceServer::new(RaftTransport::new(node.raft.clone()))
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(raft_service)
+        .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| NodeError::Serve(e.to_string()))
+}
