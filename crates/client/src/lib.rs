@@ -18,4 +18,4 @@ pub mod proto {
 pub const LEADER_ID_HEADER: &str = "x-arbiter-leader-id";
 pub const LEADER_ADDR_HEADER: &str = "x-arbiter-leader-addr";
 
-pub use arbiter_core::{crdt, hlc};
+pub use arbiter_core::{crdt, hlc, types};

@@ -4,8 +4,39 @@
 //! enters only as an argument or inside a log entry, so the same log gives the same state on
 //! every node and after every restart or snapshot install.
 //!
+//! - [`command`]: the log payload (`Batch` of `Command`s) and per-command `Outcome`s.
+//! - [`state_machine`]: every replicated table and the deterministic `apply_batch`.
 //! - [`types`]: identifiers and scalar newtypes (`FencingToken`, `RegionId`, ...).
+//! - [`lease_table`]: the replicated lease table; `LeaseCommand`s in, `LeaseOutcome`s out, fencing
+//!   epochs that only rise.
+//! - [`lease_timers`]: the leader's monotonic lease deadlines over [`lease_table`]; yields the
+//!   `Expire` commands to propose.
+//! - [`hlc`]: hybrid logical clocks; the wall clock comes in as an argument, timestamps go out.
+//! - [`crdt`]: state-merge CRDTs for active-active data, LWW types ordered by [`hlc`] timestamps.
+//! - [`region_health`]: replicated region health with hysteresis; `DOWN` stays down until healthy
+//!   for the whole cooldown.
+//! - [`probe_consensus`]: the controller's in-memory outage consensus over vantage-point probes;
+//!   yields `Verdict`s, which become [`region_health`] observations and failovers.
+//! - [`routing`]: the replicated tenant routing table (shift, restore, compare-and-set, lock) and
+//!   validated per-region traffic weights.
+//! - [`replication`]: replicated replication links and sync checkpoints; sync metrics, RPO
+//!   violations and data-loss estimates.
+//! - [`failover_log`]: the append-only failover log; steps only advance, each recorded once.
+//! - [`failover_plan`]: the failover workflow over [`failover_log`] (`next_action`) and the
+//!   failback gate over [`region_health`] and [`replication`].
 
+pub mod command;
+pub mod crdt;
+pub mod failover_log;
+pub mod failover_plan;
+pub mod hlc;
+pub mod lease_table;
+pub mod lease_timers;
+pub mod probe_consensus;
+pub mod region_health;
+pub mod replication;
+pub mod routing;
+pub mod state_machine;
 pub mod types;
 
 pub use types::*;

@@ -1,0 +1,449 @@
+//! Outage consensus over health probes from several vantage points: the controller's judgement
+//! of whether a region is healthy, suspect, down, or missing one critical dependency.
+//!
+//! Invariant: an outage is declared only when at least `quorum` configured vantage points each
+//! see the region failing by the failure rule within the window; a region is called healthy only
+//! when `quorum` vantage points see it clean. Reports older than the window count as nothing, so
+//! silence is never mistaken for health. Kept in the controller's memory, not replicated: the
+//! decisions it leads to are (see [`crate::region_health`], [`crate::failover_log`]). Time is the
+//! controller's monotonic clock, passed in.
+
+use crate::region_health::HealthCommand;
+use crate::types::{MonoMillis, RegionId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use thiserror::Error;
+
+/// Samples kept per (region, vantage) at most, whatever the window: bounds memory if a probe
+/// agent floods the controller.
+pub const MAX_SAMPLES_PER_VANTAGE: usize = 1024;
+
+macro_rules! name {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_string())
+            }
+        }
+    };
+}
+
+name!(
+    /// Where a probe runs from, e.g. `london`.
+    VantageId
+);
+name!(
+    /// A class of requests that can be served from another region on its own, e.g. `payments`.
+    ServiceClass
+);
+name!(
+    /// A key of the seed's health-check `dependencies` map, e.g. `primaryDatabase`.
+    DependencyName
+);
+
+/// A dependency's status as a probe saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DependencyStatus {
+    Ok,
+    Failed,
+}
+
+impl DependencyStatus {
+    /// Reads a status string from the seed's health check (`"CONNECTED"`, `"OK"`, ...). Anything
+    /// not known to be good counts as failed: only a quorum of such reports shifts anything.
+    pub fn from_reported(status: &str) -> Self {
+        const GOOD: [&str; 4] = ["OK", "CONNECTED", "HEALTHY", "UP"];
+        if GOOD.iter().any(|good| good.eq_ignore_ascii_case(status)) {
+            DependencyStatus::Ok
+        } else {
+            DependencyStatus::Failed
+        }
+    }
+}
+
+/// One probe of one region from one vantage point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub vantage: VantageId,
+    pub region: RegionId,
+    /// The region's gateway answered its health check. Dependency failures are reported in
+    /// `dependencies`, not here, so that one failed dependency is not a regional outage.
+    pub ok: bool,
+    pub dependencies: BTreeMap<DependencyName, DependencyStatus>,
+    /// When the controller received the report, on its monotonic clock: probe agents' clocks
+    /// are not trusted.
+    pub at: MonoMillis,
+}
+
+/// Outage-consensus settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsensusConfig {
+    pub vantages: BTreeSet<VantageId>,
+    /// How many vantage points must agree; the seed asks for all of them.
+    pub quorum: usize,
+    /// Reports older than this count as nothing.
+    pub window_ms: u64,
+    /// A vantage sees a failure after this many failed probes in a row ...
+    pub consecutive_failures: usize,
+    /// ... or when more than this fraction of its probes in the window failed,
+    pub loss_threshold: f64,
+    /// ... provided it has at least this many probes in the window.
+    pub min_samples: usize,
+    /// Dependencies whose failure moves a service class, not the region.
+    pub critical_dependencies: BTreeMap<DependencyName, ServiceClass>,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        let vantages: BTreeSet<VantageId> = ["london", "tokyo", "sydney"]
+            .into_iter()
+            .map(VantageId::from)
+            .collect();
+        ConsensusConfig {
+            quorum: vantages.len(),
+            vantages,
+            window_ms: 30_000,
+            consecutive_failures: 3,
+            loss_threshold: 0.8,
+            min_samples: 5,
+            critical_dependencies: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ConsensusConfigError {
+    #[error("no vantage points configured")]
+    NoVantages,
+    #[error("quorum {quorum} must be between 1 and the {vantages} vantage points")]
+    QuorumOutOfRange { quorum: usize, vantages: usize },
+    #[error("window_ms must be positive")]
+    ZeroWindow,
+    #[error("consecutive_failures must be positive")]
+    ZeroConsecutiveFailures,
+    #[error("min_samples must be positive")]
+    ZeroMinSamples,
+    #[error("loss_threshold must be within (0, 1), got {threshold}")]
+    LossThresholdOutOfRange { threshold: f64 },
+}
+
+impl ConsensusConfig {
+    pub fn validate(&self) -> Result<(), ConsensusConfigError> {
+        if self.vantages.is_empty() {
+            return Err(ConsensusConfigError::NoVantages);
+        }
+        if self.quorum == 0 || self.quorum > self.vantages.len() {
+            return Err(ConsensusConfigError::QuorumOutOfRange {
+                quorum: self.quorum,
+                vantages: self.vantages.len(),
+            });
+        }
+        if self.window_ms == 0 {
+            return Err(ConsensusConfigError::ZeroWindow);
+        }
+        if self.consecutive_failures == 0 {
+            return Err(ConsensusConfigError::ZeroConsecutiveFailures);
+        }
+        if self.min_samples == 0 {
+            return Err(ConsensusConfigError::ZeroMinSamples);
+        }
+        if !(self.loss_threshold > 0.0 && self.loss_threshold < 1.0) {
+            return Err(ConsensusConfigError::LossThresholdOutOfRange {
+                threshold: self.loss_threshold,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProbeError {
+    #[error("vantage point {vantage} is not configured")]
+    UnknownVantage { vantage: VantageId },
+}
+
+/// Which failure rule a vantage point's probes met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureRule {
+    ConsecutiveFailures,
+    LossFraction,
+}
+
+/// Why one vantage point counts as seeing a failure; goes into the failover timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub vantage: VantageId,
+    pub rule: FailureRule,
+    pub failed_samples: usize,
+    pub samples: usize,
+    /// Failed probes at the end of the window, in a row.
+    pub consecutive_failures: usize,
+}
+
+/// The consensus about one region (or one of its dependencies) at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// At least `quorum` vantage points see it clean, and none sees a failure.
+    Healthy { region: RegionId },
+    /// Neither healthy nor down: some vantage points saw failures (`failing`), or too few have
+    /// reported within the window (`silent`).
+    Suspect {
+        region: RegionId,
+        failing: BTreeSet<VantageId>,
+        silent: BTreeSet<VantageId>,
+    },
+    /// At least `quorum` vantage points see the region failing.
+    Outage {
+        region: RegionId,
+        vantages: BTreeSet<VantageId>,
+        evidence: Vec<Evidence>,
+    },
+    /// The region answers, but at least `quorum` vantage points see this critical dependency
+    /// failing: move `service_class`, not the region.
+    DependencyOutage {
+        region: RegionId,
+        dependency: DependencyName,
+        service_class: ServiceClass,
+        vantages: BTreeSet<VantageId>,
+    },
+}
+
+impl Verdict {
+    pub fn region(&self) -> &RegionId {
+        match self {
+            Verdict::Healthy { region }
+            | Verdict::Suspect { region, .. }
+            | Verdict::Outage { region, .. }
+            | Verdict::DependencyOutage { region, .. } => region,
+        }
+    }
+
+    /// The region-health observation this verdict amounts to. A dependency outage or a mere
+    /// suspicion is not health: it holds a recovering region down, so failback waits for a
+    /// region that is clean from every side.
+    pub fn health_command(&self) -> HealthCommand {
+        let region = self.region().clone();
+        match self {
+            Verdict::Healthy { .. } => HealthCommand::ObserveHealthy { region },
+            Verdict::Suspect { .. } | Verdict::DependencyOutage { .. } => {
+                HealthCommand::ObserveUnhealthy { region }
+            }
+            Verdict::Outage { .. } => HealthCommand::MarkDown { region },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sample {
+    at: MonoMillis,
+    ok: bool,
+    /// Critical dependencies only: the rest never change a verdict.
+    critical: BTreeMap<DependencyName, DependencyStatus>,
+}
+
+/// How one vantage point sees one region within the window.
+enum VantageView {
+    Silent,
+    Clean,
+    /// Some probes failed, not enough for the failure rule.
+    Flaky,
+    Failing(Evidence),
+}
+
+/// The controller's probe reports, and the consensus over them.
+#[derive(Debug, Clone)]
+pub struct ProbeConsensus {
+    config: ConsensusConfig,
+    /// region → vantage → samples, oldest first. Each list is trimmed to one window behind its
+    /// newest sample on every record, so memory stays bounded without a timer.
+    samples: BTreeMap<RegionId, BTreeMap<VantageId, VecDeque<Sample>>>,
+}
+
+impl ProbeConsensus {
+    pub fn new(config: ConsensusConfig) -> Result<Self, ConsensusConfigError> {
+        config.validate()?;
+        Ok(ProbeConsensus {
+            config,
+            samples: BTreeMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &ConsensusConfig {
+        &self.config
+    }
+
+    pub fn record(&mut self, report: ProbeReport) -> Result<(), ProbeError> {
+        if !self.config.vantages.contains(&report.vantage) {
+            return Err(ProbeError::UnknownVantage {
+                vantage: report.vantage,
+            });
+        }
+        let critical = report
+            .dependencies
+            .into_iter()
+            .filter(|(name, _)| self.config.critical_dependencies.contains_key(name))
+            .collect();
+        let samples = self
+            .samples
+            .entry(report.region)
+            .or_default()
+            .entry(report.vantage)
+            .or_default();
+        // Reports may be recorded slightly out of order by concurrent handlers; keep time order.
+        let position = samples.partition_point(|sample| sample.at <= report.at);
+        samples.insert(
+            position,
+            Sample {
+                at: report.at,
+                ok: report.ok,
+                critical,
+            },
+        );
+        let newest = samples.back().map_or(report.at, |sample| sample.at);
+        while samples.len() > MAX_SAMPLES_PER_VANTAGE
+            || samples
+                .front()
+                .is_some_and(|oldest| newest.0.saturating_sub(oldest.at.0) > self.config.window_ms)
+        {
+            samples.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The consensus at `now`, by region: one `Healthy`, `Suspect` or `Outage` verdict per region,
+    /// or instead one `DependencyOutage` per critical dependency that a quorum sees failing when
+    /// the region itself is not down.
+    pub fn evaluate(&self, now: MonoMillis) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        for (region, by_vantage) in &self.samples {
+            let fresh = |vantage: &VantageId| -> Vec<&Sample> {
+                by_vantage
+                    .get(vantage)
+                    .into_iter()
+                    .flatten()
+                    .filter(|sample| now.0.saturating_sub(sample.at.0) <= self.config.window_ms)
+                    .collect()
+            };
+            let mut silent = BTreeSet::new();
+            let mut clean = 0;
+            let mut failing = BTreeSet::new();
+            let mut evidence = Vec::new();
+            for vantage in &self.config.vantages {
+                let samples = fresh(vantage);
+                match self.view(vantage, samples.iter().map(|sample| !sample.ok)) {
+                    VantageView::Silent => {
+                        silent.insert(vantage.clone());
+                    }
+                    VantageView::Clean => clean += 1,
+                    VantageView::Flaky => {
+                        failing.insert(vantage.clone());
+                    }
+                    VantageView::Failing(seen) => {
+                        failing.insert(vantage.clone());
+                        evidence.push(seen);
+                    }
+                }
+            }
+            if evidence.len() >= self.config.quorum {
+                verdicts.push(Verdict::Outage {
+                    region: region.clone(),
+                    vantages: evidence.iter().map(|seen| seen.vantage.clone()).collect(),
+                    evidence,
+                });
+                continue;
+            }
+            let dependency_outages: Vec<Verdict> = self
+                .config
+                .critical_dependencies
+                .iter()
+                .filter_map(|(dependency, service_class)| {
+                    let vantages: BTreeSet<VantageId> = self
+                        .config
+                        .vantages
+                        .iter()
+                        .filter(|vantage| {
+                            // Only probes that reported the dependency say anything about it.
+                            let statuses = fresh(vantage).into_iter().filter_map(|sample| {
+                                sample
+                                    .critical
+                                    .get(dependency)
+                                    .map(|status| *status == DependencyStatus::Failed)
+                            });
+                            matches!(self.view(vantage, statuses), VantageView::Failing(_))
+                        })
+                        .cloned()
+                        .collect();
+                    (vantages.len() >= self.config.quorum).then(|| Verdict::DependencyOutage {
+                        region: region.clone(),
+                        dependency: dependency.clone(),
+                        service_class: service_class.clone(),
+                        vantages,
+                    })
+                })
+                .collect();
+            if !dependency_outages.is_empty() {
+                verdicts.extend(dependency_outages);
+            } else if failing.is_empty() && clean >= self.config.quorum {
+                verdicts.push(Verdict::Healthy {
+                    region: region.clone(),
+                });
+            } else {
+                verdicts.push(Verdict::Suspect {
+                    region: region.clone(),
+                    failing,
+                    silent,
+                });
+            }
+        }
+        verdicts
+    }
+
+    /// Applies the failure rule to one vantage point's fresh probes (`true` = failed), oldest
+    /// first.
+    fn view(&self, vantage: &VantageId, failures: impl Iterator<Item = bool>) -> VantageView {
+        let (mut samples, mut failed_samples, mut consecutive_failures) = (0, 0, 0);
+        for failed in failures {
+            samples += 1;
+            if failed {
+                failed_samples += 1;
+                consecutive_failures += 1;
+            } else {
+                consecutive_failures = 0;
+            }
+        }
+        let rule = if consecutive_failures >= self.config.consecutive_failures {
+            Some(FailureRule::ConsecutiveFailures)
+        } else if samples >= self.config.min_samples
+            && failed_samples as f64 > self.config.loss_threshold * samples as f64
+        {
+            Some(FailureRule::LossFraction)
+        } else {
+            None
+        };
+        match rule {
+            Some(rule) => VantageView::Failing(Evidence {
+                vantage: vantage.clone(),
+                rule,
+                failed_samples,
+                samples,
+                consecutive_failures,
+            }),
+            None if samples == 0 => VantageView::Silent,
+            None if failed_samples == 0 => VantageView::Clean,
+            None => VantageView::Flaky,
+        }
+    }
+}
