@@ -14,6 +14,7 @@
 //!
 //! - [`config`]: file/flag config validated into `NodeConfig`; `lan` and `wan` timing.
 //! - [`node`]: starts storage, Raft, servers; the one shutdown path.
+//! - [`leases`]: the leader's lease timers, expiry proposals, batched keep-alives.
 //! - [`proposer`]: group commit of client commands into log entries, with a write deadline.
 //! - [`store`]: sled log store (fsync before ack) and state-machine store (snapshots).
 //! - [`network`]: Raft RPCs to peers over cached tonic channels.
@@ -28,6 +29,7 @@ pub mod codec;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod leases;
 pub mod local_cluster;
 pub mod network;
 pub mod node;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbiter_client::proto::cluster_service_server::ClusterServiceServer;
+use arbiter_client::proto::lease_service_server::LeaseServiceServer;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +21,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::NodeConfig;
 use crate::grpc::cluster_service::ClusterApi;
+use crate::grpc::lease_service::LeaseApi;
+use crate::leases::LeaseManager;
 use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
 use crate::grpc::raft_service::RaftTransport;
 use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
@@ -42,6 +45,7 @@ pub struct NodeContext {
     pub raft: Raft,
     pub state: StateMachineStore,
     pub proposer: Proposer,
+    pub leases: LeaseManager,
     pub committed: Arc<AtomicU64>,
 }
 
@@ -108,12 +112,21 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+    let proposer = Proposer::start(raft.clone(), config.write_timeout());
+    let leases = LeaseManager::start(
+        raft.clone(),
+        sm_store.clone(),
+        proposer.clone(),
+        config.timing.election_max_ms,
+        Duration::from_millis(config.timing.heartbeat_ms),
+    );
     let node = Arc::new(NodeContext {
         id: config.node_id,
         region: config.region.clone(),
         grpc_addr: grpc_addr.clone(),
         http_addr: http_addr.clone(),
-        proposer: Proposer::start(raft.clone(), config.write_timeout()),
+        proposer,
+        leases,
         raft: raft.clone(),
         state: sm_store,
         committed,
@@ -221,6 +234,7 @@ async fn serve_grpc(
         .tcp_nodelay(true)
         .add_service(raft_service)
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
+        .add_service(LeaseServiceServer::new(LeaseApi::new(node.leases.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         })

@@ -72,6 +72,11 @@ impl Proposer {
         Proposer { tx, timeout }
     }
 
+    /// The deadline of every write.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Proposes one command and waits for its applied outcome.
     pub async fn propose(&self, command: Command) -> Result<Outcome, WriteError> {
         let (reply, rx) = oneshot::channel();

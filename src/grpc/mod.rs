@@ -2,9 +2,13 @@
 //!
 //! - [`raft_service`]: node-to-node AppendEntries / Vote / InstallSnapshot.
 //! - [`cluster_service`]: bootstrap, membership, status.
+//! - [`lease_service`]: leases and fencing tokens.
+//! - [`convert`]: request validation and proto ↔ core conversions.
 //! - [`status`]: the one place where internal errors become `tonic::Status`.
 
 pub mod cluster_service;
+pub mod convert;
+pub mod lease_service;
 pub mod raft_service;
 pub mod status;
 

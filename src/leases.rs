@@ -1,0 +1,274 @@
+//! Leader-side lease duties: the monotonic expiry timers, batched keep-alives, and the
+//! proposals that grant, release, revoke and expire leases.
+//!
+//! Invariant (DESIGN.md, "Leases and fencing tokens"): a lease is never granted to a new
+//! holder while the previous holder may still believe it holds it. The replicated table only
+//! frees a revoked or lapsed lease through an `Expire` entry, and only this module proposes
+//! `Expire`, only when [`LeaseTimers`] says the deadline passed on this leader's monotonic
+//! clock. A node that becomes leader re-times every live lease with a full TTL before it
+//! proposes any expiry.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arbiter_core::command::{Command, Outcome};
+use arbiter_core::lease_table::{LeaseCommand, LeaseLimits, LeaseOutcome, LeaseRefusal};
+use arbiter_core::lease_timers::LeaseTimers;
+use arbiter_core::{FencingToken, HolderId, MonoMillis, ResourceId};
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::ServerState;
+use tokio::sync::{oneshot, Notify};
+
+use crate::proposer::{Proposer, WriteError};
+use crate::raft_types::{Member, NodeId, Raft};
+use crate::store::StateMachineStore;
+
+/// A read or keep-alive could not be confirmed by a quorum round.
+pub type ReadError = WriteError;
+
+#[derive(Clone)]
+pub struct LeaseManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    state: StateMachineStore,
+    proposer: Proposer,
+    limits: LeaseLimits,
+    epoch: Instant,
+    /// The leader's deadlines. A std Mutex: held only for in-memory map updates, never across
+    /// an await.
+    timers: Mutex<Timers>,
+    /// Keep-alives waiting for the next quorum round; see [`LeaseManager::confirm_leadership`].
+    round_waiters: Mutex<Vec<oneshot::Sender<Result<(), ReadError>>>>,
+    round_wanted: Notify,
+    tick: Duration,
+}
+
+struct Timers {
+    timers: LeaseTimers,
+    /// The term in which `timers` were (re)built; a new term means a new leadership.
+    leader_term: Option<u64>,
+}
+
+impl LeaseManager {
+    pub fn start(
+        raft: Raft,
+        state: StateMachineStore,
+        proposer: Proposer,
+        election_timeout_max_ms: u64,
+        tick: Duration,
+    ) -> Self {
+        let manager = LeaseManager {
+            inner: Arc::new(Inner {
+                raft,
+                state,
+                proposer,
+                limits: LeaseLimits::for_election_timeout(election_timeout_max_ms),
+                epoch: Instant::now(),
+                timers: Mutex::new(Timers {
+                    timers: LeaseTimers::new(),
+                    leader_term: None,
+                }),
+                round_waiters: Mutex::default(),
+                round_wanted: Notify::new(),
+                tick,
+            }),
+        };
+        tokio::spawn(manager.clone().expiry_loop());
+        tokio::spawn(manager.clone().round_loop());
+        manager
+    }
+
+    /// The replicated state, for reads after [`Self::confirm_leadership`].
+    pub fn state(&self) -> &StateMachineStore {
+        &self.inner.state
+    }
+
+    pub fn limits(&self) -> LeaseLimits {
+        self.inner.limits
+    }
+
+    /// Milliseconds on this process's monotonic clock.
+    pub fn mono_now(&self) -> MonoMillis {
+        MonoMillis(self.inner.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// How long (ms from now) the holder of `resource` may still believe it holds, by this
+    /// leader's timers; 0 when unknown here (not leader, or no timer).
+    pub fn may_hold_for_ms(&self, resource: &ResourceId) -> u64 {
+        let now = self.mono_now();
+        let timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+        timers
+            .timers
+            .may_hold_until(resource)
+            .map(|until| until.0.saturating_sub(now.0))
+            .unwrap_or(0)
+    }
+
+    /// Proposes a lease command and returns its outcome.
+    pub async fn propose(&self, command: LeaseCommand) -> Result<LeaseOutcome, WriteError> {
+        let outcome = self.inner.proposer.propose(Command::Lease(command)).await?;
+        let Outcome::Lease(outcome) = outcome;
+        if matches!(
+            outcome,
+            LeaseOutcome::Granted { .. } | LeaseOutcome::Revoked(_) | LeaseOutcome::RevokedMany(_)
+        ) {
+            // Start the new lease's timer now rather than at the next tick.
+            self.reconcile_if_leader();
+        }
+        Ok(outcome)
+    }
+
+    /// Renews a lease in memory — no log entry — once a quorum round that began after the
+    /// request arrived confirms this node still leads. Returns the TTL granted.
+    pub async fn keep_alive(
+        &self,
+        resource: &ResourceId,
+        holder: &HolderId,
+        token: FencingToken,
+    ) -> Result<Result<u64, LeaseRefusal>, ReadError> {
+        self.confirm_leadership().await?;
+        let ttl_ms = {
+            let state = self.inner.state.read();
+            match state.machine.leases.check_keepalive(resource, holder, token) {
+                Ok(ttl) => ttl,
+                Err(refusal) => return Ok(Err(refusal)),
+            }
+        };
+        let now = self.mono_now();
+        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+        if !timers.timers.renew(resource, token, ttl_ms, now) {
+            // The grant was applied after the last reconcile: start its timer, then renew.
+            let state = self.inner.state.read();
+            timers.timers.reconcile(&state.machine.leases, now);
+            timers.timers.renew(resource, token, ttl_ms, now);
+        }
+        Ok(Ok(ttl_ms))
+    }
+
+    /// Waits for a quorum round that starts after this call (ReadIndex): afterwards this node
+    /// was leader at a moment later than the call, and its state machine has applied
+    /// everything committed before it. Concurrent callers share rounds.
+    pub async fn confirm_leadership(&self) -> Result<(), ReadError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .round_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        self.inner.round_wanted.notify_one();
+        rx.await.unwrap_or(Err(WriteError::ShuttingDown))
+    }
+
+    async fn round_loop(self) {
+        loop {
+            self.inner.round_wanted.notified().await;
+            // Everyone queued so far arrived before this round starts, so this round counts
+            // for all of them; later arrivals wait for the next one.
+            let waiters = std::mem::take(
+                &mut *self
+                    .inner
+                    .round_waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+            if waiters.is_empty() {
+                continue;
+            }
+            let result = match tokio::time::timeout(
+                self.inner.proposer.timeout(),
+                self.inner.raft.ensure_linearizable(),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(read_error(e)),
+                Err(_) => Err(WriteError::Timeout {
+                    after_ms: self.inner.proposer.timeout().as_millis() as u64,
+                }),
+            };
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+
+    fn reconcile_if_leader(&self) {
+        let now = self.mono_now();
+        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+        if timers.leader_term.is_some() {
+            let state = self.inner.state.read();
+            timers.timers.reconcile(&state.machine.leases, now);
+        }
+    }
+
+    /// Every tick: track leadership; as leader, keep timers in line with the table and propose
+    /// `Expire` for every lease whose deadline passed.
+    async fn expiry_loop(self) {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.tick) => {}
+                changed = metrics.changed() => if changed.is_err() { return },
+            }
+            let (is_leader, term) = {
+                let m = metrics.borrow();
+                (m.state == ServerState::Leader, m.current_term)
+            };
+            let due = {
+                let now = self.mono_now();
+                let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+                if !is_leader {
+                    timers.leader_term = None;
+                    continue;
+                }
+                let state = self.inner.state.read();
+                if timers.leader_term != Some(term) {
+                    // New leadership: a full TTL for every live lease from now, since we cannot
+                    // know when the previous leader last renewed them.
+                    timers.timers.on_elected(&state.machine.leases, now);
+                    timers.leader_term = Some(term);
+                    tracing::info!(term, "leader: lease timers rebuilt with full TTLs");
+                } else {
+                    timers.timers.reconcile(&state.machine.leases, now);
+                }
+                timers.timers.due(now)
+            };
+            // Awaited here, not spawned: the loop does not re-propose an expiry while it is
+            // still in flight (it stays due until applied).
+            let proposals = due.into_iter().map(|(resource, token)| {
+                let manager = self.clone();
+                async move {
+                    let command = LeaseCommand::Expire {
+                        resource: resource.clone(),
+                        token,
+                    };
+                    match manager.propose(command).await {
+                        Ok(outcome) => tracing::info!(%resource, %token, ?outcome, "lease expired"),
+                        Err(e) => tracing::debug!(%resource, %token, error = %e, "expire not committed"),
+                    }
+                }
+            });
+            futures::future::join_all(proposals).await;
+        }
+    }
+}
+
+fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> ReadError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+            WriteError::not_leader(f.leader_id, f.leader_node.as_ref())
+        }
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+            // Lost contact with a quorum: as far as clients are concerned, no leader here.
+            tracing::debug!(detail = %q, "leadership not confirmed");
+            WriteError::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            }
+        }
+        RaftError::Fatal(f) => WriteError::Raft(f.to_string()),
+    }
+}
