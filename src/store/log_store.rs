@@ -233,7 +233,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: after a crash in between, the log state still says
         // which prefix is gone rather than showing a hole.
-        self.write_meta(LAST_PURGED_KEY, &Some(log_id))?;
+        self.write_meta(LAST_PURGED_KEY, &log_id)?;
         flush(&self.db)
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;

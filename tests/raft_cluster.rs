@@ -1,0 +1,187 @@
+//! The Raft node as a cluster of real processes: election, failover after `kill -9`, restart
+//! with durable state, snapshot catch-up, and a crash loop that must not lose an acknowledged
+//! write. Writes are lease grants on distinct resources; a grant is "present" when the
+//! resource's epoch is at least the acknowledged token.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+const TTL_MS: u64 = 60_000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_elect_one_leader_and_survive_a_leader_kill() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let statuses: Vec<_> = futures::future::join_all(
+        cluster.endpoints().iter().map(|e| status(e)),
+    )
+    .await;
+    let leaders = statuses
+        .iter()
+        .flatten()
+        .filter(|s| s.role == "Leader")
+        .count();
+    assert_eq!(leaders, 1, "exactly one leader");
+    assert!(statuses.iter().flatten().all(|s| s.voters.len() == 3));
+
+    let endpoints = cluster.endpoints();
+    acquire_any(&endpoints, "before-kill", "h", TTL_MS, Duration::from_secs(5))
+        .await
+        .expect("write before the kill");
+
+    tracing::info!(leader = leader.node_id, "phase: kill -9 the leader");
+    cluster.kill(leader.node_id);
+    let killed_at = Instant::now();
+    let survivors = cluster.running_endpoints();
+    let token = acquire_any(&survivors, "after-kill", "h", TTL_MS, Duration::from_secs(5))
+        .await
+        .expect("a new leader commits a write");
+    let failover = killed_at.elapsed();
+    tracing::info!(?failover, "write committed by the new leader");
+    assert!(
+        failover < Duration::from_secs(2),
+        "new leader committed only after {failover:?}"
+    );
+    let new_leader = cluster.leader(Duration::from_secs(5)).await;
+    assert_ne!(new_leader.node_id, leader.node_id);
+
+    tracing::info!("phase: restart the killed node; it catches up");
+    cluster.restart(leader.node_id).await;
+    let (applied, _) = converged(&cluster, Duration::from_secs(20)).await;
+    assert!(applied >= token >> 12, "the restarted node applied the new write");
+    let current = cluster.leader(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|id| *id != current.node_id).expect("a follower");
+    assert_eq!(
+        epoch_of(&[cluster.node(follower).ready.grpc_addr.clone()], "after-kill").await,
+        None,
+        "a follower redirects reads rather than answering them"
+    );
+    assert!(epoch_of(&endpoints, "after-kill").await >= Some(token));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whole_cluster_restart_keeps_every_committed_entry() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let endpoints = cluster.endpoints();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let resource = format!("r-{i}");
+        let token = acquire_any(&endpoints, &resource, "h", TTL_MS, Duration::from_secs(5))
+            .await
+            .expect("write");
+        acked.push((resource, token));
+    }
+    let (_, digest_before) = converged(&cluster, Duration::from_secs(10)).await;
+
+    tracing::info!("phase: stop all three (kill -9), then start all three");
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.restart(id).await;
+    }
+    cluster.leader(Duration::from_secs(10)).await;
+    // One more write so the new leader commits (and everyone applies) the old log.
+    acquire_any(&endpoints, "after-restart", "h", TTL_MS, Duration::from_secs(5))
+        .await
+        .expect("write after restart");
+    let (_, digest_after) = converged(&cluster, Duration::from_secs(20)).await;
+    assert_ne!(digest_before, digest_after, "the extra write changed the state");
+    for (resource, token) in &acked {
+        let epoch = epoch_of(&endpoints, resource).await.expect("read");
+        assert!(epoch >= *token, "{resource}: acked token {token}, epoch now {epoch}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lagging_and_wiped_nodes_catch_up_by_snapshot() {
+    init_tracing();
+    // Snapshot every 20 entries and keep only 5 behind it, so a stopped node falls off the log.
+    let mut cluster = TestCluster::start(3, &["--snapshot-every", "20", "--keep-logs", "5"]).await;
+    let endpoints = cluster.endpoints();
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let lagger = (1..=3).find(|id| *id != leader.node_id).expect("a follower");
+
+    tracing::info!(lagger, "phase: stop a follower and write past the purge point");
+    cluster.kill(lagger);
+    for i in 0..80 {
+        acquire_any(&endpoints, &format!("lag-{i}"), "h", TTL_MS, Duration::from_secs(5))
+            .await
+            .expect("write");
+    }
+    let leader_status = status(&cluster.leader(Duration::from_secs(5)).await.grpc_addr)
+        .await
+        .expect("leader status");
+    assert!(
+        leader_status.purged_index.unwrap_or(0) > 10,
+        "leader purged its log: {:?}",
+        leader_status.purged_index
+    );
+    cluster.restart(lagger).await;
+    converged(&cluster, Duration::from_secs(20)).await;
+    let lagger_status = status(&cluster.node(lagger).ready.grpc_addr).await.expect("status");
+    assert!(lagger_status.snapshot_index.is_some(), "caught up through a snapshot");
+
+    tracing::info!(lagger, "phase: wipe the follower's data dir and bring it back");
+    cluster.kill(lagger);
+    std::fs::remove_dir_all(&cluster.specs[TestCluster::index(lagger)].data_dir).expect("wipe");
+    for i in 0..30 {
+        acquire_any(&endpoints, &format!("wipe-{i}"), "h", TTL_MS, Duration::from_secs(5))
+            .await
+            .expect("write");
+    }
+    cluster.restart(lagger).await;
+    converged(&cluster, Duration::from_secs(20)).await;
+    let wiped = status(&cluster.node(lagger).ready.grpc_addr).await.expect("status");
+    assert!(wiped.snapshot_index.is_some(), "the wiped node was rebuilt from a snapshot");
+    assert_eq!(wiped.voters.len(), 3, "it learned the membership from the snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_loop_never_loses_an_acknowledged_write() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, &["--snapshot-every", "50", "--keep-logs", "10"]).await;
+    let endpoints = cluster.endpoints();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut acked = Vec::new();
+    let mut attempts = 0u32;
+    let started = Instant::now();
+    for round in 0..20 {
+        let victim = rng.random_range(1..=3u64);
+        tracing::info!(round, victim, "phase: kill -9 during writes");
+        // A bounded burst of writes, with the kill landing in its middle.
+        for i in 0..10 {
+            if i == 5 {
+                cluster.kill(victim);
+            }
+            attempts += 1;
+            let resource = format!("crash-{round}-{i}");
+            // Failures (no quorum yet, timeouts) are allowed; only acknowledged writes count.
+            if let Ok(token) =
+                acquire_any(&endpoints, &resource, "h", TTL_MS, Duration::from_secs(3)).await
+            {
+                acked.push((resource, token));
+            }
+        }
+        cluster.restart(victim).await;
+    }
+    tracing::info!(
+        acked = acked.len(),
+        attempts,
+        elapsed = ?started.elapsed(),
+        "phase: verify every acknowledged write"
+    );
+    assert!(acked.len() as u32 > attempts / 2, "most writes succeed");
+    cluster.leader(Duration::from_secs(10)).await;
+    for (resource, token) in &acked {
+        let epoch = epoch_of(&endpoints, resource).await.expect("read");
+        assert!(epoch >= *token, "{resource}: acked token {token} lost (epoch {epoch})");
+    }
+    converged(&cluster, Duration::from_secs(20)).await;
+}
