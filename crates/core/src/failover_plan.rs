@@ -136,7 +136,10 @@ pub enum FailbackRefusal {
     RegionNotRecovered { state: HealthState },
     #[error("region must stay healthy for another {remaining_ms} ms")]
     CooldownNotElapsed { remaining_ms: u64 },
-    #[error("recovered region is at epoch {recovered_epoch:?}, the primary at {primary_epoch}")]
+    #[error(
+        "recovered region is at epoch {}, the primary at {primary_epoch}",
+        .recovered_epoch.map_or_else(|| "none".to_string(), |epoch| epoch.to_string())
+    )]
     CheckpointBehind {
         recovered_epoch: Option<EpochId>,
         primary_epoch: EpochId,

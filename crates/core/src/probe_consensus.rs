@@ -327,88 +327,109 @@ impl ProbeConsensus {
     /// or instead one `DependencyOutage` per critical dependency that a quorum sees failing when
     /// the region itself is not down.
     pub fn evaluate(&self, now: MonoMillis) -> Vec<Verdict> {
-        let mut verdicts = Vec::new();
-        for (region, by_vantage) in &self.samples {
-            let fresh = |vantage: &VantageId| -> Vec<&Sample> {
-                by_vantage
-                    .get(vantage)
-                    .into_iter()
-                    .flatten()
-                    .filter(|sample| now.0.saturating_sub(sample.at.0) <= self.config.window_ms)
-                    .collect()
-            };
-            let mut silent = BTreeSet::new();
-            let mut clean = 0;
-            let mut failing = BTreeSet::new();
-            let mut evidence = Vec::new();
-            for vantage in &self.config.vantages {
-                let samples = fresh(vantage);
-                match self.view(vantage, samples.iter().map(|sample| !sample.ok)) {
-                    VantageView::Silent => {
-                        silent.insert(vantage.clone());
-                    }
-                    VantageView::Clean => clean += 1,
-                    VantageView::Flaky => {
-                        failing.insert(vantage.clone());
-                    }
-                    VantageView::Failing(seen) => {
-                        failing.insert(vantage.clone());
-                        evidence.push(seen);
-                    }
+        self.samples
+            .iter()
+            .flat_map(|(region, by_vantage)| {
+                // Each configured vantage's samples within the window at `now`.
+                let fresh: BTreeMap<&VantageId, Vec<&Sample>> = self
+                    .config
+                    .vantages
+                    .iter()
+                    .map(|vantage| {
+                        let samples = by_vantage
+                            .get(vantage)
+                            .into_iter()
+                            .flatten()
+                            .filter(|sample| {
+                                now.0.saturating_sub(sample.at.0) <= self.config.window_ms
+                            })
+                            .collect();
+                        (vantage, samples)
+                    })
+                    .collect();
+                self.evaluate_region(region, &fresh)
+            })
+            .collect()
+    }
+
+    fn evaluate_region(
+        &self,
+        region: &RegionId,
+        fresh: &BTreeMap<&VantageId, Vec<&Sample>>,
+    ) -> Vec<Verdict> {
+        let mut silent = BTreeSet::new();
+        let mut clean = 0;
+        let mut failing = BTreeSet::new();
+        let mut evidence = Vec::new();
+        for (&vantage, samples) in fresh {
+            match self.view(vantage, samples.iter().map(|sample| !sample.ok)) {
+                VantageView::Silent => {
+                    silent.insert(vantage.clone());
+                }
+                VantageView::Clean => clean += 1,
+                VantageView::Flaky => {
+                    failing.insert(vantage.clone());
+                }
+                VantageView::Failing(seen) => {
+                    failing.insert(vantage.clone());
+                    evidence.push(seen);
                 }
             }
-            if evidence.len() >= self.config.quorum {
-                verdicts.push(Verdict::Outage {
-                    region: region.clone(),
-                    vantages: evidence.iter().map(|seen| seen.vantage.clone()).collect(),
-                    evidence,
-                });
-                continue;
-            }
-            let dependency_outages: Vec<Verdict> = self
-                .config
-                .critical_dependencies
-                .iter()
-                .filter_map(|(dependency, service_class)| {
-                    let vantages: BTreeSet<VantageId> = self
-                        .config
-                        .vantages
-                        .iter()
-                        .filter(|vantage| {
-                            // Only probes that reported the dependency say anything about it.
-                            let statuses = fresh(vantage).into_iter().filter_map(|sample| {
-                                sample
-                                    .critical
-                                    .get(dependency)
-                                    .map(|status| *status == DependencyStatus::Failed)
-                            });
-                            matches!(self.view(vantage, statuses), VantageView::Failing(_))
-                        })
-                        .cloned()
-                        .collect();
-                    (vantages.len() >= self.config.quorum).then(|| Verdict::DependencyOutage {
-                        region: region.clone(),
-                        dependency: dependency.clone(),
-                        service_class: service_class.clone(),
-                        vantages,
-                    })
-                })
-                .collect();
-            if !dependency_outages.is_empty() {
-                verdicts.extend(dependency_outages);
-            } else if failing.is_empty() && clean >= self.config.quorum {
-                verdicts.push(Verdict::Healthy {
-                    region: region.clone(),
-                });
-            } else {
-                verdicts.push(Verdict::Suspect {
-                    region: region.clone(),
-                    failing,
-                    silent,
-                });
-            }
         }
-        verdicts
+        let region = region.clone();
+        if evidence.len() >= self.config.quorum {
+            return vec![Verdict::Outage {
+                region,
+                vantages: evidence.iter().map(|seen| seen.vantage.clone()).collect(),
+                evidence,
+            }];
+        }
+        let dependency_outages = self.dependency_outages(&region, fresh);
+        if !dependency_outages.is_empty() {
+            dependency_outages
+        } else if failing.is_empty() && clean >= self.config.quorum {
+            vec![Verdict::Healthy { region }]
+        } else {
+            vec![Verdict::Suspect {
+                region,
+                failing,
+                silent,
+            }]
+        }
+    }
+
+    /// One `DependencyOutage` per critical dependency that a quorum sees failing.
+    fn dependency_outages(
+        &self,
+        region: &RegionId,
+        fresh: &BTreeMap<&VantageId, Vec<&Sample>>,
+    ) -> Vec<Verdict> {
+        self.config
+            .critical_dependencies
+            .iter()
+            .filter_map(|(dependency, service_class)| {
+                let vantages: BTreeSet<VantageId> = fresh
+                    .iter()
+                    .filter(|(vantage, samples)| {
+                        // Only probes that reported the dependency say anything about it.
+                        let failures = samples.iter().filter_map(|sample| {
+                            sample
+                                .critical
+                                .get(dependency)
+                                .map(|status| *status == DependencyStatus::Failed)
+                        });
+                        matches!(self.view(vantage, failures), VantageView::Failing(_))
+                    })
+                    .map(|(&vantage, _)| vantage.clone())
+                    .collect();
+                (vantages.len() >= self.config.quorum).then(|| Verdict::DependencyOutage {
+                    region: region.clone(),
+                    dependency: dependency.clone(),
+                    service_class: service_class.clone(),
+                    vantages,
+                })
+            })
+            .collect()
     }
 
     /// Applies the failure rule to one vantage point's fresh probes (`true` = failed), oldest

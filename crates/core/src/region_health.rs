@@ -113,10 +113,18 @@ impl RegionHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HealthCommand {
     /// Start tracking a region, healthy. Idempotent.
-    Register { region: RegionId },
-    MarkDown { region: RegionId },
-    ObserveHealthy { region: RegionId },
-    ObserveUnhealthy { region: RegionId },
+    Register {
+        region: RegionId,
+    },
+    MarkDown {
+        region: RegionId,
+    },
+    ObserveHealthy {
+        region: RegionId,
+    },
+    ObserveUnhealthy {
+        region: RegionId,
+    },
 }
 
 impl HealthCommand {
@@ -195,7 +203,9 @@ impl RegionHealthTable {
             HealthCommand::Register { region } => return self.register(region, ctx.now),
             HealthCommand::MarkDown { .. } => |health, now, _| health.mark_down(now),
             HealthCommand::ObserveHealthy { .. } => RegionHealth::observe_healthy,
-            HealthCommand::ObserveUnhealthy { .. } => |health, now, _| health.observe_unhealthy(now),
+            HealthCommand::ObserveUnhealthy { .. } => {
+                |health, now, _| health.observe_unhealthy(now)
+            }
         };
         let region = cmd.region().clone();
         let Some(health) = self.regions.get_mut(&region) else {

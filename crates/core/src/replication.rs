@@ -8,8 +8,8 @@
 use crate::types::{ApplyCtx, RegionId, WallMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::fmt;
+use std::ops::Bound;
 use thiserror::Error;
 
 /// Checkpoints kept per region. Apply must stay bounded on a log that runs for years, so the
@@ -188,10 +188,14 @@ pub enum ReplicationCommand {
 pub enum ReplicationOutcome {
     LinkUpdated,
     /// A new checkpoint; `receiver_applied_epoch` is the region's newest epoch.
-    CheckpointRecorded { receiver_applied_epoch: EpochId },
+    CheckpointRecorded {
+        receiver_applied_epoch: EpochId,
+    },
     /// The same (region, epoch, checksum) again — a retry across a partition: acknowledged,
     /// nothing changed.
-    CheckpointAlreadyRecorded { receiver_applied_epoch: EpochId },
+    CheckpointAlreadyRecorded {
+        receiver_applied_epoch: EpochId,
+    },
     Refused(ReplicationRefusal),
 }
 
@@ -386,12 +390,17 @@ impl ReplicationState {
     }
 
     pub fn link(&self, source: &RegionId, target: &RegionId) -> Option<&ReplicationLink> {
-        self.links.get(source).and_then(|targets| targets.get(target))
+        self.links
+            .get(source)
+            .and_then(|targets| targets.get(target))
     }
 
     /// Every link out of `source`, by target region.
     pub fn links_from(&self, source: &RegionId) -> impl Iterator<Item = &ReplicationLink> {
-        self.links.get(source).into_iter().flat_map(BTreeMap::values)
+        self.links
+            .get(source)
+            .into_iter()
+            .flat_map(BTreeMap::values)
     }
 
     pub fn links(&self) -> impl Iterator<Item = &ReplicationLink> {
@@ -435,7 +444,10 @@ impl ReplicationState {
         let pending_transactions: u64 = epochs
             .into_iter()
             .flat_map(|epochs| {
-                epochs.range((Bound::Excluded(link.last_received_epoch_id), Bound::Unbounded))
+                epochs.range((
+                    Bound::Excluded(link.last_received_epoch_id),
+                    Bound::Unbounded,
+                ))
             })
             .map(|(_, checkpoint)| checkpoint.committed_transaction_count)
             .fold(0, u64::saturating_add);
@@ -443,17 +455,20 @@ impl ReplicationState {
             .into_iter()
             .flat_map(|epochs| epochs.values().rev().take(THROUGHPUT_WINDOW_CHECKPOINTS))
             .collect();
-        let throughput_bytes_per_sec = match (recent.first(), recent.last()) {
-            (Some(newest), Some(oldest)) if newest.created_at > oldest.created_at => {
-                let transactions: u64 = recent[..recent.len() - 1]
+        let throughput_bytes_per_sec = recent
+            .split_last()
+            .and_then(|(oldest, newer)| {
+                let newest = newer.first()?;
+                let span_ms = newest.created_at.0.checked_sub(oldest.created_at.0)?;
+                let transactions = newer
                     .iter()
                     .map(|checkpoint| checkpoint.committed_transaction_count)
                     .fold(0, u64::saturating_add);
-                let span_ms = newest.created_at.0 - oldest.created_at.0;
-                transactions as f64 * bytes_per_transaction as f64 * 1_000.0 / span_ms as f64
-            }
-            _ => 0.0,
-        };
+                (span_ms > 0).then(|| {
+                    transactions as f64 * bytes_per_transaction as f64 * 1_000.0 / span_ms as f64
+                })
+            })
+            .unwrap_or(0.0);
         Ok(SyncMetrics {
             replication_lag_ms: link.replication_lag_ms,
             pending_bytes_count: pending_transactions.saturating_mul(bytes_per_transaction),

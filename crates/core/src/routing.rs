@@ -82,11 +82,20 @@ pub enum RoutingCommand {
         new_active_region: RegionId,
     },
     /// Failover: every unlocked tenant routed to `from` is routed to `to`.
-    ShiftRegion { from: RegionId, to: RegionId },
+    ShiftRegion {
+        from: RegionId,
+        to: RegionId,
+    },
     /// Failback: every `SHIFTED` tenant whose primary is `region` goes back to it.
-    RestoreRegion { region: RegionId },
-    Lock { tenant: TenantId },
-    Unlock { tenant: TenantId },
+    RestoreRegion {
+        region: RegionId,
+    },
+    Lock {
+        tenant: TenantId,
+    },
+    Unlock {
+        tenant: TenantId,
+    },
 }
 
 /// The deterministic result of applying a [`RoutingCommand`].
@@ -94,8 +103,12 @@ pub enum RoutingCommand {
 pub enum RoutingOutcome {
     /// The tenant's row after the write.
     Updated(TenantRoute),
-    Shifted { count: usize },
-    Restored { count: usize },
+    Shifted {
+        count: usize,
+    },
+    Restored {
+        count: usize,
+    },
     Refused(RoutingRefusal),
 }
 
@@ -274,13 +287,13 @@ impl RoutingTable {
         ctx: &ApplyCtx,
         change: impl FnOnce(&mut TenantRoute) -> Result<(), RoutingRefusal>,
     ) -> Result<RoutingOutcome, RoutingRefusal> {
-        let mut route = self
-            .tenants
-            .get(tenant)
-            .cloned()
-            .ok_or_else(|| RoutingRefusal::UnknownTenant {
-                tenant: tenant.clone(),
-            })?;
+        let mut route =
+            self.tenants
+                .get(tenant)
+                .cloned()
+                .ok_or_else(|| RoutingRefusal::UnknownTenant {
+                    tenant: tenant.clone(),
+                })?;
         change(&mut route)?;
         route.updated_at = ctx.now;
         route.version = ctx.token.0;
@@ -354,10 +367,7 @@ pub const FULL_WEIGHT_BP: u32 = 10_000;
 /// Per-region traffic weights for the seed's `POST /v1/dr/traffic-shift`, in basis points
 /// (hundredths of a percent) so that sums are exact and replicas agree bit for bit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    try_from = "BTreeMap<RegionId, u32>",
-    into = "BTreeMap<RegionId, u32>"
-)]
+#[serde(try_from = "BTreeMap<RegionId, u32>", into = "BTreeMap<RegionId, u32>")]
 pub struct TrafficWeights {
     weights_bp: BTreeMap<RegionId, u32>,
 }

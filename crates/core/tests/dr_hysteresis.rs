@@ -1,0 +1,402 @@
+//! Hysteresis: a region that flaps is failed over at most once and not failed back until it has
+//! been healthy for the whole cooldown. The controller loop below is the pure part of the
+//! shell's: probes in, verdicts, health observations, failovers and failbacks out, with time as
+//! a number — ten minutes of simulated probing runs in microseconds.
+
+mod dr_common;
+
+use arbiter_core::failover_log::{FailoverCommand, FailoverLog, FailoverOutcome, FailoverType};
+use arbiter_core::failover_plan::{check_failback, failover_needed, next_action, Action};
+use arbiter_core::probe_consensus::{ConsensusConfig, ProbeConsensus, ProbeReport, VantageId};
+use arbiter_core::region_health::{
+    HealthCommand, HealthOutcome, HealthState, RegionHealthTable, DEFAULT_COOLDOWN_MS,
+};
+use arbiter_core::replication::{DataLossEstimate, ReplicationCommand, ReplicationState};
+use arbiter_core::routing::{RoutingCommand, RoutingStatus, RoutingTable};
+use arbiter_core::{ApplyCtx, MonoMillis, RegionId, TenantId, WallMillis};
+use dr_common::{ctx, east, west};
+use std::collections::BTreeMap;
+
+const INTERVAL_MS: u64 = 5_000;
+const TEN_MINUTES_MS: u64 = 600_000;
+const VANTAGES: [&str; 3] = ["london", "tokyo", "sydney"];
+
+/// The controller's decision loop over the pure core, with the replicated tables applied in
+/// place of proposing them.
+struct Controller {
+    consensus: ProbeConsensus,
+    health: RegionHealthTable,
+    log: FailoverLog,
+    routing: RoutingTable,
+    replication: ReplicationState,
+    log_index: u64,
+    /// Times at which failovers of us-east-1 began and failbacks happened.
+    failovers: Vec<u64>,
+    failbacks: Vec<u64>,
+}
+
+impl Controller {
+    fn new() -> Self {
+        let mut controller = Controller {
+            consensus: ProbeConsensus::new(ConsensusConfig::default()).unwrap(),
+            health: RegionHealthTable::default(),
+            log: FailoverLog::default(),
+            routing: RoutingTable::default(),
+            replication: ReplicationState::default(),
+            log_index: 0,
+            failovers: Vec::new(),
+            failbacks: Vec::new(),
+        };
+        for region in [east(), west()] {
+            let ctx = controller.ctx(0);
+            controller
+                .health
+                .apply(&HealthCommand::Register { region }, &ctx);
+        }
+        let ctx = controller.ctx(0);
+        controller.routing.apply(
+            &RoutingCommand::UpsertTenant {
+                tenant: TenantId::from("acme"),
+                primary_region: east(),
+                failover_region: west(),
+            },
+            &ctx,
+        );
+        // Both regions at the same checkpoint: only health can hold failback back here.
+        for region in [east(), west()] {
+            let ctx = controller.ctx(0);
+            controller.replication.apply(
+                &ReplicationCommand::ReportCheckpoint {
+                    region,
+                    epoch: arbiter_core::replication::EpochId(7),
+                    committed_transaction_count: 100,
+                    checksum: "c7".into(),
+                },
+                &ctx,
+            );
+        }
+        controller
+    }
+
+    /// The context of the next log entry.
+    fn ctx(&mut self, now: u64) -> ApplyCtx {
+        self.log_index += 1;
+        ctx(self.log_index, now)
+    }
+
+    /// One probe round at `now` (every vantage probes us-east-1), then one decision round.
+    fn tick(&mut self, now: u64, failing: &[&str]) {
+        for vantage in VANTAGES {
+            self.consensus
+                .record(ProbeReport {
+                    vantage: VantageId::from(vantage),
+                    region: east(),
+                    ok: !failing.contains(&vantage),
+                    dependencies: BTreeMap::new(),
+                    at: MonoMillis(now),
+                })
+                .unwrap();
+        }
+        for verdict in self.consensus.evaluate(MonoMillis(now)) {
+            if let Some(region) = failover_needed(&verdict, &self.health, &self.log) {
+                let region = region.clone();
+                self.fail_over(now, region);
+            }
+            let ctx = self.ctx(now);
+            self.health.apply(&verdict.health_command(), &ctx);
+        }
+        let shifted = self
+            .routing
+            .by_active(&west(), RoutingStatus::Shifted)
+            .next()
+            .is_some();
+        let gate = check_failback(
+            self.health.get(&east()).unwrap(),
+            WallMillis(now),
+            self.replication.latest_checkpoint(&east()),
+            self.replication.latest_checkpoint(&west()),
+            None,
+        );
+        if shifted && gate.is_ok() {
+            let ctx = self.ctx(now);
+            self.routing
+                .apply(&RoutingCommand::RestoreRegion { region: east() }, &ctx);
+            self.failbacks.push(now);
+        }
+    }
+
+    fn fail_over(&mut self, now: u64, failed_region: RegionId) {
+        let ctx = self.ctx(now);
+        let FailoverOutcome::Initiated { failover_id } = self.log.apply(
+            &FailoverCommand::Initiate {
+                initiated_by: "controller".into(),
+                failed_region,
+                destination_region: west(),
+                failover_type: FailoverType::Automated,
+                data_loss: DataLossEstimate::default(),
+                detail: "3/3 vantage points".into(),
+            },
+            &ctx,
+        ) else {
+            panic!("failover refused");
+        };
+        self.failovers.push(now);
+        while let Some(action) = next_action(self.log.get(&failover_id).unwrap()) {
+            if let Action::ShiftTraffic { from, to, .. } = &action {
+                let ctx = self.ctx(now);
+                self.routing.apply(
+                    &RoutingCommand::ShiftRegion {
+                        from: from.clone(),
+                        to: to.clone(),
+                    },
+                    &ctx,
+                );
+            }
+            let ctx = self.ctx(now);
+            self.log.apply(&action.record("done"), &ctx);
+        }
+    }
+
+    fn east_state(&self) -> HealthState {
+        self.health.get(&east()).unwrap().state
+    }
+}
+
+#[test]
+fn region_flapping_every_probe_interval_fails_over_once_and_does_not_fail_back_in_cooldown() {
+    let mut controller = Controller::new();
+
+    // Phase 1: a real outage, seen by all three vantage points for three rounds.
+    let mut now = 0;
+    for _ in 0..3 {
+        now += INTERVAL_MS;
+        controller.tick(now, &VANTAGES);
+    }
+    assert_eq!(controller.failovers.len(), 1);
+    assert_eq!(controller.east_state(), HealthState::Down);
+
+    // Phase 2: ten minutes of flapping — every probe interval, up, then down again.
+    let flapping_until = now + TEN_MINUTES_MS;
+    let mut round = 0;
+    while now < flapping_until {
+        now += INTERVAL_MS;
+        round += 1;
+        let failing: &[&str] = if round % 2 == 0 { &VANTAGES } else { &[] };
+        controller.tick(now, failing);
+    }
+    assert_eq!(controller.failovers.len(), 1, "at most one failover");
+    assert!(
+        controller.failbacks.is_empty(),
+        "no failback while flapping"
+    );
+    assert_ne!(controller.east_state(), HealthState::Healthy);
+    let last_flap = now;
+
+    // Phase 3: stable. Failback waits for a full cooldown from when the last failure left the
+    // probe window, not from the first recovery.
+    while controller.failbacks.is_empty() {
+        now += INTERVAL_MS;
+        controller.tick(now, &[]);
+    }
+    let window_ms = ConsensusConfig::default().window_ms;
+    let failed_back_after = controller.failbacks[0] - last_flap;
+    assert!(failed_back_after >= DEFAULT_COOLDOWN_MS + window_ms);
+    assert!(failed_back_after <= DEFAULT_COOLDOWN_MS + window_ms + INTERVAL_MS);
+    assert_eq!(controller.east_state(), HealthState::Healthy);
+    assert_eq!(controller.failovers.len(), 1);
+    assert_eq!(
+        controller
+            .routing
+            .get(&TenantId::from("acme"))
+            .unwrap()
+            .active_routing_region,
+        east()
+    );
+}
+
+#[test]
+fn region_flapping_from_the_start_never_fails_over() {
+    let mut controller = Controller::new();
+    // Staggered flapping: each vantage point fails every other round, never all three together
+    // for three rounds in a row.
+    for round in 0..(TEN_MINUTES_MS / INTERVAL_MS) {
+        let failing: Vec<&str> = VANTAGES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u64 % 2 != round % 2)
+            .map(|(_, vantage)| *vantage)
+            .collect();
+        controller.tick(round * INTERVAL_MS, &failing);
+    }
+    assert!(controller.failovers.is_empty());
+    assert_eq!(controller.east_state(), HealthState::Degraded);
+}
+
+#[test]
+fn region_failing_again_after_failback_is_failed_over_again() {
+    let mut controller = Controller::new();
+    let mut now = 0;
+    let mut tick = |controller: &mut Controller, failing: &[&str]| {
+        now += INTERVAL_MS;
+        controller.tick(now, failing);
+    };
+    for _ in 0..3 {
+        tick(&mut controller, &VANTAGES);
+    }
+    while controller.failbacks.is_empty() {
+        tick(&mut controller, &[]);
+    }
+    for _ in 0..3 {
+        tick(&mut controller, &VANTAGES);
+    }
+    assert_eq!(controller.failovers.len(), 2);
+    assert_eq!(controller.log.by_failed_region(&east()).count(), 2);
+}
+
+#[test]
+fn interrupted_recovery_restarts_the_cooldown_clock() {
+    let mut health = RegionHealthTable::default();
+    let region = east();
+    let mut apply = |cmd: HealthCommand, now: u64| health.apply(&cmd, &ctx(now + 1, now));
+    apply(
+        HealthCommand::Register {
+            region: region.clone(),
+        },
+        0,
+    );
+    apply(
+        HealthCommand::MarkDown {
+            region: region.clone(),
+        },
+        1_000,
+    );
+    assert_eq!(
+        apply(
+            HealthCommand::ObserveHealthy {
+                region: region.clone()
+            },
+            2_000
+        ),
+        HealthOutcome::Changed {
+            region: region.clone(),
+            from: HealthState::Down,
+            to: HealthState::Recovering,
+        }
+    );
+    // Halfway through the cooldown, one unhealthy observation.
+    assert_eq!(
+        apply(
+            HealthCommand::ObserveUnhealthy {
+                region: region.clone()
+            },
+            302_000
+        ),
+        HealthOutcome::Changed {
+            region: region.clone(),
+            from: HealthState::Recovering,
+            to: HealthState::Down,
+        }
+    );
+    apply(
+        HealthCommand::ObserveHealthy {
+            region: region.clone(),
+        },
+        310_000,
+    );
+    // The first recovery's deadline passes: still recovering.
+    assert_eq!(
+        apply(
+            HealthCommand::ObserveHealthy {
+                region: region.clone()
+            },
+            602_000
+        ),
+        HealthOutcome::Unchanged {
+            region: region.clone(),
+            state: HealthState::Recovering,
+        }
+    );
+    let row = health.get(&region).unwrap().clone();
+    assert_eq!(row.down_since, Some(WallMillis(1_000)));
+    assert_eq!(row.healthy_since, Some(WallMillis(310_000)));
+    assert_eq!(row.cooldown_until, Some(WallMillis(910_000)));
+    assert_eq!(row.cooldown_remaining(WallMillis(900_000)), Some(10_000));
+
+    let mut apply = |cmd: HealthCommand, now: u64| health.apply(&cmd, &ctx(now + 1, now));
+    assert_eq!(
+        apply(
+            HealthCommand::ObserveHealthy {
+                region: region.clone()
+            },
+            910_000
+        ),
+        HealthOutcome::Changed {
+            region: region.clone(),
+            from: HealthState::Recovering,
+            to: HealthState::Healthy,
+        }
+    );
+    let row = health.get(&region).unwrap();
+    assert_eq!(row.down_since, None);
+    assert_eq!(row.cooldown_until, None);
+    assert_eq!(row.healthy_since, Some(WallMillis(310_000)));
+}
+
+#[test]
+fn degraded_region_is_still_serving_and_recovers_at_once() {
+    let mut health = RegionHealthTable::new(1_000);
+    let region = east();
+    health.apply(
+        &HealthCommand::Register {
+            region: region.clone(),
+        },
+        &ctx(1, 0),
+    );
+    health.apply(
+        &HealthCommand::ObserveUnhealthy {
+            region: region.clone(),
+        },
+        &ctx(2, 10),
+    );
+    assert_eq!(health.get(&region).unwrap().state, HealthState::Degraded);
+    assert!(HealthState::Degraded.is_serving());
+    health.apply(
+        &HealthCommand::ObserveHealthy {
+            region: region.clone(),
+        },
+        &ctx(3, 20),
+    );
+    assert_eq!(health.get(&region).unwrap().state, HealthState::Healthy);
+    assert_eq!(
+        health.get(&region).unwrap().healthy_since,
+        Some(WallMillis(20))
+    );
+}
+
+#[test]
+fn observations_of_unregistered_regions_are_refused_and_registration_is_idempotent() {
+    let mut health = RegionHealthTable::default();
+    let before = health.clone();
+    assert_eq!(
+        health.apply(&HealthCommand::MarkDown { region: east() }, &ctx(1, 0)),
+        HealthOutcome::Refused(arbiter_core::region_health::HealthRefusal::UnknownRegion {
+            region: east()
+        })
+    );
+    assert_eq!(health, before);
+    assert_eq!(
+        health.apply(&HealthCommand::Register { region: east() }, &ctx(2, 5)),
+        HealthOutcome::Registered { region: east() }
+    );
+    assert_eq!(
+        health.apply(&HealthCommand::Register { region: east() }, &ctx(3, 9)),
+        HealthOutcome::Unchanged {
+            region: east(),
+            state: HealthState::Healthy
+        }
+    );
+    assert_eq!(
+        health.get(&east()).unwrap().healthy_since,
+        Some(WallMillis(5))
+    );
+}
