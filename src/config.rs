@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dr::config::{DrConfig, DrConfigError, RawDrConfig};
 use crate::raft_types::{Member, NodeId};
 
 /// Raft timing presets. openraft 0.9 uses the heartbeat interval as the AppendEntries and
@@ -42,8 +43,8 @@ impl Profile {
         match self {
             Profile::Lan => Timing {
                 heartbeat_ms: 50,
-                election_min_ms: 250,
-                election_max_ms: 450,
+                election_min_ms: 200,
+                election_max_ms: 350,
                 write_timeout_ms: 2_000,
                 peer_backoff_ms: 100,
             },
@@ -94,9 +95,12 @@ pub struct RawNodeConfig {
     pub bootstrap: bool,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// The DR controller: regions, probes, hysteresis, drivers (`[dr]`).
+    #[serde(default)]
+    pub dr: RawDrConfig,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub node_id: NodeId,
     pub region: String,
@@ -111,6 +115,7 @@ pub struct NodeConfig {
     pub keep_logs: u64,
     pub bootstrap: bool,
     pub peers: Vec<PeerConfig>,
+    pub dr: DrConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -149,6 +154,8 @@ pub enum ConfigError {
     },
     #[error("peer id {id} appears twice (or equals node_id)")]
     DuplicatePeer { id: NodeId },
+    #[error(transparent)]
+    Dr(#[from] DrConfigError),
     #[error("cannot read config file {path}: {reason}")]
     Read { path: String, reason: String },
     #[error("config file {path} is not valid: {reason}")]
@@ -226,6 +233,7 @@ impl RawNodeConfig {
             keep_logs,
             bootstrap: self.bootstrap,
             peers: self.peers,
+            dr: self.dr.validate()?,
         })
     }
 }
@@ -351,15 +359,15 @@ mod tests {
     #[test]
     fn heartbeat_must_be_below_election_timeout() {
         let raw = RawNodeConfig {
-            heartbeat_ms: Some(300),
+            heartbeat_ms: Some(250),
             ..minimal()
         };
         assert_eq!(
-            raw.validate(),
-            Err(ConfigError::HeartbeatNotBelowElection {
-                heartbeat_ms: 300,
-                election_min_ms: 250
-            })
+            raw.validate().unwrap_err(),
+            ConfigError::HeartbeatNotBelowElection {
+                heartbeat_ms: 250,
+                election_min_ms: 200
+            }
         );
     }
 
@@ -388,7 +396,7 @@ mod tests {
             peers: vec![peer.clone(), peer],
             ..minimal()
         };
-        assert_eq!(raw.validate(), Err(ConfigError::DuplicatePeer { id: 2 }));
+        assert_eq!(raw.validate().unwrap_err(), ConfigError::DuplicatePeer { id: 2 });
     }
 
     #[test]
@@ -398,8 +406,8 @@ mod tests {
             ..minimal()
         };
         assert_eq!(
-            raw.validate(),
-            Err(ConfigError::Missing { field: "node_id" })
+            raw.validate().unwrap_err(),
+            ConfigError::Missing { field: "node_id" }
         );
         let raw = RawNodeConfig {
             grpc_listen: Some("nonsense".into()),

@@ -109,14 +109,37 @@ impl LeaseManager {
 
     /// Proposes a lease command and returns its outcome.
     pub async fn propose(&self, command: LeaseCommand) -> Result<LeaseOutcome, WriteError> {
+        let acquirer = match &command {
+            LeaseCommand::Acquire {
+                resource, holder, ..
+            } => Some((resource.clone(), holder.clone())),
+            _ => None,
+        };
         let outcome = self.inner.proposer.propose(Command::Lease(command)).await?;
-        let Outcome::Lease(outcome) = outcome;
+        let Outcome::Lease(outcome) = outcome else {
+            return Err(WriteError::Raft(format!(
+                "a lease command produced {outcome:?}"
+            )));
+        };
         if matches!(
             outcome,
             LeaseOutcome::Granted { .. } | LeaseOutcome::Revoked(_) | LeaseOutcome::RevokedMany(_)
         ) {
             // Start the new lease's timer now rather than at the next tick.
             self.reconcile_if_leader();
+        }
+        if let (LeaseOutcome::AlreadyHeld { token, ttl_ms }, Some((resource, holder))) =
+            (&outcome, acquirer)
+        {
+            // A repeated acquire answers "yes, yours" and its holder counts a full TTL from
+            // sending it, so it must renew like a keep-alive — and, like one, must not revive
+            // a lease whose deadline has passed (its `Expire` may be on its way).
+            if !self.renew_timer(&resource, *token, *ttl_ms) {
+                return Ok(LeaseOutcome::Refused(LeaseRefusal::Draining {
+                    holder,
+                    token: *token,
+                }));
+            }
         }
         Ok(outcome)
     }
@@ -137,15 +160,42 @@ impl LeaseManager {
                 Err(refusal) => return Ok(Err(refusal)),
             }
         };
+        if !self.renew_timer(resource, token, ttl_ms) {
+            return Ok(Err(LeaseRefusal::Draining {
+                holder: holder.clone(),
+                token,
+            }));
+        }
+        Ok(Ok(ttl_ms))
+    }
+
+    /// Extends the timer of `resource`'s lease `token` to now + `ttl_ms`, unless its deadline
+    /// has already passed on this leader: then returns false and changes nothing.
+    ///
+    /// Why a passed deadline stays passed: the expiry loop proposes `Expire` once the deadline
+    /// passes and the entry applies some time later. A renewal in between would answer "ok"
+    /// for a lease the table is about to free, and its holder would count a fresh TTL while
+    /// the next holder is granted. Refusing here makes "due" final for a token, so an `Expire`
+    /// in flight never races a renewal. Only timers built in this leadership are trusted;
+    /// before the first tick of a new term they are stale and `on_elected` replaces them.
+    fn renew_timer(&self, resource: &ResourceId, token: FencingToken, ttl_ms: u64) -> bool {
         let now = self.mono_now();
         let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+        let lapsed = timers.leader_term.is_some()
+            && timers
+                .timers
+                .may_hold_until(resource)
+                .is_some_and(|until| until <= now);
+        if lapsed {
+            return false;
+        }
         if !timers.timers.renew(resource, token, ttl_ms, now) {
             // The grant was applied after the last reconcile: start its timer, then renew.
             let state = self.inner.state.read();
             timers.timers.reconcile(&state.machine.leases, now);
             timers.timers.renew(resource, token, ttl_ms, now);
         }
-        Ok(Ok(ttl_ms))
+        true
     }
 
     /// Waits for a quorum round that starts after this call (ReadIndex): afterwards this node

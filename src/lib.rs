@@ -13,6 +13,9 @@
 //! ```
 //!
 //! - [`config`]: file/flag config validated into `NodeConfig`; `lan` and `wan` timing.
+//! - [`dr`]: the DR controller (probe consensus → failover workflow), drivers, probe agent.
+//! - [`gateway`]: a stand-in regional gateway serving the seed's health check, for drills.
+//! - [`http_client`]: minimal HTTP/1.1 client (probes, webhooks, CLI).
 //! - [`node`]: starts storage, Raft, servers; the one shutdown path.
 //! - [`leases`]: the leader's lease timers, expiry proposals, batched keep-alives.
 //! - [`proposer`]: group commit of client commands into log entries, with a write deadline.
@@ -27,8 +30,11 @@
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod dr;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod http_client;
 pub mod leases;
 pub mod local_cluster;
 pub mod network;

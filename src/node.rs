@@ -22,6 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::NodeConfig;
 use crate::grpc::cluster_service::ClusterApi;
 use crate::grpc::lease_service::LeaseApi;
+use crate::dr::DrController;
 use crate::leases::LeaseManager;
 use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
 use crate::grpc::raft_service::RaftTransport;
@@ -46,6 +47,7 @@ pub struct NodeContext {
     pub state: StateMachineStore,
     pub proposer: Proposer,
     pub leases: LeaseManager,
+    pub dr: DrController,
     pub committed: Arc<AtomicU64>,
 }
 
@@ -120,6 +122,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         config.timing.election_max_ms,
         Duration::from_millis(config.timing.heartbeat_ms),
     );
+    let dr = DrController::start(
+        config.dr.clone(),
+        raft.clone(),
+        sm_store.clone(),
+        proposer.clone(),
+    )
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
     let node = Arc::new(NodeContext {
         id: config.node_id,
         region: config.region.clone(),
@@ -127,6 +136,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         http_addr: http_addr.clone(),
         proposer,
         leases,
+        dr,
         raft: raft.clone(),
         state: sm_store,
         committed,

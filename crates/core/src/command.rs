@@ -6,7 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::failover_log::{FailoverCommand, FailoverOutcome};
 use crate::lease_table::{LeaseCommand, LeaseOutcome};
+use crate::region_health::{HealthCommand, HealthOutcome};
+use crate::replication::{ReplicationCommand, ReplicationOutcome};
+use crate::routing::{RoutingCommand, RoutingOutcome};
+use crate::traffic::{TrafficCommand, TrafficOutcome};
 use crate::types::WallMillis;
 
 /// The application payload of one log entry.
@@ -30,10 +35,24 @@ impl Batch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     Lease(LeaseCommand),
+    Routing(RoutingCommand),
+    Health(HealthCommand),
+    Replication(ReplicationCommand),
+    Failover(FailoverCommand),
+    Traffic(TrafficCommand),
+    /// Sets the replicated hysteresis cooldown (from the DR config of the leader that starts
+    /// the cluster), so every node applies the same one.
+    SetHealthCooldown { cooldown_ms: u64 },
 }
 
 /// What applying one [`Command`] decided. Refusals are outcomes, not errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Lease(LeaseOutcome),
+    Routing(RoutingOutcome),
+    Health(HealthOutcome),
+    Replication(ReplicationOutcome),
+    Failover(FailoverOutcome),
+    Traffic(TrafficOutcome),
+    Done,
 }

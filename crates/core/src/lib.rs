@@ -6,6 +6,7 @@
 //!
 //! - [`command`]: the log payload (`Batch` of `Command`s) and per-command `Outcome`s.
 //! - [`state_machine`]: every replicated table and the deterministic `apply_batch`.
+//! - [`traffic`]: traffic weights and traffic-shift tasks (`dr_shift_*`).
 //! - [`types`]: identifiers and scalar newtypes (`FencingToken`, `RegionId`, ...).
 //! - [`lease_table`]: the replicated lease table; `LeaseCommand`s in, `LeaseOutcome`s out, fencing
 //!   epochs that only rise.
@@ -37,6 +38,7 @@ pub mod region_health;
 pub mod replication;
 pub mod routing;
 pub mod state_machine;
+pub mod traffic;
 pub mod types;
 
 pub use types::*;

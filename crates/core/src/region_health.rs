@@ -190,6 +190,11 @@ impl RegionHealthTable {
         self.cooldown_ms
     }
 
+    /// Changes the hysteresis cooldown for recoveries that start from now on.
+    pub fn set_cooldown(&mut self, cooldown_ms: u64) {
+        self.cooldown_ms = cooldown_ms;
+    }
+
     pub fn get(&self, region: &RegionId) -> Option<&RegionHealth> {
         self.regions.get(region)
     }

@@ -8,12 +8,22 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Batch, Command, Outcome};
+use crate::failover_log::FailoverLog;
 use crate::lease_table::LeaseTable;
+use crate::region_health::RegionHealthTable;
+use crate::replication::ReplicationState;
+use crate::routing::RoutingTable;
+use crate::traffic::TrafficState;
 use crate::types::{ApplyCtx, FencingToken};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMachine {
     pub leases: LeaseTable,
+    pub routing: RoutingTable,
+    pub regions: RegionHealthTable,
+    pub replication: ReplicationState,
+    pub failovers: FailoverLog,
+    pub traffic: TrafficState,
 }
 
 impl StateMachine {
@@ -39,6 +49,15 @@ impl StateMachine {
     fn apply(&mut self, command: &Command, ctx: &ApplyCtx) -> Outcome {
         match command {
             Command::Lease(cmd) => Outcome::Lease(self.leases.apply(cmd, ctx)),
+            Command::Routing(cmd) => Outcome::Routing(self.routing.apply(cmd, ctx)),
+            Command::Health(cmd) => Outcome::Health(self.regions.apply(cmd, ctx)),
+            Command::Replication(cmd) => Outcome::Replication(self.replication.apply(cmd, ctx)),
+            Command::Failover(cmd) => Outcome::Failover(self.failovers.apply(cmd, ctx)),
+            Command::Traffic(cmd) => Outcome::Traffic(self.traffic.apply(cmd, ctx)),
+            Command::SetHealthCooldown { cooldown_ms } => {
+                self.regions.set_cooldown(*cooldown_ms);
+                Outcome::Done
+            }
         }
     }
 }

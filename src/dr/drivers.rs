@@ -1,0 +1,207 @@
+//! Pluggable drivers that carry DR decisions out of the arbiter: shift traffic at the edge,
+//! scale standby compute.
+//!
+//! Invariant: a driver call always ends — each attempt has a timeout, retries are bounded —
+//! and its result (success, attempts, what the driver said) is returned for the failover
+//! timeline. Drivers may be called more than once for one decision (a new leader resumes a step
+//! whose outcome was not yet logged), so driver commands must be idempotent: "set weights to X",
+//! "scale to N", never "add N".
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use super::config::{DriverConfig, DriverKind};
+use crate::http_client;
+
+/// The decision handed to a driver (JSON on stdin / as the webhook body).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriverCall {
+    /// `shift_traffic` or `scale_standby`.
+    pub action: &'static str,
+    pub failover_id: Option<String>,
+    pub task_track_id: Option<String>,
+    pub from_region: Option<String>,
+    pub to_region: Option<String>,
+    /// Traffic weights after the decision, region → percent.
+    pub weights: Vec<(String, f64)>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverResult {
+    pub ok: bool,
+    pub attempts: u32,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Driver {
+    name: &'static str,
+    config: DriverConfig,
+}
+
+/// How much of a driver's output goes into the timeline.
+const DETAIL_LIMIT: usize = 300;
+
+impl Driver {
+    pub fn new(name: &'static str, config: DriverConfig) -> Self {
+        Driver { name, config }
+    }
+
+    pub async fn run(&self, call: &DriverCall) -> DriverResult {
+        let mut last = String::new();
+        for attempt in 1..=self.config.retries + 1 {
+            let timeout = Duration::from_millis(self.config.timeout_ms);
+            let outcome = match &self.config.kind {
+                DriverKind::Builtin => Ok("routing table updated (builtin driver)".to_string()),
+                DriverKind::Exec { command } => run_exec(command, call, timeout).await,
+                DriverKind::Webhook { url } => run_webhook(url, call, timeout).await,
+            };
+            match outcome {
+                Ok(detail) => {
+                    return DriverResult {
+                        ok: true,
+                        attempts: attempt,
+                        detail: format!("{} driver: {}", self.name, truncate(&detail)),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(driver = self.name, attempt, error = %e, "driver attempt failed");
+                    last = e;
+                    // Short, growing pause between attempts; bounded by the retry count.
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+            }
+        }
+        DriverResult {
+            ok: false,
+            attempts: self.config.retries + 1,
+            detail: format!("{} driver failed: {}", self.name, truncate(&last)),
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(DETAIL_LIMIT) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+async fn run_exec(command: &[String], call: &DriverCall, timeout: Duration) -> Result<String, String> {
+    let (program, args) = command.split_first().ok_or("empty command")?;
+    let json = serde_json::to_vec(call).map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("ARBITER_ACTION", call.action)
+        .env("ARBITER_FAILOVER_ID", call.failover_id.clone().unwrap_or_default())
+        .env("ARBITER_TASK_ID", call.task_track_id.clone().unwrap_or_default())
+        .env("ARBITER_FROM_REGION", call.from_region.clone().unwrap_or_default())
+        .env("ARBITER_TO_REGION", call.to_region.clone().unwrap_or_default())
+        .env("ARBITER_REASON", &call.reason)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A timed-out driver must not linger.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A driver that ignores stdin may close it early; that is not a failure.
+        let _ = stdin.write_all(&json).await;
+    }
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("timed out after {} ms", timeout.as_millis()))?
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() {
+        Ok(format!("exit 0: {stdout}"))
+    } else {
+        Err(format!(
+            "{}: {}{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+async fn run_webhook(url: &str, call: &DriverCall, timeout: Duration) -> Result<String, String> {
+    let json = serde_json::to_vec(call).map_err(|e| e.to_string())?;
+    let response = http_client::request("POST", url, Some(&json), timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = String::from_utf8_lossy(&response.body).to_string();
+    if response.is_success() {
+        Ok(format!("HTTP {}: {body}", response.status))
+    } else {
+        Err(format!("HTTP {}: {body}", response.status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call() -> DriverCall {
+        DriverCall {
+            action: "shift_traffic",
+            failover_id: Some("fo-1".into()),
+            task_track_id: None,
+            from_region: Some("us-east-1".into()),
+            to_region: Some("us-west-2".into()),
+            weights: vec![("us-west-2".into(), 100.0)],
+            reason: "test".into(),
+        }
+    }
+
+    fn exec(script: &str, retries: u32) -> Driver {
+        Driver::new(
+            "traffic",
+            DriverConfig {
+                kind: DriverKind::Exec {
+                    command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                },
+                timeout_ms: 2_000,
+                retries,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn exec_driver_gets_env_and_json() {
+        let result = exec(
+            r#"read -r json; echo "$ARBITER_ACTION $ARBITER_FROM_REGION->$ARBITER_TO_REGION ${#json}""#,
+            0,
+        )
+        .run(&call())
+        .await;
+        assert!(result.ok, "{result:?}");
+        assert!(result.detail.contains("shift_traffic us-east-1->us-west-2"), "{}", result.detail);
+    }
+
+    #[tokio::test]
+    async fn failing_exec_driver_is_retried_then_reported() {
+        let result = exec("echo nope >&2; exit 3", 2).run(&call()).await;
+        assert!(!result.ok);
+        assert_eq!(result.attempts, 3);
+        assert!(result.detail.contains("nope"), "{}", result.detail);
+    }
+
+    #[tokio::test]
+    async fn hanging_exec_driver_times_out() {
+        let mut driver = exec("sleep 30", 0);
+        driver.config.timeout_ms = 200;
+        let started = std::time::Instant::now();
+        let result = driver.run(&call()).await;
+        assert!(!result.ok);
+        assert!(result.detail.contains("timed out"), "{}", result.detail);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

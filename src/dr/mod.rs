@@ -1,0 +1,767 @@
+//! The DR controller: runs on every node, acts only on the Raft leader.
+//!
+//! ```text
+//!  probe agents ──report──▶ ProbeConsensus (leader memory) ──verdicts──▶ health / failover
+//!                                                                         commands (the log)
+//!  failover log ──next_action──▶ fence → shift traffic (+driver) → scale standby (+driver)
+//!                                → drained → completed, each step recorded in the log
+//!  traffic tasks (IN_PROGRESS) ──traffic driver──▶ Finish
+//! ```
+//!
+//! Invariant: every decision is a log entry before it is acted on, and every step is recorded
+//! once (the failover log refuses a step already recorded), so a new leader resumes exactly
+//! where the old one stopped. Side effects outside the log (drivers) are idempotent and may be
+//! repeated for a step whose record was lost with a crashed leader.
+
+pub mod config;
+pub mod drivers;
+pub mod probe_agent;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arbiter_core::command::{Command, Outcome};
+use arbiter_core::failover_log::{
+    FailoverCommand, FailoverEvent, FailoverId, FailoverOutcome, FailoverStep,
+    FailoverType,
+};
+use arbiter_core::failover_plan::{check_failback, failover_needed, next_action, Action, FailbackRefusal};
+use arbiter_core::lease_table::LeaseCommand;
+use arbiter_core::probe_consensus::{ProbeConsensus, ProbeReport, Verdict};
+use arbiter_core::region_health::{HealthCommand, HealthState};
+use arbiter_core::replication::{DataLossEstimate, WriteRate};
+use arbiter_core::routing::{RoutingCommand, RoutingOutcome, FULL_WEIGHT_BP};
+use arbiter_core::traffic::{ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome, TrafficTask};
+use arbiter_core::{MonoMillis, RegionId};
+use openraft::ServerState;
+
+use crate::proposer::{wall_now, Proposer, WriteError};
+use crate::raft_types::Raft;
+use crate::store::StateMachineStore;
+use config::DrConfig;
+use drivers::{Driver, DriverCall};
+
+/// Identity the controller proposes automated decisions under.
+pub const CONTROLLER_IDENTITY: &str = "dr-controller";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrError {
+    #[error("not the leader; leader is {leader_id:?} at {leader_addr:?}")]
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
+    #[error(transparent)]
+    Write(WriteError),
+    #[error("failback refused: {0}")]
+    Failback(FailbackRefusal),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<WriteError> for DrError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NotLeader {
+                leader_id,
+                leader_addr,
+            } => DrError::NotLeader {
+                leader_id,
+                leader_addr,
+            },
+            other => DrError::Write(other),
+        }
+    }
+}
+
+/// What a started failback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailbackStarted {
+    pub tenants_restored: usize,
+    pub task_track_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct DrController {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DrConfig,
+    raft: Raft,
+    state: StateMachineStore,
+    proposer: Proposer,
+    epoch: Instant,
+    /// Probe reports live only in the leader's memory: agents report to the leader, and a new
+    /// leader waits for a fresh window before it declares anything.
+    consensus: Mutex<ProbeConsensus>,
+    /// Last `activeConnections` each region's gateway reported, for `drainActiveCount`.
+    active_connections: Mutex<BTreeMap<RegionId, u64>>,
+    /// Actions (by key) being carried out right now, so a slow driver is not started twice.
+    running: Mutex<HashSet<String>>,
+    traffic_driver: Driver,
+    compute_driver: Driver,
+}
+
+impl DrController {
+    pub fn start(
+        config: DrConfig,
+        raft: Raft,
+        state: StateMachineStore,
+        proposer: Proposer,
+    ) -> Result<Self, DrError> {
+        let consensus = ProbeConsensus::new(config.consensus.clone())
+            .map_err(|e| DrError::Invalid(e.to_string()))?;
+        let controller = DrController {
+            inner: Arc::new(Inner {
+                traffic_driver: Driver::new("traffic", config.traffic_driver.clone()),
+                compute_driver: Driver::new("compute", config.compute_driver.clone()),
+                config,
+                raft,
+                state,
+                proposer,
+                epoch: Instant::now(),
+                consensus: Mutex::new(consensus),
+                active_connections: Mutex::default(),
+                running: Mutex::default(),
+            }),
+        };
+        tokio::spawn(controller.clone().run());
+        Ok(controller)
+    }
+
+    pub fn config(&self) -> &DrConfig {
+        &self.inner.config
+    }
+
+    pub fn mono_now(&self) -> MonoMillis {
+        MonoMillis(self.inner.epoch.elapsed().as_millis() as u64)
+    }
+
+    fn leader_or_redirect(&self) -> Result<(), DrError> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        if metrics.state == ServerState::Leader {
+            return Ok(());
+        }
+        let leader_addr = metrics.current_leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|m| m.http_addr.clone())
+        });
+        Err(DrError::NotLeader {
+            leader_id: metrics.current_leader,
+            leader_addr,
+        })
+    }
+
+    /// Takes a probe agent's report (leader only; others redirect).
+    pub fn record_probe(&self, report: ProbeReport) -> Result<(), DrError> {
+        self.leader_or_redirect()?;
+        self.inner
+            .consensus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(report)
+            .map_err(|e| DrError::Invalid(e.to_string()))
+    }
+
+    /// Records a gateway's `activeConnections` as last seen by a probe.
+    pub fn record_active_connections(&self, region: RegionId, count: u64) {
+        self.inner
+            .active_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(region, count);
+    }
+
+    pub fn drain_active_count(&self, region: &RegionId) -> u64 {
+        self.inner
+            .active_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(region)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    async fn propose(&self, command: Command) -> Result<Outcome, DrError> {
+        Ok(self.inner.proposer.propose(command).await?)
+    }
+
+    /// An operator's failover (`MANUAL_OVERRIDE`): logged, then carried out by the controller.
+    pub async fn failover(
+        &self,
+        failed: RegionId,
+        destination: Option<RegionId>,
+        initiated_by: String,
+        reason: String,
+    ) -> Result<FailoverId, DrError> {
+        self.leader_or_redirect()?;
+        if !self.inner.config.regions.contains(&failed) {
+            return Err(DrError::Invalid(format!("unknown region {failed}")));
+        }
+        let destination = match destination {
+            Some(d) if !self.inner.config.regions.contains(&d) => {
+                return Err(DrError::Invalid(format!("unknown region {d}")))
+            }
+            Some(d) => d,
+            None => self.destination_for(&failed),
+        };
+        self.initiate(failed, destination, FailoverType::ManualOverride, initiated_by, reason)
+            .await
+    }
+
+    async fn initiate(
+        &self,
+        failed: RegionId,
+        destination: RegionId,
+        failover_type: FailoverType,
+        initiated_by: String,
+        detail: String,
+    ) -> Result<FailoverId, DrError> {
+        let data_loss = self.data_loss_estimate(&failed, &destination);
+        let outcome = self
+            .propose(Command::Failover(FailoverCommand::Initiate {
+                initiated_by,
+                failed_region: failed.clone(),
+                destination_region: destination,
+                failover_type,
+                data_loss,
+                detail,
+            }))
+            .await?;
+        match outcome {
+            Outcome::Failover(FailoverOutcome::Initiated { failover_id }) => {
+                // Mark the region down so hysteresis governs its return.
+                self.propose(Command::Health(HealthCommand::MarkDown { region: failed }))
+                    .await?;
+                Ok(failover_id)
+            }
+            Outcome::Failover(FailoverOutcome::Refused(r)) => Err(DrError::Refused(r.to_string())),
+            other => Err(DrError::Refused(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Replication lag × write rate for the link from the failed region to the destination.
+    fn data_loss_estimate(&self, failed: &RegionId, destination: &RegionId) -> DataLossEstimate {
+        let rate = WriteRate {
+            writes_per_sec: self.inner.config.write_rate_per_sec,
+            avg_write_bytes: self.inner.config.write_bytes,
+        };
+        let state = self.inner.state.read();
+        state
+            .machine
+            .replication
+            .data_loss_estimate(failed, destination, rate)
+            .unwrap_or(DataLossEstimate { writes: 0, bytes: 0 })
+    }
+
+    /// The configured failover target, or else the first region still serving.
+    fn destination_for(&self, failed: &RegionId) -> RegionId {
+        let preferred = self.inner.config.failover_to.get(failed).cloned();
+        let state = self.inner.state.read();
+        let serving = |r: &RegionId| {
+            state
+                .machine
+                .regions
+                .get(r)
+                .is_none_or(|h| h.state.is_serving())
+        };
+        match preferred {
+            Some(p) if serving(&p) => p,
+            other => self
+                .inner
+                .config
+                .regions
+                .iter()
+                .find(|r| *r != failed && serving(r))
+                .cloned()
+                .or(other)
+                .unwrap_or_else(|| failed.clone()),
+        }
+    }
+
+    /// Moves traffic and tenants back to a recovered region — only once its cooldown passed and
+    /// its replication checkpoint caught up with the active primary (no data regression).
+    pub async fn failback(
+        &self,
+        region: RegionId,
+        initiated_by: String,
+    ) -> Result<FailbackStarted, DrError> {
+        self.leader_or_redirect()?;
+        let (active, weight_active) = {
+            let state = self.inner.state.read();
+            let m = &state.machine;
+            let health = m
+                .regions
+                .get(&region)
+                .ok_or_else(|| DrError::Invalid(format!("unknown region {region}")))?;
+            // Where its traffic went: the destination of its latest failover.
+            let active = m
+                .failovers
+                .by_failed_region(&region)
+                .next()
+                .map(|e| e.destination_region.clone())
+                .ok_or_else(|| DrError::Refused(format!("{region} has never failed over")))?;
+            check_failback(
+                health,
+                wall_now(),
+                m.replication.latest_checkpoint(&region),
+                m.replication.latest_checkpoint(&active),
+                m.replication.link(&active, &region),
+            )
+            .map_err(DrError::Failback)?;
+            let weight = m
+                .traffic
+                .weights()
+                .and_then(|w| w.weight_bp(&active))
+                .unwrap_or(0);
+            (active, weight)
+        };
+        let restored = match self
+            .propose(Command::Routing(RoutingCommand::RestoreRegion {
+                region: region.clone(),
+            }))
+            .await?
+        {
+            Outcome::Routing(RoutingOutcome::Restored { count }) => count,
+            _ => 0,
+        };
+        let mut task_track_id = None;
+        if weight_active > 0 {
+            let request = ShiftRequest {
+                policy_name: format!("failback:{region}"),
+                source_region: active.clone(),
+                target_region: region.clone(),
+                percentage_bp: FULL_WEIGHT_BP,
+                drain_timeout_seconds: self.inner.config.drain.as_secs() as u32,
+                reason: format!("failback to {region}"),
+                initiated_by,
+                drain_active_count: self.drain_active_count(&active),
+            };
+            if let Outcome::Traffic(TrafficOutcome::Started(task)) =
+                self.propose(Command::Traffic(TrafficCommand::Shift(request))).await?
+            {
+                task_track_id = Some(task.task_track_id.clone());
+            }
+        }
+        Ok(FailbackStarted {
+            tenants_restored: restored,
+            task_track_id,
+        })
+    }
+
+    /// The control loop: every tick, as leader, bootstrap the DR tables once per term, turn
+    /// verdicts into health observations and failovers, advance unfinished failovers and
+    /// traffic tasks.
+    async fn run(self) {
+        let mut bootstrapped_term = None;
+        loop {
+            tokio::time::sleep(self.inner.config.tick).await;
+            let (is_leader, term) = {
+                let m = self.inner.raft.metrics().borrow().clone();
+                if matches!(m.state, ServerState::Shutdown) {
+                    return;
+                }
+                (m.state == ServerState::Leader, m.current_term)
+            };
+            if !is_leader {
+                bootstrapped_term = None;
+                continue;
+            }
+            if bootstrapped_term != Some(term) {
+                match self.bootstrap().await {
+                    Ok(()) => bootstrapped_term = Some(term),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "dr bootstrap not committed yet");
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = self.act_on_verdicts().await {
+                tracing::debug!(error = %e, "verdicts not acted on");
+            }
+            self.advance_failovers();
+            self.advance_traffic_tasks();
+        }
+    }
+
+    /// Registers configured regions, seeds traffic weights (primary 100 %) and the cooldown.
+    async fn bootstrap(&self) -> Result<(), DrError> {
+        let mut commands = Vec::new();
+        {
+            let state = self.inner.state.read();
+            let m = &state.machine;
+            for region in &self.inner.config.regions {
+                if m.regions.get(region).is_none() {
+                    commands.push(Command::Health(HealthCommand::Register {
+                        region: region.clone(),
+                    }));
+                }
+            }
+            if m.traffic.weights().is_none() {
+                let weights = self
+                    .inner
+                    .config
+                    .regions
+                    .iter()
+                    .map(|r| {
+                        let bp = if *r == self.inner.config.primary { FULL_WEIGHT_BP } else { 0 };
+                        (r.clone(), bp)
+                    })
+                    .collect();
+                commands.push(Command::Traffic(TrafficCommand::SetWeights(weights)));
+            }
+            if m.regions.cooldown_ms() != self.inner.config.cooldown_ms {
+                commands.push(Command::SetHealthCooldown {
+                    cooldown_ms: self.inner.config.cooldown_ms,
+                });
+            }
+        }
+        for command in commands {
+            self.propose(command).await?;
+        }
+        Ok(())
+    }
+
+    async fn act_on_verdicts(&self) -> Result<(), DrError> {
+        let verdicts = self
+            .inner
+            .consensus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .evaluate(self.mono_now());
+        for verdict in verdicts {
+            let (failover, observation) = {
+                let state = self.inner.state.read();
+                let m = &state.machine;
+                let failover = failover_needed(&verdict, &m.regions, &m.failovers).cloned();
+                let observation = self.observation(&verdict, m);
+                (failover, observation)
+            };
+            if let Some(failed) = failover {
+                let destination = self.destination_for(&failed);
+                let detail = describe(&verdict);
+                tracing::warn!(region = %failed, %destination, %detail, "outage consensus: failing over");
+                self.initiate(
+                    failed,
+                    destination,
+                    FailoverType::Automated,
+                    CONTROLLER_IDENTITY.into(),
+                    detail,
+                )
+                .await?;
+            } else if let Some(command) = observation {
+                self.propose(Command::Health(command)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The health observation worth logging for `verdict`: only ones that change the region's
+    /// state, so a steady region costs no log entries.
+    fn observation(
+        &self,
+        verdict: &Verdict,
+        m: &arbiter_core::state_machine::StateMachine,
+    ) -> Option<HealthCommand> {
+        let health = m.regions.get(verdict.region())?;
+        let now = wall_now();
+        let changes = match verdict {
+            Verdict::Healthy { .. } => match health.state {
+                HealthState::Degraded | HealthState::Down => true,
+                HealthState::Recovering => health.cooldown_until.is_some_and(|u| now >= u),
+                HealthState::Healthy => false,
+            },
+            // Silence alone (no agent reporting) is not evidence against a region.
+            Verdict::Suspect { failing, .. } if failing.is_empty() => false,
+            Verdict::Suspect { .. } | Verdict::DependencyOutage { .. } => matches!(
+                health.state,
+                HealthState::Healthy | HealthState::Recovering
+            ),
+            Verdict::Outage { .. } => health.state != HealthState::Down,
+        };
+        changes.then(|| verdict.health_command())
+    }
+
+    /// Runs `work` in the background unless work under the same key is already running.
+    fn spawn_once<F>(&self, key: String, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        {
+            let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+            if !running.insert(key.clone()) {
+                return;
+            }
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            work.await;
+            inner
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        });
+    }
+
+    fn advance_failovers(&self) {
+        let actions: Vec<(Action, FailoverEvent)> = {
+            let state = self.inner.state.read();
+            state
+                .machine
+                .failovers
+                .unfinished()
+                .filter_map(|event| next_action(event).map(|a| (a, event.clone())))
+                .collect()
+        };
+        for (action, event) in actions {
+            let key = format!("{}", action.failover_id());
+            let controller = self.clone();
+            self.spawn_once(key, async move {
+                if let Err(e) = controller.perform(action.clone(), &event).await {
+                    tracing::warn!(?action, error = %e, "failover step not completed; will retry");
+                }
+            });
+        }
+    }
+
+    /// Carries out one step and records it.
+    async fn perform(&self, action: Action, event: &FailoverEvent) -> Result<(), DrError> {
+        let detail = match &action {
+            Action::Fence { region, .. } => {
+                let outcome = self
+                    .propose(Command::Lease(LeaseCommand::RevokeRegion {
+                        region: region.clone(),
+                        by: CONTROLLER_IDENTITY.into(),
+                        reason: format!("failover {}", action.failover_id()),
+                    }))
+                    .await?;
+                format!("fenced {region}: {}", describe_outcome(&outcome))
+            }
+            Action::ShiftTraffic { from, to, failover_id } => {
+                let moved = match self
+                    .propose(Command::Routing(RoutingCommand::ShiftRegion {
+                        from: from.clone(),
+                        to: to.clone(),
+                    }))
+                    .await?
+                {
+                    Outcome::Routing(RoutingOutcome::Shifted { count }) => count,
+                    _ => 0,
+                };
+                let task = self.failover_task(failover_id, from, to, &event.failover_id).await?;
+                let result = self.finish_task(&task).await?;
+                format!(
+                    "{moved} tenants moved {from} -> {to}; traffic task {} {:?}: {}",
+                    task.task_track_id, result.status, result.detail
+                )
+            }
+            Action::ScaleStandby { region, failover_id } => {
+                let result = self
+                    .inner
+                    .compute_driver
+                    .run(&DriverCall {
+                        action: "scale_standby",
+                        failover_id: Some(failover_id.to_string()),
+                        task_track_id: None,
+                        from_region: Some(event.failed_region.to_string()),
+                        to_region: Some(region.to_string()),
+                        weights: self.weights_percent(),
+                        reason: format!("failover of {}", event.failed_region),
+                    })
+                    .await;
+                if !result.ok {
+                    return self.record(&action, FailoverStep::Failed, result.detail).await;
+                }
+                format!("{} (attempts: {})", result.detail, result.attempts)
+            }
+            Action::AwaitDrain { region, .. } => {
+                let shifted_at = event
+                    .timeline_logs
+                    .iter()
+                    .find(|t| t.step == FailoverStep::ShiftTraffic)
+                    .map(|t| t.at)
+                    .unwrap_or(event.created_at);
+                let drain_ms = self.inner.config.drain.as_millis() as u64;
+                let until = shifted_at.0.saturating_add(drain_ms);
+                let now = wall_now().0;
+                if now < until {
+                    // Not yet: the next tick looks again.
+                    tokio::time::sleep(Duration::from_millis((until - now).min(1_000))).await;
+                    return Ok(());
+                }
+                format!("{region} drained ({drain_ms} ms drain window)")
+            }
+            Action::Complete { .. } => "failover completed".to_string(),
+        };
+        self.record(&action, action.step(), detail).await
+    }
+
+    async fn record(&self, action: &Action, step: FailoverStep, detail: String) -> Result<(), DrError> {
+        let command = FailoverCommand::RecordStep {
+            failover_id: action.failover_id(),
+            step,
+            detail,
+        };
+        match self.propose(Command::Failover(command)).await? {
+            Outcome::Failover(FailoverOutcome::StepRecorded { status, .. }) => {
+                tracing::info!(failover = %action.failover_id(), ?step, ?status, "failover step recorded");
+                Ok(())
+            }
+            Outcome::Failover(FailoverOutcome::Refused(r)) => {
+                // Already recorded by a previous leader or a concurrent attempt: nothing to do.
+                tracing::info!(failover = %action.failover_id(), refusal = %r, "step not recorded");
+                Ok(())
+            }
+            other => Err(DrError::Refused(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// The traffic task of this failover: reused if a previous leader already created it.
+    async fn failover_task(
+        &self,
+        failover_id: &FailoverId,
+        from: &RegionId,
+        to: &RegionId,
+        event_id: &FailoverId,
+    ) -> Result<TrafficTask, DrError> {
+        let policy = format!("failover:{failover_id}");
+        let existing = {
+            let state = self.inner.state.read();
+            let found = state
+                .machine
+                .traffic
+                .tasks()
+                .find(|t| t.request.policy_name == policy)
+                .cloned();
+            found
+        };
+        if let Some(task) = existing {
+            return Ok(task);
+        }
+        let request = ShiftRequest {
+            policy_name: policy,
+            source_region: from.clone(),
+            target_region: to.clone(),
+            percentage_bp: FULL_WEIGHT_BP,
+            drain_timeout_seconds: self.inner.config.drain.as_secs() as u32,
+            reason: format!("failover {event_id}"),
+            initiated_by: CONTROLLER_IDENTITY.into(),
+            drain_active_count: self.drain_active_count(from),
+        };
+        match self.propose(Command::Traffic(TrafficCommand::Shift(request))).await? {
+            Outcome::Traffic(TrafficOutcome::Started(task)) => Ok(*task),
+            Outcome::Traffic(TrafficOutcome::Refused(r)) => Err(DrError::Refused(r.to_string())),
+            other => Err(DrError::Refused(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    fn weights_percent(&self) -> Vec<(String, f64)> {
+        let state = self.inner.state.read();
+        state
+            .machine
+            .traffic
+            .weights()
+            .map(|w| {
+                w.iter()
+                    .map(|(r, bp)| (r.to_string(), f64::from(bp) / 100.0))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Runs the traffic driver for a task (unless finished) and logs its result.
+    async fn finish_task(&self, task: &TrafficTask) -> Result<TrafficTask, DrError> {
+        if task.status != TaskStatus::InProgress {
+            return Ok(task.clone());
+        }
+        let result = self
+            .inner
+            .traffic_driver
+            .run(&DriverCall {
+                action: "shift_traffic",
+                failover_id: task.request.policy_name.strip_prefix("failover:").map(String::from),
+                task_track_id: Some(task.task_track_id.clone()),
+                from_region: Some(task.request.source_region.to_string()),
+                to_region: Some(task.request.target_region.to_string()),
+                weights: self.weights_percent(),
+                reason: task.request.reason.clone(),
+            })
+            .await;
+        let command = TrafficCommand::Finish {
+            task_track_id: task.task_track_id.clone(),
+            succeeded: result.ok,
+            detail: format!("{} (attempts: {})", result.detail, result.attempts),
+        };
+        match self.propose(Command::Traffic(command)).await? {
+            Outcome::Traffic(TrafficOutcome::Finished(done)) => Ok(*done),
+            // Finished meanwhile (by a previous leader): report what the log says.
+            _ => {
+                let state = self.inner.state.read();
+                Ok(state
+                    .machine
+                    .traffic
+                    .task(&task.task_track_id)
+                    .cloned()
+                    .unwrap_or_else(|| task.clone()))
+            }
+        }
+    }
+
+    fn advance_traffic_tasks(&self) {
+        let tasks: Vec<TrafficTask> = {
+            let state = self.inner.state.read();
+            state
+                .machine
+                .traffic
+                .in_progress()
+                // Failover tasks are driven by their failover step.
+                .filter(|t| !t.request.policy_name.starts_with("failover:"))
+                .cloned()
+                .collect()
+        };
+        for task in tasks {
+            let controller = self.clone();
+            self.spawn_once(task.task_track_id.clone(), async move {
+                if let Err(e) = controller.finish_task(&task).await {
+                    tracing::warn!(task = %task.task_track_id, error = %e, "traffic task not finished");
+                }
+            });
+        }
+    }
+}
+
+fn describe(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Outage { region, vantages, .. } => format!(
+            "outage of {region} confirmed by {} vantage points: {}",
+            vantages.len(),
+            vantages.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Lease(arbiter_core::lease_table::LeaseOutcome::RevokedMany(revoked)) => {
+            if revoked.is_empty() {
+                "no live leases".into()
+            } else {
+                revoked
+                    .iter()
+                    .map(|r| format!("{} (held by {}, epoch now {})", r.resource, r.holder, r.epoch))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        }
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,135 @@
+//! The probe agent (`arbiter probe`): one vantage point (e.g. London) polling every region's
+//! `GET /v1/health/check` and reporting what it saw to the arbiter leader.
+//!
+//! Invariant: an agent judges reachability only — a region is `ok` when its gateway answers
+//! 200 with a serving status within the timeout. Declaring an outage is the controller's job,
+//! from several vantage points over a window; one agent's view never moves traffic.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::http_client;
+
+#[derive(Debug, Clone)]
+pub struct ProbeAgentConfig {
+    pub vantage: String,
+    /// (region, health-check URL).
+    pub targets: Vec<(String, String)>,
+    /// Arbiter HTTP addresses (host:port); the agent follows the leader among them.
+    pub arbiters: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// What an agent sends to `POST /v1/probes/report`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeReportBody {
+    pub vantage: String,
+    pub region: String,
+    pub ok: bool,
+    #[serde(default)]
+    pub dependencies: BTreeMap<String, String>,
+    #[serde(default)]
+    pub active_connections: Option<u64>,
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+}
+
+/// The part of the seed's health-check body the agent reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthBody {
+    status: String,
+    #[serde(default)]
+    dependencies: BTreeMap<String, String>,
+    #[serde(default)]
+    metrics: Option<HealthMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthMetrics {
+    #[serde(default)]
+    active_connections: Option<u64>,
+}
+
+/// Polls one target once.
+pub async fn probe(vantage: &str, region: &str, url: &str, timeout: Duration) -> ProbeReportBody {
+    let started = std::time::Instant::now();
+    let mut report = ProbeReportBody {
+        vantage: vantage.to_string(),
+        region: region.to_string(),
+        ok: false,
+        dependencies: BTreeMap::new(),
+        active_connections: None,
+        latency_ms: None,
+    };
+    let Ok(response) = http_client::request("GET", url, None, timeout).await else {
+        return report;
+    };
+    report.latency_ms = Some(started.elapsed().as_millis() as u64);
+    if response.status != 200 {
+        return report;
+    }
+    if let Ok(body) = serde_json::from_slice::<HealthBody>(&response.body) {
+        report.ok = matches!(body.status.as_str(), "HEALTHY" | "DEGRADED");
+        report.dependencies = body.dependencies;
+        report.active_connections = body.metrics.and_then(|m| m.active_connections);
+    }
+    report
+}
+
+/// Sends a report to the leader, trying `preferred` first and then every arbiter; returns the
+/// address that took it.
+async fn deliver(
+    report: &ProbeReportBody,
+    arbiters: &[String],
+    preferred: Option<&str>,
+    timeout: Duration,
+) -> Option<String> {
+    let body = serde_json::to_vec(report).ok()?;
+    let candidates = preferred
+        .into_iter()
+        .map(str::to_string)
+        .chain(arbiters.iter().cloned());
+    for addr in candidates {
+        let url = format!("http://{addr}/v1/probes/report");
+        if let Ok(response) = http_client::request("POST", &url, Some(&body), timeout).await {
+            if response.is_success() {
+                return Some(addr);
+            }
+        }
+    }
+    None
+}
+
+/// Runs the agent until `shutdown` resolves. Bounded per round: each probe and each report has
+/// a timeout, and rounds are `interval` apart.
+pub async fn run(config: ProbeAgentConfig, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut leader: Option<String> = None;
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        let probes = config
+            .targets
+            .iter()
+            .map(|(region, url)| probe(&config.vantage, region, url, config.timeout));
+        for report in futures::future::join_all(probes).await {
+            match deliver(&report, &config.arbiters, leader.as_deref(), config.timeout).await {
+                Some(addr) => leader = Some(addr),
+                None => {
+                    tracing::warn!(vantage = %config.vantage, region = %report.region, "no arbiter took the report");
+                    leader = None;
+                }
+            }
+        }
+    }
+}
