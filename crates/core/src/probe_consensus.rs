@@ -9,7 +9,7 @@
 //! controller's monotonic clock, passed in.
 
 use crate::region_health::HealthCommand;
-use crate::types::{MonoMillis, RegionId};
+use crate::types::{string_id, MonoMillis, RegionId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -19,36 +19,15 @@ use thiserror::Error;
 /// agent floods the controller.
 pub const MAX_SAMPLES_PER_VANTAGE: usize = 1024;
 
-macro_rules! name {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(pub String);
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl From<&str> for $name {
-            fn from(s: &str) -> Self {
-                $name(s.to_string())
-            }
-        }
-    };
-}
-
-name!(
+string_id!(
     /// Where a probe runs from, e.g. `london`.
     VantageId
 );
-name!(
+string_id!(
     /// A class of requests that can be served from another region on its own, e.g. `payments`.
     ServiceClass
 );
-name!(
+string_id!(
     /// A key of the seed's health-check `dependencies` map, e.g. `primaryDatabase`.
     DependencyName
 );

@@ -87,6 +87,9 @@ macro_rules! string_id {
     };
 }
 
+/// The newtype macro, for other modules of the core that name things by strings.
+pub(crate) use string_id;
+
 string_id!(
     /// A cloud region name, e.g. `us-east-1`.
     RegionId
