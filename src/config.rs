@@ -5,6 +5,7 @@
 //! the election timeout, the WAN heartbeat above the worst RTT, distinct peer ids) are checked
 //! once, here, with typed errors that name the field.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -95,6 +96,9 @@ pub struct RawNodeConfig {
     pub bootstrap: bool,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Peer id → address to dial instead of the one it advertises (e.g. a proxy per link).
+    #[serde(default)]
+    pub dial: BTreeMap<NodeId, String>,
     /// The DR controller: regions, probes, hysteresis, drivers (`[dr]`).
     #[serde(default)]
     pub dr: RawDrConfig,
@@ -115,6 +119,7 @@ pub struct NodeConfig {
     pub keep_logs: u64,
     pub bootstrap: bool,
     pub peers: Vec<PeerConfig>,
+    pub dial: BTreeMap<NodeId, String>,
     pub dr: DrConfig,
 }
 
@@ -218,6 +223,9 @@ impl RawNodeConfig {
             check_advertise("peers.grpc", Some(&peer.grpc))?;
             check_advertise("peers.http", Some(&peer.http))?;
         }
+        for addr in self.dial.values() {
+            check_advertise("dial", Some(addr))?;
+        }
 
         Ok(NodeConfig {
             node_id,
@@ -233,6 +241,7 @@ impl RawNodeConfig {
             keep_logs,
             bootstrap: self.bootstrap,
             peers: self.peers,
+            dial: self.dial,
             dr: self.dr.validate()?,
         })
     }

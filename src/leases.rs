@@ -23,6 +23,9 @@ use crate::proposer::{Proposer, WriteError};
 use crate::raft_types::{Member, NodeId, Raft};
 use crate::store::StateMachineStore;
 
+/// Expiry-loop ticks between full reconciles of the timers with the table (a walk over it).
+const RECONCILE_EVERY_TICKS: u64 = 20;
+
 /// A read or keep-alive could not be confirmed by a quorum round.
 pub type ReadError = WriteError;
 
@@ -115,18 +118,31 @@ impl LeaseManager {
             } => Some((resource.clone(), holder.clone())),
             _ => None,
         };
+        let ended = match &command {
+            LeaseCommand::Release {
+                resource, token, ..
+            } => Some((resource.clone(), *token, false)),
+            // Applied or refused, an `Expire` leaves no live lease with that token.
+            LeaseCommand::Expire { resource, token } => Some((resource.clone(), *token, true)),
+            _ => None,
+        };
         let outcome = self.inner.proposer.propose(Command::Lease(command)).await?;
         let Outcome::Lease(outcome) = outcome else {
             return Err(WriteError::Raft(format!(
                 "a lease command produced {outcome:?}"
             )));
         };
-        if matches!(
-            outcome,
-            LeaseOutcome::Granted { .. } | LeaseOutcome::Revoked(_) | LeaseOutcome::RevokedMany(_)
-        ) {
-            // Start the new lease's timer now rather than at the next tick.
-            self.reconcile_if_leader();
+        match (&outcome, &acquirer, &ended) {
+            // Start the new lease's timer now rather than at the next reconcile. A revoke keeps
+            // the lease's token, so its timer (and the wait) stays as it is.
+            (LeaseOutcome::Granted { token, ttl_ms, .. }, Some((resource, _)), _) => {
+                self.with_leader_timers(|t, now| t.start(resource, *token, *ttl_ms, now));
+            }
+            (LeaseOutcome::Released, _, Some((resource, token, _)))
+            | (_, _, Some((resource, token, true))) => {
+                self.with_leader_timers(|t, _| t.stop(resource, *token));
+            }
+            _ => {}
         }
         if let (LeaseOutcome::AlreadyHeld { token, ttl_ms }, Some((resource, holder))) =
             (&outcome, acquirer)
@@ -190,10 +206,9 @@ impl LeaseManager {
             return false;
         }
         if !timers.timers.renew(resource, token, ttl_ms, now) {
-            // The grant was applied after the last reconcile: start its timer, then renew.
-            let state = self.inner.state.read();
-            timers.timers.reconcile(&state.machine.leases, now);
-            timers.timers.renew(resource, token, ttl_ms, now);
+            // The grant was applied without passing through this leader's `propose` (an
+            // earlier term's entry): start its timer now, which is also a full renewal.
+            timers.timers.start(resource, token, ttl_ms, now);
         }
         true
     }
@@ -245,26 +260,30 @@ impl LeaseManager {
         }
     }
 
-    fn reconcile_if_leader(&self) {
+    /// Runs `f` on the timers if this node holds them as leader.
+    fn with_leader_timers(&self, f: impl FnOnce(&mut LeaseTimers, MonoMillis)) {
         let now = self.mono_now();
         let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
         if timers.leader_term.is_some() {
-            let state = self.inner.state.read();
-            timers.timers.reconcile(&state.machine.leases, now);
+            f(&mut timers.timers, now);
         }
     }
 
     /// Every tick: track leadership; as leader, keep timers in line with the table and propose
     /// `Expire` for every lease whose deadline passed.
     async fn expiry_loop(self) {
-        let mut metrics = self.inner.raft.metrics();
+        let metrics = self.inner.raft.metrics();
+        let mut ticks: u64 = 0;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.inner.tick) => {}
-                changed = metrics.changed() => if changed.is_err() { return },
-            }
+            // Ticks only: metrics change on every commit, and waking per commit would put a
+            // table walk on the write path.
+            tokio::time::sleep(self.inner.tick).await;
+            ticks += 1;
             let (is_leader, term) = {
                 let m = metrics.borrow();
+                if m.state == ServerState::Shutdown {
+                    return;
+                }
                 (m.state == ServerState::Leader, m.current_term)
             };
             let due = {
@@ -281,7 +300,9 @@ impl LeaseManager {
                     timers.timers.on_elected(&state.machine.leases, now);
                     timers.leader_term = Some(term);
                     tracing::info!(term, "leader: lease timers rebuilt with full TTLs");
-                } else {
+                } else if ticks % RECONCILE_EVERY_TICKS == 0 {
+                    // Grants and ends seen by `propose` update the timers at once; this catches
+                    // what it cannot see (entries of an earlier term applied after election).
                     timers.timers.reconcile(&state.machine.leases, now);
                 }
                 timers.timers.due(now)

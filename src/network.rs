@@ -33,14 +33,22 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Per-peer dial addresses that replace the advertised one: lets a fault-injecting proxy
+    /// sit on each directed link (this node → that peer) without changing the membership.
+    dial_overrides: Arc<HashMap<NodeId, String>>,
     connect_timeout: Duration,
     backoff: Duration,
 }
 
 impl Network {
-    pub fn new(connect_timeout: Duration, backoff: Duration) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        backoff: Duration,
+        dial_overrides: HashMap<NodeId, String>,
+    ) -> Self {
         Network {
             channels: Arc::default(),
+            dial_overrides: Arc::new(dial_overrides),
             connect_timeout,
             backoff,
         }
@@ -65,7 +73,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        let client = self.channel(&node.grpc_addr).map(|channel| {
+        let addr = self
+            .dial_overrides
+            .get(&target)
+            .unwrap_or(&node.grpc_addr)
+            .clone();
+        let client = self.channel(&addr).map(|channel| {
             RaftServiceClient::new(channel)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)

@@ -99,6 +99,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let network = Network::new(
         Duration::from_millis(config.timing.heartbeat_ms.max(100)),
         Duration::from_millis(config.timing.peer_backoff_ms),
+        config.dial.clone().into_iter().collect(),
     );
     let raft_config = config
         .raft_config()
@@ -245,6 +246,8 @@ async fn serve_grpc(
         .add_service(raft_service)
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
         .add_service(LeaseServiceServer::new(LeaseApi::new(node.leases.clone())))
+        .add_service(crate::grpc::replication_service::server(&node))
+        .add_service(crate::grpc::routing_service::server(&node, &stop))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         })

@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "../../proto/arbiter/v1/cluster.proto",
                 "../../proto/arbiter/v1/lease.proto",
+                "../../proto/arbiter/v1/routing.proto",
                 "../../proto/codesprintpro/dr/replication/v1/replication.proto",
             ],
             &["../../proto"],

@@ -1,8 +1,11 @@
-//! Command line: `arbiter serve`, `arbiter up`, `arbiter status`.
+//! Command line: `arbiter serve`, `arbiter up`, `arbiter status`, `arbiter lease`.
 //!
 //! `anyhow` lives here and in tests only: this is the binary's edge, where errors become a
 //! message and an exit code.
 
+mod dr;
+mod lease;
+mod probe;
 mod serve;
 pub(crate) mod status;
 mod up;
@@ -26,6 +29,14 @@ enum Command {
     Up(up::UpArgs),
     /// Show each node's role, term, leader and log positions.
     Status(status::StatusArgs),
+    /// Acquire, renew, release, show and revoke write leases.
+    Lease(lease::LeaseArgs),
+    /// Run a probe agent: poll regional health checks, report to the arbiter leader.
+    Probe(probe::ProbeArgs),
+    /// Run a stand-in regional gateway serving the seed's health check (for drills).
+    Gateway(probe::GatewayArgs),
+    #[command(flatten)]
+    Dr(dr::DrCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -43,6 +54,10 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Probe(args) => probe::run_probe(args).await,
+            Command::Gateway(args) => probe::run_gateway(args).await,
+            Command::Lease(args) => lease::run(args).await,
+            Command::Dr(command) => dr::run(command).await,
         }
     });
     match result {

@@ -50,6 +50,17 @@ pub struct ServeArgs {
     /// A bootstrap peer: ID=REGION@GRPC_ADDR,HTTP_ADDR (repeatable).
     #[arg(long = "peer", value_parser = parse_peer)]
     peers: Vec<PeerConfig>,
+    /// Dial peer ID at ADDR instead of its advertised address: ID=ADDR (repeatable).
+    #[arg(long = "dial", value_parser = parse_dial)]
+    dial: Vec<(u64, String)>,
+}
+
+fn parse_dial(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=ADDR, got {s:?}"))?;
+    let id = id.parse().map_err(|_| format!("bad peer id in {s:?}"))?;
+    Ok((id, addr.to_string()))
 }
 
 fn parse_peer(s: &str) -> Result<PeerConfig, String> {
@@ -94,6 +105,7 @@ impl ServeArgs {
         if !self.peers.is_empty() {
             raw.peers = self.peers;
         }
+        raw.dial.extend(self.dial);
         Ok(raw)
     }
 }

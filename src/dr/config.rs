@@ -35,8 +35,9 @@ pub enum DriverKind {
     Webhook { url: String },
 }
 
+/// (`deny_unknown_fields` cannot be combined with the flattened `kind`; the kind's own
+/// variants still refuse unknown fields.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DriverConfig {
     #[serde(flatten)]
     pub kind: DriverKind,

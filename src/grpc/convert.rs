@@ -189,3 +189,208 @@ pub fn lease_info(resource: &ResourceId, row: Option<&ResourceLease>) -> proto::
     }
     info
 }
+
+// --- Replication coordinator (the seed's `codesprintpro.dr.replication.v1`) and routing ---
+use std::collections::BTreeMap;
+
+use arbiter_client::proto::replication;
+use arbiter_core::region_health::HealthState;
+use arbiter_core::replication::{
+    EpochId, ReplicationCommand, ReplicationOutcome, ReplicationRefusal, SyncMetrics,
+    MAX_CHECKSUM_LEN,
+};
+use arbiter_core::routing::{RoutingStatus, TenantRoute};
+use arbiter_core::state_machine::StateMachine;
+use arbiter_core::TenantId;
+
+/// A region named in a request: non-blank, at most 64 bytes (the seed's `VARCHAR(64)`).
+pub fn region(field: &str, value: &str) -> Result<RegionId, Status> {
+    required(field, value)?;
+    if value.len() > 64 {
+        return Err(Status::invalid_argument(format!(
+            "`{field}` is longer than 64 bytes"
+        )));
+    }
+    Ok(RegionId::new(value))
+}
+
+pub fn tenant(value: &str) -> Result<TenantId, Status> {
+    required("tenant_id", value)?;
+    Ok(TenantId::new(value))
+}
+
+/// The seed's `CheckpointRequest` as a log command. The seed's request carries no committed
+/// transaction count (its `regional_sync_checkpoints` table does), so it is recorded as 0:
+/// `pending_bytes_count` and throughput then count only what senders that know it report.
+/// `timestamp_ms` is the sender's clock and is not recorded — time enters the replicated
+/// state only through the log entry.
+pub fn checkpoint(req: &replication::CheckpointRequest) -> Result<ReplicationCommand, Status> {
+    let region = region("source_region", &req.source_region)?;
+    let epoch = u64::try_from(req.last_committed_epoch).map_err(|_| {
+        Status::invalid_argument(format!(
+            "`last_committed_epoch` must not be negative, got {}",
+            req.last_committed_epoch
+        ))
+    })?;
+    let checksum_len = req.payload_checksum.chars().count();
+    if req.payload_checksum.trim().is_empty() || checksum_len > MAX_CHECKSUM_LEN {
+        return Err(Status::invalid_argument(format!(
+            "`payload_checksum` must be 1 to {MAX_CHECKSUM_LEN} characters, got {checksum_len}"
+        )));
+    }
+    if req.timestamp_ms < 0 {
+        return Err(Status::invalid_argument(format!(
+            "`timestamp_ms` must not be negative, got {}",
+            req.timestamp_ms
+        )));
+    }
+    Ok(ReplicationCommand::ReportCheckpoint {
+        region,
+        epoch: EpochId(epoch),
+        committed_transaction_count: 0,
+        checksum: req.payload_checksum.clone(),
+    })
+}
+
+fn epoch_i64(epoch: EpochId) -> i64 {
+    // Epochs enter through `checkpoint` from non-negative i64s, so this never saturates.
+    i64::try_from(epoch.0).unwrap_or(i64::MAX)
+}
+
+/// A checkpoint's outcome: a repeat of a recorded (region, epoch, checksum) is acknowledged
+/// like the first report; going backwards is `FAILED_PRECONDITION`; the same epoch with other
+/// data is `ALREADY_EXISTS`.
+pub fn checkpoint_reply(
+    outcome: &ReplicationOutcome,
+) -> Result<replication::CheckpointResponse, Status> {
+    match outcome {
+        ReplicationOutcome::CheckpointRecorded {
+            receiver_applied_epoch,
+        }
+        | ReplicationOutcome::CheckpointAlreadyRecorded {
+            receiver_applied_epoch,
+        } => Ok(replication::CheckpointResponse {
+            acknowledged: true,
+            receiver_applied_epoch: epoch_i64(*receiver_applied_epoch),
+        }),
+        ReplicationOutcome::Refused(refusal @ ReplicationRefusal::EpochRegressed { .. }) => {
+            Err(Status::failed_precondition(refusal.to_string()))
+        }
+        ReplicationOutcome::Refused(refusal @ ReplicationRefusal::ChecksumConflict { .. }) => {
+            Err(Status::already_exists(refusal.to_string()))
+        }
+        ReplicationOutcome::Refused(refusal @ ReplicationRefusal::InvalidChecksum { .. }) => {
+            Err(Status::invalid_argument(refusal.to_string()))
+        }
+        other => {
+            tracing::error!(outcome = ?other, "a checkpoint report produced an unexpected outcome");
+            Err(Status::internal(
+                "internal replication error; see the node log",
+            ))
+        }
+    }
+}
+
+/// The (source, target) of a `SyncMetricsRequest`.
+pub fn sync_pair(req: &replication::SyncMetricsRequest) -> Result<(RegionId, RegionId), Status> {
+    let source = region("source_region", &req.source_region)?;
+    let target = region("target_region", &req.target_region)?;
+    if source == target {
+        return Err(Status::invalid_argument(format!(
+            "`source_region` and `target_region` are the same region ({source})"
+        )));
+    }
+    Ok((source, target))
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub fn sync_metrics(metrics: &SyncMetrics) -> replication::SyncMetricsResponse {
+    replication::SyncMetricsResponse {
+        replication_lag_ms: saturating_i64(metrics.replication_lag_ms),
+        pending_bytes_count: saturating_i64(metrics.pending_bytes_count),
+        throughput_bytes_per_sec: metrics.throughput_bytes_per_sec,
+    }
+}
+
+/// The seed's status names (`DEFAULT`, `SHIFTED`, `LOCKED`).
+fn routing_status(status: RoutingStatus) -> &'static str {
+    match status {
+        RoutingStatus::Default => "DEFAULT",
+        RoutingStatus::Shifted => "SHIFTED",
+        RoutingStatus::Locked => "LOCKED",
+    }
+}
+
+fn health_state(state: HealthState) -> &'static str {
+    match state {
+        HealthState::Healthy => "HEALTHY",
+        HealthState::Degraded => "DEGRADED",
+        HealthState::Down => "DOWN",
+        HealthState::Recovering => "RECOVERING",
+    }
+}
+
+pub fn tenant_route(route: &TenantRoute) -> proto::TenantRoute {
+    proto::TenantRoute {
+        tenant_id: route.tenant_id.to_string(),
+        primary_region: route.primary_region.to_string(),
+        failover_region: route.failover_region.to_string(),
+        active_routing_region: route.active_routing_region.to_string(),
+        routing_status: routing_status(route.routing_status).to_string(),
+        updated_at_ms: route.updated_at.0,
+        version: route.version,
+    }
+}
+
+/// The routing table for edge routers: every region with a weight or a health row, and the
+/// tenants routed to `active_region` (all tenants when `None`), by region, status, tenant.
+pub fn routing_snapshot(
+    machine: &StateMachine,
+    applied_index: u64,
+    active_region: Option<&RegionId>,
+) -> proto::RoutingSnapshot {
+    let mut regions: BTreeMap<&RegionId, proto::RegionRoute> = BTreeMap::new();
+    let row = |region: &RegionId| proto::RegionRoute {
+        region: region.to_string(),
+        ..Default::default()
+    };
+    for (region, health) in machine.regions.iter() {
+        regions
+            .entry(region)
+            .or_insert_with(|| row(region))
+            .health_state = health_state(health.state).to_string();
+    }
+    for (region, bp) in machine.traffic.weights().into_iter().flat_map(|w| w.iter()) {
+        regions
+            .entry(region)
+            .or_insert_with(|| row(region))
+            .weight_bp = Some(bp);
+    }
+    // Tenants are only ever routed to regions the table tracks, so walking the (active region,
+    // status) index over them, or over the one asked for, covers the table.
+    let active: Vec<&RegionId> = match active_region {
+        Some(region) => vec![region],
+        None => regions.keys().copied().collect(),
+    };
+    let tenants = active
+        .into_iter()
+        .flat_map(|region| {
+            [
+                RoutingStatus::Default,
+                RoutingStatus::Shifted,
+                RoutingStatus::Locked,
+            ]
+            .into_iter()
+            .flat_map(move |status| machine.routing.by_active(region, status))
+        })
+        .map(tenant_route)
+        .collect();
+    proto::RoutingSnapshot {
+        applied_index,
+        tenants,
+        regions: regions.into_values().collect(),
+    }
+}

@@ -5,6 +5,10 @@
 //! flusher thread that coalesces every append queued behind the current fsync into the next
 //! one: group fsync, so the log's write rate is not one fsync per entry.
 
+// openraft's `StorageError` is large and its type is fixed by the trait signatures; boxing
+// is not an option here.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};

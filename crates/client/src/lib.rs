@@ -1,7 +1,22 @@
 //! # arbiter-client — the thin SDK for regional database proxies
 //!
+//! ```text
+//!  proxy ──acquire/keep-alive──▶ ArbiterClient ──gRPC, leader-following──▶ arbiter leader
+//!    │                               ▲
+//!    │ is_valid() / lost()      LeaseKeeper (renews at TTL/3; deadline timer)
+//!    ▼
+//!  FencedResource ◀── write(token) ── rejects tokens below the highest seen / observed epoch
+//! ```
+//!
 //! - [`proto`]: generated gRPC types and clients for arbiter's services, and the seed's
 //!   `ReplicationCoordinator` under [`proto::replication`].
+//! - [`client`]: [`ArbiterClient`] — one cached channel per node, follows the leader, retries
+//!   only what is safe to retry, with backoff and a deadline; [`ClientOptions`].
+//! - [`error`]: [`ClientError`], with `is_retryable()` and the leader hint.
+//! - [`lease`]: lease values ([`LeaseSpec`], [`Grant`], [`Refusal`], ...).
+//! - [`lease_keeper`]: [`LeaseKeeper`] — holds a lease and knows, on its own monotonic clock,
+//!   until when it is valid, even with every arbiter node unreachable.
+//! - [`fenced_resource`]: [`FencedResource`] — the resource-side guard against stale tokens.
 //! - [`hlc`], [`crdt`]: conflict-resolution building blocks, re-exported from the pure core.
 
 /// Generated protobuf code (never edited).
@@ -19,3 +34,23 @@ pub const LEADER_ID_HEADER: &str = "x-arbiter-leader-id";
 pub const LEADER_ADDR_HEADER: &str = "x-arbiter-leader-addr";
 
 pub use arbiter_core::{crdt, hlc, types};
+
+mod backoff;
+pub mod client;
+mod endpoints;
+pub mod error;
+pub mod fenced_resource;
+pub mod lease;
+pub mod lease_keeper;
+#[cfg(test)]
+mod mock_arbiter;
+
+pub use client::{ArbiterClient, ClientOptions, EndpointStatus};
+pub use error::ClientError;
+pub use fenced_resource::{FencedResource, StaleToken};
+pub use lease::{
+    BreakGlass, Grant, LeaseHolder, LeaseInfo, LeaseSpec, LeaseState, Refusal, Renewal, Revocation,
+    TokenCheck,
+};
+pub use lease_keeper::{default_drift_margin, KeeperOptions, LeaseKeeper, LossCause, Validity};
+pub use types::{FencingToken, HolderId, RegionId, ResourceId};

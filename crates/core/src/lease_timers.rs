@@ -73,6 +73,32 @@ impl LeaseTimers {
         }
     }
 
+    /// Starts the timer of a lease this leader just granted: `now + ttl_ms`, unless a timer
+    /// for that token already runs. The incremental form of [`Self::reconcile`] for one grant,
+    /// so a grant costs O(log n) rather than a walk over the table.
+    pub fn start(&mut self, resource: &ResourceId, token: FencingToken, ttl_ms: u64, now: MonoMillis) {
+        match self.timers.get(resource) {
+            Some(timer) if timer.token == token => {}
+            _ => {
+                self.timers.insert(
+                    resource.clone(),
+                    Timer {
+                        token,
+                        deadline: now.saturating_add_ms(ttl_ms),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drops the timer of `token` once its lease has ended (released or expired); a timer for
+    /// another token is left alone.
+    pub fn stop(&mut self, resource: &ResourceId, token: FencingToken) {
+        if self.timers.get(resource).is_some_and(|t| t.token == token) {
+            self.timers.remove(resource);
+        }
+    }
+
     /// The new-leader rule: forget whatever this node knew from an earlier term and extend every
     /// live lease by a full TTL from `now`, the election.
     pub fn on_elected(&mut self, table: &LeaseTable, now: MonoMillis) {

@@ -81,6 +81,11 @@ pub enum RoutingCommand {
         expected: CasExpectation,
         new_active_region: RegionId,
     },
+    /// Routes an unlocked tenant to `region` unconditionally (an operator's override).
+    SetActive {
+        tenant: TenantId,
+        region: RegionId,
+    },
     /// Failover: every unlocked tenant routed to `from` is routed to `to`.
     ShiftRegion {
         from: RegionId,
@@ -212,6 +217,13 @@ impl RoutingTable {
                 route.routing_status = route.unlocked_status();
                 Ok(())
             }),
+            RoutingCommand::SetActive { tenant, region } => {
+                self.update_unlocked(tenant, ctx, |route| {
+                    route.active_routing_region = region.clone();
+                    route.routing_status = route.unlocked_status();
+                    Ok(())
+                })
+            }
             RoutingCommand::ShiftRegion { from, to } => self.shift_region(from, to, ctx),
             RoutingCommand::RestoreRegion { region } => Ok(self.restore_region(region, ctx)),
             RoutingCommand::Lock { tenant } => self.update(tenant, ctx, |route| {

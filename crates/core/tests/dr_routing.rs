@@ -432,3 +432,36 @@ fn traffic_shift_moves_a_share_of_the_source_and_refuses_bad_input_unchanged() {
     ));
     assert_eq!(weights, before);
 }
+
+#[test]
+fn set_active_overrides_unconditionally_unless_locked() {
+    let mut log = Log::new();
+    log.tenant("acme", east(), west());
+    let set = |region: RegionId| RoutingCommand::SetActive {
+        tenant: TenantId::from("acme"),
+        region,
+    };
+    let RoutingOutcome::Updated(route) = log.apply(set(eu())) else {
+        panic!("set refused");
+    };
+    assert_eq!(route.active_routing_region, eu());
+    assert_eq!(route.routing_status, RoutingStatus::Shifted);
+    let RoutingOutcome::Updated(route) = log.apply(set(east())) else {
+        panic!("set refused");
+    };
+    assert_eq!(route.routing_status, RoutingStatus::Default, "back on its primary");
+    log.apply(RoutingCommand::Lock {
+        tenant: TenantId::from("acme"),
+    });
+    assert!(matches!(
+        log.apply(set(west())),
+        RoutingOutcome::Refused(RoutingRefusal::Locked { .. })
+    ));
+    assert!(matches!(
+        log.apply(RoutingCommand::SetActive {
+            tenant: TenantId::from("nobody"),
+            region: west(),
+        }),
+        RoutingOutcome::Refused(RoutingRefusal::UnknownTenant { .. })
+    ));
+}

@@ -262,3 +262,23 @@ fn expire_proposed_for_a_lease_replaced_meanwhile_is_refused_by_the_table() {
     );
     assert!(timers.renew(&res("db/orders"), new, TTL, MonoMillis(TTL)));
 }
+
+#[test]
+fn start_and_stop_track_one_lease_without_touching_others() {
+    let a = ResourceId::from("a");
+    let b = ResourceId::from("b");
+    let mut timers = LeaseTimers::new();
+    timers.start(&a, FencingToken(1 << 12), 1_000, MonoMillis(0));
+    timers.start(&b, FencingToken(2 << 12), 5_000, MonoMillis(0));
+    // Starting again for the same token does not move the deadline.
+    timers.start(&a, FencingToken(1 << 12), 1_000, MonoMillis(900));
+    assert_eq!(timers.may_hold_until(&a), Some(MonoMillis(1_000)));
+    assert_eq!(timers.due(MonoMillis(1_000)), vec![(a.clone(), FencingToken(1 << 12))]);
+    // A stop for another token changes nothing; the right one removes only that timer.
+    timers.stop(&a, FencingToken(9 << 12));
+    assert!(timers.may_hold_until(&a).is_some());
+    timers.stop(&a, FencingToken(1 << 12));
+    assert_eq!(timers.may_hold_until(&a), None);
+    assert_eq!(timers.may_hold_until(&b), Some(MonoMillis(5_000)));
+    assert!(timers.due(MonoMillis(1_000)).is_empty());
+}

@@ -1,0 +1,198 @@
+//! An in-process `LeaseService` whose answers a unit test scripts: granted, refused, silent,
+//! not the leader. Lets the client's retry rules and the keeper's deadline rule be tested
+//! without real nodes (the integration tests in `tests/lease.rs` use real ones).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use crate::proto::lease_service_server::{LeaseService, LeaseServiceServer};
+use crate::proto::{self, refusal, NotLeader};
+use prost::Message;
+
+/// How the mock answers one kind of call.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    /// `ok = true` with this token and TTL.
+    Ok { token: u64, ttl_ms: u64 },
+    /// Refused with `StaleToken { presented, current }`.
+    Stale { current: u64 },
+    /// Never answers.
+    Silent,
+    /// Answers after a pause.
+    Late(Duration, Box<Answer>),
+    /// `UNAVAILABLE`, naming `leader` in the details.
+    NotLeader { leader: String },
+    /// `DEADLINE_EXCEEDED`: the outcome is unknown.
+    WriteTimeout,
+}
+
+#[derive(Default)]
+struct Script {
+    acquire: Option<Answer>,
+    keep_alive: Option<Answer>,
+    revoke: Option<Answer>,
+}
+
+/// A scripted arbiter node; counts the calls it gets.
+#[derive(Clone, Default)]
+pub(crate) struct MockArbiter {
+    script: Arc<Mutex<Script>>,
+    calls: Arc<AtomicU32>,
+}
+
+impl MockArbiter {
+    pub(crate) fn on_acquire(&self, answer: Answer) {
+        self.script.lock().unwrap().acquire = Some(answer);
+    }
+
+    pub(crate) fn on_keep_alive(&self, answer: Answer) {
+        self.script.lock().unwrap().keep_alive = Some(answer);
+    }
+
+    pub(crate) fn on_revoke(&self, answer: Answer) {
+        self.script.lock().unwrap().revoke = Some(answer);
+    }
+
+    pub(crate) fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Serves on a fresh loopback port; returns `host:port`.
+    pub(crate) async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = futures::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            Some((accepted, listener))
+        });
+        let service = LeaseServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        addr
+    }
+
+    async fn answer(
+        &self,
+        pick: fn(&Script) -> Option<Answer>,
+        presented: u64,
+    ) -> Result<Response<proto::LeaseReply>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let answer = pick(&self.script.lock().unwrap());
+        let Some(answer) = answer else {
+            return Err(Status::unimplemented("not scripted"));
+        };
+        reply(answer, presented).await
+    }
+}
+
+async fn reply(mut answer: Answer, presented: u64) -> Result<Response<proto::LeaseReply>, Status> {
+    while let Answer::Late(pause, then) = answer {
+        tokio::time::sleep(pause).await;
+        answer = *then;
+    }
+    match answer {
+        Answer::Ok { token, ttl_ms } => Ok(Response::new(proto::LeaseReply {
+            ok: true,
+            token,
+            ttl_ms,
+            ..Default::default()
+        })),
+        Answer::Stale { current } => Ok(Response::new(proto::LeaseReply {
+            ok: false,
+            refusal: Some(proto::Refusal {
+                kind: Some(refusal::Kind::StaleToken(proto::StaleToken {
+                    presented,
+                    current,
+                })),
+            }),
+            ..Default::default()
+        })),
+        Answer::Silent => std::future::pending().await,
+        Answer::NotLeader { leader } => {
+            let details = NotLeader {
+                leader_id: Some(9),
+                leader_grpc_addr: leader,
+            }
+            .encode_to_vec();
+            Err(Status::with_details(
+                tonic::Code::Unavailable,
+                "not the leader",
+                details.into(),
+            ))
+        }
+        Answer::WriteTimeout => Err(Status::deadline_exceeded("write timed out")),
+        Answer::Late(..) => unreachable!("unwrapped above"),
+    }
+}
+
+#[tonic::async_trait]
+impl LeaseService for MockArbiter {
+    async fn acquire(
+        &self,
+        _: Request<proto::AcquireRequest>,
+    ) -> Result<Response<proto::LeaseReply>, Status> {
+        self.answer(|s| s.acquire.clone(), 0).await
+    }
+
+    async fn keep_alive(
+        &self,
+        request: Request<proto::KeepAliveRequest>,
+    ) -> Result<Response<proto::LeaseReply>, Status> {
+        let presented = request.get_ref().token;
+        self.answer(|s| s.keep_alive.clone(), presented).await
+    }
+
+    type KeepAliveStreamStream = futures::stream::Empty<Result<proto::LeaseReply, Status>>;
+
+    async fn keep_alive_stream(
+        &self,
+        _: Request<tonic::Streaming<proto::KeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStreamStream>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn release(
+        &self,
+        _: Request<proto::ReleaseRequest>,
+    ) -> Result<Response<proto::LeaseReply>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(proto::LeaseReply {
+            ok: true,
+            ..Default::default()
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        _: Request<proto::RevokeRequest>,
+    ) -> Result<Response<proto::LeaseReply>, Status> {
+        self.answer(|s| s.revoke.clone(), 0).await
+    }
+
+    async fn get(
+        &self,
+        _: Request<proto::GetLeaseRequest>,
+    ) -> Result<Response<proto::LeaseInfo>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn current_epoch(
+        &self,
+        _: Request<proto::GetLeaseRequest>,
+    ) -> Result<Response<proto::EpochReply>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn validate_token(
+        &self,
+        _: Request<proto::ValidateTokenRequest>,
+    ) -> Result<Response<proto::ValidateTokenReply>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+}

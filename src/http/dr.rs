@@ -1,0 +1,188 @@
+//! Operator overrides and probe agents, through the DR controller (leader only).
+//!
+//! - `POST /v1/dr/failover` `{"failedRegion", "destinationRegion"?, "reason", "initiatedBy"?}`
+//!   → 202 with the new failover event (as in [`super::events`]); the controller then carries
+//!   it out step by step. 409 when the log refuses it (e.g. one already in progress).
+//! - `POST /v1/dr/failback` `{"region", "initiatedBy"?}` → 202 `{"region", "tenantsRestored",
+//!   "taskTrackId"}` (`taskTrackId` null when no traffic had to move), or 409 `{"error",
+//!   "reason": "CheckpointBehind", "detail": {...}, "retryable"}` from the failback gate.
+//! - `POST /v1/probes/report` `{"vantage", "region", "ok", "dependencies": {name: status},
+//!   "activeConnections"?, "latencyMs"?}` → 204. Unknown fields are tolerated here (agents of
+//!   other versions), unlike the operator endpoints.
+//!
+//! Non-leaders answer 503 with `leaderHttpAddr`, like every other endpoint, so agents and the
+//! CLI can follow.
+
+use std::collections::BTreeMap;
+
+use arbiter_core::probe_consensus::{DependencyName, DependencyStatus, ProbeReport, VantageId};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::events::EventView;
+use super::validate::{self, MAX_REASON_LEN, MAX_REGION_LEN};
+use super::{read, AppState};
+use crate::dr::probe_agent::ProbeReportBody;
+
+/// Who an override is recorded as when the request names nobody, until requests carry an
+/// authenticated identity (DESIGN.md, "Coming next").
+const OPERATOR: &str = "operator";
+/// Dependencies one probe report may name, and how long a name or status may be.
+const MAX_REPORTED_DEPENDENCIES: usize = 32;
+const MAX_DEPENDENCY_TEXT: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailoverBody {
+    failed_region: String,
+    destination_region: Option<String>,
+    reason: String,
+    initiated_by: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailbackBody {
+    region: String,
+    initiated_by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum FailoverAccepted {
+    Event(Box<EventView>),
+    #[serde(rename_all = "camelCase")]
+    Id {
+        failover_id: String,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailbackAccepted {
+    region: String,
+    tenants_restored: usize,
+    task_track_id: Option<String>,
+}
+
+pub async fn failover(
+    State(app): State<AppState>,
+    body: Result<Json<FailoverBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<FailoverAccepted>), ApiError> {
+    let Json(body) = body?;
+    let node = &app.node;
+    let reason = validate::text("reason", &body.reason, MAX_REASON_LEN)?.to_string();
+    let initiated_by = validate::identity("initiatedBy", body.initiated_by.as_deref(), OPERATOR)?;
+    let (failed, destination) = read(node, |machine| {
+        let known = validate::known_regions(machine);
+        let failed = validate::region("failedRegion", &body.failed_region, &known)?;
+        let destination = body
+            .destination_region
+            .as_deref()
+            .map(|d| validate::region("destinationRegion", d, &known))
+            .transpose()?;
+        Ok((failed, destination))
+    })
+    .await?;
+    if let Some(destination) = &destination {
+        validate::distinct(
+            ("failedRegion", &failed),
+            ("destinationRegion", destination),
+        )?;
+    }
+    let failover_id = node
+        .dr
+        .failover(failed, destination, initiated_by, reason)
+        .await
+        .map_err(|e| ApiError::dr(node, e))?;
+    // The controller returns once the decision is applied here (the leader), so the event is
+    // in the local state; the bare id covers a leadership change in between.
+    let accepted = match node.state.read().machine.failovers.get(&failover_id) {
+        Some(event) => FailoverAccepted::Event(Box::new(EventView::from(event))),
+        None => FailoverAccepted::Id {
+            failover_id: failover_id.to_string(),
+        },
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+pub async fn failback(
+    State(app): State<AppState>,
+    body: Result<Json<FailbackBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<FailbackAccepted>), ApiError> {
+    let Json(body) = body?;
+    let node = &app.node;
+    let initiated_by = validate::identity("initiatedBy", body.initiated_by.as_deref(), OPERATOR)?;
+    let region = read(node, |machine| {
+        validate::region("region", &body.region, &validate::known_regions(machine))
+    })
+    .await?;
+    let started = node
+        .dr
+        .failback(region.clone(), initiated_by)
+        .await
+        .map_err(|e| ApiError::dr(node, e))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(FailbackAccepted {
+            region: region.to_string(),
+            tenants_restored: started.tenants_restored,
+            task_track_id: started.task_track_id,
+        }),
+    ))
+}
+
+pub async fn probe_report(
+    State(app): State<AppState>,
+    body: Result<Json<ProbeReportBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(body) = body?;
+    let node = &app.node;
+    let vantage = validate::text("vantage", &body.vantage, MAX_REGION_LEN)?;
+    let dependencies = reported_dependencies(&body.dependencies)?;
+    let region = read(node, |machine| {
+        validate::region("region", &body.region, &validate::known_regions(machine))
+    })
+    .await?;
+    node.dr
+        .record_probe(ProbeReport {
+            vantage: VantageId::from(vantage),
+            region: region.clone(),
+            ok: body.ok,
+            dependencies,
+            at: node.dr.mono_now(),
+        })
+        .map_err(|e| ApiError::dr(node, e))?;
+    if let Some(count) = body.active_connections {
+        node.dr.record_active_connections(region.clone(), count);
+    }
+    app.dependencies.record(&region, &body.dependencies);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The report's dependency map, bounded, with each status read as the consensus reads it.
+fn reported_dependencies(
+    reported: &BTreeMap<String, String>,
+) -> Result<BTreeMap<DependencyName, DependencyStatus>, ApiError> {
+    if reported.len() > MAX_REPORTED_DEPENDENCIES {
+        return Err(ApiError::Invalid(format!(
+            "`dependencies` names {} entries; at most {MAX_REPORTED_DEPENDENCIES} are accepted",
+            reported.len()
+        )));
+    }
+    reported
+        .iter()
+        .map(|(name, status)| {
+            validate::text("dependencies (name)", name, MAX_DEPENDENCY_TEXT)?;
+            validate::text("dependencies (status)", status, MAX_DEPENDENCY_TEXT)?;
+            Ok((
+                DependencyName::from(name.as_str()),
+                DependencyStatus::from_reported(status),
+            ))
+        })
+        .collect()
+}

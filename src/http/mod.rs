@@ -1,0 +1,135 @@
+//! HTTP edge (axum): the seed's contracts, the DR operator API and read endpoints.
+//!
+//! | route | file | answers |
+//! |---|---|---|
+//! | `GET /v1/cluster/status` | here | this node's Raft view |
+//! | `GET /v1/health/check` | [`health`] | the seed's health check for this node's region |
+//! | `POST /v1/dr/traffic-shift`, `GET /v1/dr/tasks/{id}` | [`traffic`] | the seed's traffic shift (202) and its task |
+//! | `POST /v1/dr/failover`, `POST /v1/dr/failback`, `POST /v1/probes/report` | [`dr`] | operator overrides and probe agents, through the DR controller |
+//! | `GET /v1/regions` | [`regions`] | health, down-since, cooldown, traffic weights |
+//! | `GET /v1/tenants`, `GET/PUT /v1/tenants/{id}` | [`tenants`] | the routing table |
+//! | `GET /v1/failover-events`, `GET /v1/failover-events/{id}` | [`events`] | the failover log, newest first |
+//! | `GET /v1/replication/links` | [`replication`] | replication links and their RPO state |
+//!
+//! Invariants: reads of replicated state are linearizable — they wait for a quorum round
+//! ([`read`]) and a follower answers 503 with `leaderHttpAddr` instead of serving a stale view;
+//! writes are validated completely before they are proposed, so bad input is a 4xx and never a
+//! state change; every error is JSON, built in [`error`] only. Bodies are capped at
+//! [`MAX_BODY_BYTES`].
+
+mod dr;
+pub mod error;
+mod events;
+mod health;
+mod regions;
+mod replication;
+mod rfc3339;
+mod telemetry;
+mod tenants;
+mod traffic;
+mod validate;
+
+use std::sync::Arc;
+
+use arbiter_core::state_machine::StateMachine;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::node::{NodeContext, NodeError};
+use error::ApiError;
+use health::ReportedDependencies;
+use telemetry::Telemetry;
+
+/// Largest request body accepted; larger ones get 413 before they are parsed. Every request
+/// this API takes is a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    node: Arc<NodeContext>,
+    telemetry: Arc<Telemetry>,
+    dependencies: Arc<ReportedDependencies>,
+}
+
+pub async fn serve(
+    node: Arc<NodeContext>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| NodeError::Serve(e.to_string()))
+}
+
+fn router(node: Arc<NodeContext>) -> Router {
+    let telemetry = Arc::new(Telemetry::default());
+    let state = AppState {
+        node,
+        telemetry: telemetry.clone(),
+        dependencies: Arc::default(),
+    };
+    Router::new()
+        .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/health/check", get(health::check))
+        .route("/v1/dr/traffic-shift", post(traffic::shift))
+        .route("/v1/dr/tasks/{id}", get(traffic::task))
+        .route("/v1/dr/failover", post(dr::failover))
+        .route("/v1/dr/failback", post(dr::failback))
+        .route("/v1/probes/report", post(dr::probe_report))
+        .route("/v1/regions", get(regions::list))
+        .route("/v1/tenants", get(tenants::list))
+        .route("/v1/tenants/{id}", get(tenants::get).put(tenants::upsert))
+        .route("/v1/failover-events", get(events::list))
+        .route("/v1/failover-events/{id}", get(events::get))
+        .route("/v1/replication/links", get(replication::links))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            telemetry,
+            telemetry::track,
+        ))
+        .with_state(state)
+}
+
+async fn cluster_status(State(app): State<AppState>) -> Json<arbiter_client::proto::NodeStatus> {
+    Json(app.node.status())
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route {}", uri.path()))
+}
+
+async fn no_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::Rejected {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{} does not accept {method}", uri.path()),
+    }
+}
+
+/// A linearizable read: waits for a quorum round that began after the call (so this node is
+/// still the leader and has applied everything committed before it), then reads.
+async fn read<T>(
+    node: &NodeContext,
+    query: impl FnOnce(&StateMachine) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    node.leases
+        .confirm_leadership()
+        .await
+        .map_err(|e| ApiError::write(node, e))?;
+    let state = node.state.read();
+    query(&state.machine)
+}
+
+/// Basis points (hundredths of a percent, as the state machine keeps weights) as a percentage.
+fn percent(bp: u32) -> f64 {
+    f64::from(bp) / 100.0
+}

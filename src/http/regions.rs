@@ -1,0 +1,68 @@
+//! `GET /v1/regions`: every region the arbiter knows, with its replicated health, hysteresis
+//! timestamps and share of traffic.
+//!
+//! ```json
+//! {"cooldownMs": 600000,
+//!  "regions": [{"region": "us-east-1", "state": "DOWN", "downSince": "2026-06-07T12:12:00Z",
+//!               "healthySince": null, "cooldownUntil": null, "trafficWeightPercentage": 0.0}]}
+//! ```
+//!
+//! `state` is `null` for a region that only has a traffic weight; `trafficWeightPercentage` is
+//! `null` before any weights are set.
+
+use arbiter_core::region_health::{HealthState, RegionHealth};
+use arbiter_core::WallMillis;
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::{percent, read, rfc3339, validate, AppState};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionsView {
+    cooldown_ms: u64,
+    regions: Vec<RegionView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RegionView {
+    region: String,
+    state: Option<HealthState>,
+    down_since: Option<String>,
+    healthy_since: Option<String>,
+    cooldown_until: Option<String>,
+    traffic_weight_percentage: Option<f64>,
+}
+
+pub async fn list(State(app): State<AppState>) -> Result<Json<RegionsView>, ApiError> {
+    read(&app.node, |machine| {
+        let weights = machine.traffic.weights();
+        let regions = validate::known_regions(machine)
+            .into_iter()
+            .map(|region| {
+                let health = machine.regions.get(&region);
+                let at = |field: fn(&RegionHealth) -> Option<WallMillis>| {
+                    health.and_then(field).map(rfc3339::format)
+                };
+                RegionView {
+                    state: health.map(|h| h.state),
+                    down_since: at(|h| h.down_since),
+                    healthy_since: at(|h| h.healthy_since),
+                    cooldown_until: at(|h| h.cooldown_until),
+                    traffic_weight_percentage: weights
+                        .and_then(|w| w.weight_bp(&region))
+                        .map(percent),
+                    region: region.to_string(),
+                }
+            })
+            .collect();
+        Ok(Json(RegionsView {
+            cooldown_ms: machine.regions.cooldown_ms(),
+            regions,
+        }))
+    })
+    .await
+}

@@ -1,0 +1,170 @@
+//! The routing table (the seed's `tenant_routing_states`): `GET /v1/tenants/{id}`,
+//! `GET /v1/tenants?activeRegion=R&status=SHIFTED`, `PUT /v1/tenants/{id}`.
+//!
+//! A row: `{"tenantId", "primaryRegion", "failoverRegion", "activeRoutingRegion",
+//! "routingStatus": "DEFAULT"|"SHIFTED"|"LOCKED", "updatedAt", "version"}`; `version` is the
+//! fencing token of the row's last write. A list is `{"tenants": [row, ...]}` by active region,
+//! status, then tenant id.
+//!
+//! `PUT` takes `{"primaryRegion", "failoverRegion"}` and answers 200 with the row: a new tenant
+//! is routed to its primary; a `DEFAULT` one follows a new primary; a `SHIFTED` one stays where
+//! it is until failback; a `LOCKED` one is refused (409).
+
+use arbiter_core::command::{Command, Outcome};
+use arbiter_core::routing::{
+    RoutingCommand, RoutingOutcome, RoutingRefusal, RoutingStatus, TenantRoute,
+};
+use arbiter_core::TenantId;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::validate::{self, MAX_NAME_LEN};
+use super::{read, rfc3339, AppState};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    tenant_id: String,
+    primary_region: String,
+    failover_region: String,
+    active_routing_region: String,
+    routing_status: RoutingStatus,
+    updated_at: String,
+    version: u64,
+}
+
+impl From<&TenantRoute> for TenantView {
+    fn from(route: &TenantRoute) -> Self {
+        TenantView {
+            tenant_id: route.tenant_id.to_string(),
+            primary_region: route.primary_region.to_string(),
+            failover_region: route.failover_region.to_string(),
+            active_routing_region: route.active_routing_region.to_string(),
+            routing_status: route.routing_status,
+            updated_at: rfc3339::format(route.updated_at),
+            version: route.version,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantList {
+    tenants: Vec<TenantView>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    active_region: Option<String>,
+    status: Option<RoutingStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpsertBody {
+    primary_region: String,
+    failover_region: String,
+}
+
+fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
+    Ok(TenantId::new(validate::text("tenantId", id, MAX_NAME_LEN)?))
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<TenantView>, ApiError> {
+    let Path(id) = id?;
+    let tenant = tenant_id(&id)?;
+    read(&app.node, |machine| {
+        machine
+            .routing
+            .get(&tenant)
+            .map(|route| Json(TenantView::from(route)))
+            .ok_or_else(|| ApiError::NotFound(format!("no tenant {tenant}")))
+    })
+    .await
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<TenantList>, ApiError> {
+    let Query(query) = query?;
+    read(&app.node, |machine| {
+        let known = validate::known_regions(machine);
+        let regions = match &query.active_region {
+            Some(region) => vec![validate::region("activeRegion", region, &known)?],
+            // Every tenant is routed to a known region: upserts and failovers only name known
+            // ones, so walking the (active region, status) index over them lists the table.
+            None => known.into_iter().collect(),
+        };
+        let statuses = match query.status {
+            Some(status) => vec![status],
+            None => vec![
+                RoutingStatus::Default,
+                RoutingStatus::Shifted,
+                RoutingStatus::Locked,
+            ],
+        };
+        let tenants = regions
+            .iter()
+            .flat_map(|region| {
+                statuses
+                    .iter()
+                    .flat_map(move |status| machine.routing.by_active(region, *status))
+            })
+            .map(TenantView::from)
+            .collect();
+        Ok(Json(TenantList { tenants }))
+    })
+    .await
+}
+
+pub async fn upsert(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<UpsertBody>, JsonRejection>,
+) -> Result<Json<TenantView>, ApiError> {
+    let Path(id) = id?;
+    let Json(body) = body?;
+    let tenant = tenant_id(&id)?;
+    let node = &app.node;
+    let (primary_region, failover_region) = read(node, |machine| {
+        let known = validate::known_regions(machine);
+        Ok((
+            validate::region("primaryRegion", &body.primary_region, &known)?,
+            validate::region("failoverRegion", &body.failover_region, &known)?,
+        ))
+    })
+    .await?;
+    validate::distinct(
+        ("primaryRegion", &primary_region),
+        ("failoverRegion", &failover_region),
+    )?;
+    let command = Command::Routing(RoutingCommand::UpsertTenant {
+        tenant,
+        primary_region,
+        failover_region,
+    });
+    match node
+        .proposer
+        .propose(command)
+        .await
+        .map_err(|e| ApiError::write(node, e))?
+    {
+        Outcome::Routing(RoutingOutcome::Updated(route)) => Ok(Json(TenantView::from(&route))),
+        Outcome::Routing(RoutingOutcome::Refused(refusal @ RoutingRefusal::SameRegion { .. })) => {
+            Err(ApiError::Invalid(refusal.to_string()))
+        }
+        Outcome::Routing(RoutingOutcome::Refused(refusal)) => {
+            Err(ApiError::Conflict(refusal.to_string()))
+        }
+        other => Err(ApiError::Internal(format!(
+            "a tenant upsert produced {other:?}"
+        ))),
+    }
+}
