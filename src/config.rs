@@ -183,7 +183,9 @@ impl RawNodeConfig {
     }
 
     pub fn validate(self) -> Result<NodeConfig, ConfigError> {
-        let node_id = self.node_id.ok_or(ConfigError::Missing { field: "node_id" })?;
+        let node_id = self
+            .node_id
+            .ok_or(ConfigError::Missing { field: "node_id" })?;
         if node_id == 0 {
             return Err(ConfigError::ZeroNodeId);
         }
@@ -282,11 +284,13 @@ fn at_least(field: &'static str, value: u64, min: u64) -> Result<(), ConfigError
 
 fn parse_addr(field: &'static str, value: Option<&str>) -> Result<SocketAddr, ConfigError> {
     let value = value.ok_or(ConfigError::Missing { field })?;
-    value.parse().map_err(|e: std::net::AddrParseError| ConfigError::BadAddress {
-        field,
-        value: value.to_string(),
-        reason: e.to_string(),
-    })
+    value
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::BadAddress {
+            field,
+            value: value.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Advertised addresses may be host names, so only the shape is checked: host:port, port > 0.
@@ -405,7 +409,10 @@ mod tests {
             peers: vec![peer.clone(), peer],
             ..minimal()
         };
-        assert_eq!(raw.validate().unwrap_err(), ConfigError::DuplicatePeer { id: 2 });
+        assert_eq!(
+            raw.validate().unwrap_err(),
+            ConfigError::DuplicatePeer { id: 2 }
+        );
     }
 
     #[test]

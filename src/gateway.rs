@@ -94,5 +94,8 @@ async fn set_state(
     if let Some(deps) = state.dependencies {
         s.dependencies = deps;
     }
-    (StatusCode::OK, Json(json!({"region": s.region, "status": s.status})))
+    (
+        StatusCode::OK,
+        Json(json!({"region": s.region, "status": s.status})),
+    )
 }

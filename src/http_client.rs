@@ -37,9 +37,11 @@ impl HttpResponse {
 
 /// Splits `http://host:port/path` into (`host:port`, `/path`).
 fn split_url(url: &str) -> Result<(&str, &str), HttpError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| HttpError::BadUrl {
-        url: url.to_string(),
-    })?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| HttpError::BadUrl {
+            url: url.to_string(),
+        })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),

@@ -171,7 +171,11 @@ impl LeaseManager {
         self.confirm_leadership().await?;
         let ttl_ms = {
             let state = self.inner.state.read();
-            match state.machine.leases.check_keepalive(resource, holder, token) {
+            match state
+                .machine
+                .leases
+                .check_keepalive(resource, holder, token)
+            {
                 Ok(ttl) => ttl,
                 Err(refusal) => return Ok(Err(refusal)),
             }
@@ -318,7 +322,9 @@ impl LeaseManager {
                     };
                     match manager.propose(command).await {
                         Ok(outcome) => tracing::info!(%resource, %token, ?outcome, "lease expired"),
-                        Err(e) => tracing::debug!(%resource, %token, error = %e, "expire not committed"),
+                        Err(e) => {
+                            tracing::debug!(%resource, %token, error = %e, "expire not committed")
+                        }
                     }
                 }
             });

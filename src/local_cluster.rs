@@ -68,7 +68,11 @@ impl NodeSpec {
     }
 
     /// Starts the node and waits until it has written its ready file.
-    pub async fn start(&self, binary: &Path, timeout: Duration) -> Result<NodeProcess, LaunchError> {
+    pub async fn start(
+        &self,
+        binary: &Path,
+        timeout: Duration,
+    ) -> Result<NodeProcess, LaunchError> {
         std::fs::create_dir_all(&self.data_dir)?;
         // A stale ready file from an earlier run would make us think the node is up.
         let _ = std::fs::remove_file(self.data_dir.join(READY_FILE));

@@ -119,7 +119,11 @@ impl PeerClient {
     {
         let client = match &mut self.client {
             Ok(client) => client,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    e.clone(),
+                ))))
+            }
         };
         let data = codec::encode("raft request", request)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -20,12 +20,12 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::NodeConfig;
+use crate::dr::DrController;
 use crate::grpc::cluster_service::ClusterApi;
 use crate::grpc::lease_service::LeaseApi;
-use crate::dr::DrController;
-use crate::leases::LeaseManager;
 use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
 use crate::grpc::raft_service::RaftTransport;
+use crate::leases::LeaseManager;
 use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};

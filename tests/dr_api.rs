@@ -745,3 +745,74 @@ async fn routing_table_reads_writes_watch_and_failover_log() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_active_region_set_and_compare_and_set() {
+    let (_cluster, leader) = dr_cluster().await;
+    let addr = leader.http_addr.as_str();
+    let (status, _) = http_json(
+        addr,
+        "PUT",
+        "/v1/tenants/acme",
+        json!({"primaryRegion": "us-east-1", "failoverRegion": "us-west-2"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    tracing::info!("phase: an unconditional set, then a CAS that matches and one that does not");
+    let (status, row) = http_json(
+        addr,
+        "POST",
+        "/v1/tenants/acme/active",
+        json!({"region": "eu-central-1"}),
+    )
+    .await;
+    assert_eq!(
+        (status, row["activeRoutingRegion"].as_str()),
+        (200, Some("eu-central-1")),
+        "{row}"
+    );
+    assert_eq!(row["routingStatus"], "SHIFTED");
+    let cas = json!({"region": "us-east-1", "expectedRegion": "eu-central-1"});
+    let (status, row) = http_json(addr, "POST", "/v1/tenants/acme/active", cas.clone()).await;
+    assert_eq!(
+        (status, row["routingStatus"].as_str()),
+        (200, Some("DEFAULT")),
+        "{row}"
+    );
+    let digest = status_digest(&leader.grpc_addr).await;
+    let (status, body) = http_json(addr, "POST", "/v1/tenants/acme/active", cas).await;
+    assert_eq!(status, 409, "a stale compare-and-set is refused: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("compare-and-set")),
+        "{body}"
+    );
+    assert_eq!(
+        status_digest(&leader.grpc_addr).await,
+        digest,
+        "and changes nothing"
+    );
+
+    let (status, _) = http_json(
+        addr,
+        "POST",
+        "/v1/tenants/nobody/active",
+        json!({"region": "us-east-1"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = http_json(
+        addr,
+        "POST",
+        "/v1/tenants/acme/active",
+        json!({"region": "mars-1"}),
+    )
+    .await;
+    assert_eq!(status, 422);
+}
+
+async fn status_digest(grpc_addr: &str) -> u64 {
+    status(grpc_addr).await.expect("status").state_digest
+}

@@ -58,21 +58,32 @@ impl Drill {
 
         let mut gateways = Vec::new();
         for region in REGIONS3 {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let url = format!("http://{}/v1/health/check", listener.local_addr().expect("addr"));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!(
+                "http://{}/v1/health/check",
+                listener.local_addr().expect("addr")
+            );
             let (stop, stopped) = oneshot::channel::<()>();
             tokio::spawn(arbiter::gateway::serve(region.into(), listener, async {
                 let _ = stopped.await;
             }));
             gateways.push((region.to_string(), Some(stop), url));
         }
-        let arbiters: Vec<String> = cluster.running().map(|n| n.ready.http_addr.clone()).collect();
+        let arbiters: Vec<String> = cluster
+            .running()
+            .map(|n| n.ready.http_addr.clone())
+            .collect();
         let mut agents = Vec::new();
         for vantage in ["london", "tokyo", "sydney"] {
             let (stop, stopped) = oneshot::channel::<()>();
             let config = ProbeAgentConfig {
                 vantage: vantage.into(),
-                targets: gateways.iter().map(|(r, _, u)| (r.clone(), u.clone())).collect(),
+                targets: gateways
+                    .iter()
+                    .map(|(r, _, u)| (r.clone(), u.clone()))
+                    .collect(),
                 arbiters: arbiters.clone(),
                 interval: Duration::from_millis(100),
                 timeout: Duration::from_millis(300),
@@ -91,7 +102,10 @@ impl Drill {
     }
 
     fn http_endpoints(&self) -> Vec<String> {
-        self.cluster.running().map(|n| n.ready.http_addr.clone()).collect()
+        self.cluster
+            .running()
+            .map(|n| n.ready.http_addr.clone())
+            .collect()
     }
 
     /// Sends a request to whichever node answers with a non-redirect status.
@@ -102,7 +116,8 @@ impl Drill {
             for addr in self.http_endpoints() {
                 let url = format!("http://{addr}{path}");
                 let Ok(r) =
-                    http_client::request(method, &url, body.as_deref(), Duration::from_secs(3)).await
+                    http_client::request(method, &url, body.as_deref(), Duration::from_secs(3))
+                        .await
                 else {
                     continue;
                 };
@@ -112,13 +127,20 @@ impl Drill {
                 let value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
                 return (r.status, value);
             }
-            assert!(Instant::now() < deadline, "no node answered {method} {path}");
+            assert!(
+                Instant::now() < deadline,
+                "no node answered {method} {path}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     fn stop_gateway(&mut self, region: &str) {
-        let gateway = self.gateways.iter_mut().find(|g| g.0 == region).expect("gateway");
+        let gateway = self
+            .gateways
+            .iter_mut()
+            .find(|g| g.0 == region)
+            .expect("gateway");
         if let Some(stop) = gateway.1.take() {
             let _ = stop.send(());
         }
@@ -127,7 +149,11 @@ impl Drill {
     /// The newest failover event of `region`, if any.
     async fn latest_event(&self, region: &str) -> Option<Value> {
         let (status, body) = self
-            .call("GET", &format!("/v1/failover-events?failedRegion={region}"), None)
+            .call(
+                "GET",
+                &format!("/v1/failover-events?failedRegion={region}"),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         events_of(&body).first().cloned()
@@ -191,7 +217,10 @@ async fn seed_tenants(drill: &Drill) {
         if body["regions"].as_array().is_some_and(|r| r.len() == 3) {
             break;
         }
-        assert!(Instant::now() < deadline, "regions never registered: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "regions never registered: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for (tenant, primary, failover) in [
@@ -206,7 +235,10 @@ async fn seed_tenants(drill: &Drill) {
                 Some(json!({"primaryRegion": primary, "failoverRegion": failover})),
             )
             .await;
-        assert!((200..300).contains(&status), "upsert {tenant}: {status} {body}");
+        assert!(
+            (200..300).contains(&status),
+            "upsert {tenant}: {status} {body}"
+        );
     }
 }
 
@@ -218,12 +250,22 @@ async fn wait_completed(drill: &Drill, region: &str, timeout: Duration) -> Value
                 return event;
             }
         }
-        assert!(Instant::now() < deadline, "failover of {region} did not finish in {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "failover of {region} did not finish in {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-const ALL_STEPS: [&str; 6] = ["DECIDE", "FENCE", "SHIFT_TRAFFIC", "SCALE_STANDBY", "DRAINED", "COMPLETED"];
+const ALL_STEPS: [&str; 6] = [
+    "DECIDE",
+    "FENCE",
+    "SHIFT_TRAFFIC",
+    "SCALE_STANDBY",
+    "DRAINED",
+    "COMPLETED",
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
@@ -253,7 +295,10 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
     };
     // Probes have been flowing; no outage may have been declared while everything is up.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(drill.latest_event("us-east-1").await.is_none(), "false alarm");
+    assert!(
+        drill.latest_event("us-east-1").await.is_none(),
+        "false alarm"
+    );
 
     tracing::info!("phase: us-east-1's gateway goes dark");
     drill.stop_gateway("us-east-1");
@@ -262,7 +307,10 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
         if drill.latest_event("us-east-1").await.is_some() {
             break outage_at.elapsed();
         }
-        assert!(outage_at.elapsed() < Duration::from_secs(15), "outage never declared");
+        assert!(
+            outage_at.elapsed() < Duration::from_secs(15),
+            "outage never declared"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let event = wait_completed(&drill, "us-east-1", Duration::from_secs(20)).await;
@@ -283,15 +331,28 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
     assert_eq!(c["routingStatus"], "DEFAULT");
 
     let lines = drill.driver_lines();
-    assert!(lines.contains(&"shift_traffic us-east-1 us-west-2".to_string()), "{lines:?}");
-    assert!(lines.contains(&"scale_standby us-west-2".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"shift_traffic us-east-1 us-west-2".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"scale_standby us-west-2".to_string()),
+        "{lines:?}"
+    );
 
     let epoch = epoch_of(&endpoints, "db/orders").await.expect("epoch");
-    assert!(epoch > token, "us-east-1's lease was fenced (epoch {epoch} > token {token})");
+    assert!(
+        epoch > token,
+        "us-east-1's lease was fenced (epoch {epoch} > token {token})"
+    );
 
     tracing::info!("phase: failback is refused while the region is down");
     let (status, body) = drill
-        .call("POST", "/v1/dr/failback", Some(json!({"region": "us-east-1"})))
+        .call(
+            "POST",
+            "/v1/dr/failback",
+            Some(json!({"region": "us-east-1"})),
+        )
         .await;
     assert_eq!(status, 409, "{body}");
 }
@@ -309,11 +370,17 @@ async fn a_new_leader_finishes_a_failover_each_step_once() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "failover never reached SHIFT_TRAFFIC");
+        assert!(
+            Instant::now() < deadline,
+            "failover never reached SHIFT_TRAFFIC"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let leader = drill.cluster.leader(Duration::from_secs(5)).await;
-    tracing::info!(leader = leader.node_id, "phase: kill the leader mid-failover");
+    tracing::info!(
+        leader = leader.node_id,
+        "phase: kill the leader mid-failover"
+    );
     drill.cluster.kill(leader.node_id);
 
     let event = wait_completed(&drill, "us-east-1", Duration::from_secs(30)).await;

@@ -17,10 +17,8 @@ async fn three_nodes_elect_one_leader_and_survive_a_leader_kill() {
     init_tracing();
     let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader(Duration::from_secs(10)).await;
-    let statuses: Vec<_> = futures::future::join_all(
-        cluster.endpoints().iter().map(|e| status(e)),
-    )
-    .await;
+    let statuses: Vec<_> =
+        futures::future::join_all(cluster.endpoints().iter().map(|e| status(e))).await;
     let leaders = statuses
         .iter()
         .flatten()
@@ -30,17 +28,29 @@ async fn three_nodes_elect_one_leader_and_survive_a_leader_kill() {
     assert!(statuses.iter().flatten().all(|s| s.voters.len() == 3));
 
     let endpoints = cluster.endpoints();
-    acquire_any(&endpoints, "before-kill", "h", TTL_MS, Duration::from_secs(5))
-        .await
-        .expect("write before the kill");
+    acquire_any(
+        &endpoints,
+        "before-kill",
+        "h",
+        TTL_MS,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("write before the kill");
 
     tracing::info!(leader = leader.node_id, "phase: kill -9 the leader");
     cluster.kill(leader.node_id);
     let killed_at = Instant::now();
     let survivors = cluster.running_endpoints();
-    let token = acquire_any(&survivors, "after-kill", "h", TTL_MS, Duration::from_secs(5))
-        .await
-        .expect("a new leader commits a write");
+    let token = acquire_any(
+        &survivors,
+        "after-kill",
+        "h",
+        TTL_MS,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("a new leader commits a write");
     let failover = killed_at.elapsed();
     tracing::info!(?failover, "write committed by the new leader");
     assert!(
@@ -53,11 +63,20 @@ async fn three_nodes_elect_one_leader_and_survive_a_leader_kill() {
     tracing::info!("phase: restart the killed node; it catches up");
     cluster.restart(leader.node_id).await;
     let (applied, _) = converged(&cluster, Duration::from_secs(20)).await;
-    assert!(applied >= token >> 12, "the restarted node applied the new write");
+    assert!(
+        applied >= token >> 12,
+        "the restarted node applied the new write"
+    );
     let current = cluster.leader(Duration::from_secs(5)).await;
-    let follower = (1..=3).find(|id| *id != current.node_id).expect("a follower");
+    let follower = (1..=3)
+        .find(|id| *id != current.node_id)
+        .expect("a follower");
     assert_eq!(
-        epoch_of(&[cluster.node(follower).ready.grpc_addr.clone()], "after-kill").await,
+        epoch_of(
+            &[cluster.node(follower).ready.grpc_addr.clone()],
+            "after-kill"
+        )
+        .await,
         None,
         "a follower redirects reads rather than answering them"
     );
@@ -88,14 +107,26 @@ async fn whole_cluster_restart_keeps_every_committed_entry() {
     }
     cluster.leader(Duration::from_secs(10)).await;
     // One more write so the new leader commits (and everyone applies) the old log.
-    acquire_any(&endpoints, "after-restart", "h", TTL_MS, Duration::from_secs(5))
-        .await
-        .expect("write after restart");
+    acquire_any(
+        &endpoints,
+        "after-restart",
+        "h",
+        TTL_MS,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("write after restart");
     let (_, digest_after) = converged(&cluster, Duration::from_secs(20)).await;
-    assert_ne!(digest_before, digest_after, "the extra write changed the state");
+    assert_ne!(
+        digest_before, digest_after,
+        "the extra write changed the state"
+    );
     for (resource, token) in &acked {
         let epoch = epoch_of(&endpoints, resource).await.expect("read");
-        assert!(epoch >= *token, "{resource}: acked token {token}, epoch now {epoch}");
+        assert!(
+            epoch >= *token,
+            "{resource}: acked token {token}, epoch now {epoch}"
+        );
     }
 }
 
@@ -106,14 +137,25 @@ async fn lagging_and_wiped_nodes_catch_up_by_snapshot() {
     let mut cluster = TestCluster::start(3, &["--snapshot-every", "20", "--keep-logs", "5"]).await;
     let endpoints = cluster.endpoints();
     let leader = cluster.leader(Duration::from_secs(10)).await;
-    let lagger = (1..=3).find(|id| *id != leader.node_id).expect("a follower");
+    let lagger = (1..=3)
+        .find(|id| *id != leader.node_id)
+        .expect("a follower");
 
-    tracing::info!(lagger, "phase: stop a follower and write past the purge point");
+    tracing::info!(
+        lagger,
+        "phase: stop a follower and write past the purge point"
+    );
     cluster.kill(lagger);
     for i in 0..80 {
-        acquire_any(&endpoints, &format!("lag-{i}"), "h", TTL_MS, Duration::from_secs(5))
-            .await
-            .expect("write");
+        acquire_any(
+            &endpoints,
+            &format!("lag-{i}"),
+            "h",
+            TTL_MS,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("write");
     }
     let leader_status = status(&cluster.leader(Duration::from_secs(5)).await.grpc_addr)
         .await
@@ -125,22 +167,45 @@ async fn lagging_and_wiped_nodes_catch_up_by_snapshot() {
     );
     cluster.restart(lagger).await;
     converged(&cluster, Duration::from_secs(20)).await;
-    let lagger_status = status(&cluster.node(lagger).ready.grpc_addr).await.expect("status");
-    assert!(lagger_status.snapshot_index.is_some(), "caught up through a snapshot");
+    let lagger_status = status(&cluster.node(lagger).ready.grpc_addr)
+        .await
+        .expect("status");
+    assert!(
+        lagger_status.snapshot_index.is_some(),
+        "caught up through a snapshot"
+    );
 
-    tracing::info!(lagger, "phase: wipe the follower's data dir and bring it back");
+    tracing::info!(
+        lagger,
+        "phase: wipe the follower's data dir and bring it back"
+    );
     cluster.kill(lagger);
     std::fs::remove_dir_all(&cluster.specs[TestCluster::index(lagger)].data_dir).expect("wipe");
     for i in 0..30 {
-        acquire_any(&endpoints, &format!("wipe-{i}"), "h", TTL_MS, Duration::from_secs(5))
-            .await
-            .expect("write");
+        acquire_any(
+            &endpoints,
+            &format!("wipe-{i}"),
+            "h",
+            TTL_MS,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("write");
     }
     cluster.restart(lagger).await;
     converged(&cluster, Duration::from_secs(20)).await;
-    let wiped = status(&cluster.node(lagger).ready.grpc_addr).await.expect("status");
-    assert!(wiped.snapshot_index.is_some(), "the wiped node was rebuilt from a snapshot");
-    assert_eq!(wiped.voters.len(), 3, "it learned the membership from the snapshot");
+    let wiped = status(&cluster.node(lagger).ready.grpc_addr)
+        .await
+        .expect("status");
+    assert!(
+        wiped.snapshot_index.is_some(),
+        "the wiped node was rebuilt from a snapshot"
+    );
+    assert_eq!(
+        wiped.voters.len(),
+        3,
+        "it learned the membership from the snapshot"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,7 +246,10 @@ async fn crash_loop_never_loses_an_acknowledged_write() {
     cluster.leader(Duration::from_secs(10)).await;
     for (resource, token) in &acked {
         let epoch = epoch_of(&endpoints, resource).await.expect("read");
-        assert!(epoch >= *token, "{resource}: acked token {token} lost (epoch {epoch})");
+        assert!(
+            epoch >= *token,
+            "{resource}: acked token {token} lost (epoch {epoch})"
+        );
     }
     converged(&cluster, Duration::from_secs(20)).await;
 }

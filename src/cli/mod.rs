@@ -81,8 +81,7 @@ fn init_tracing() {
 /// Resolves on Ctrl-C or SIGTERM: the one way a long-running command stops.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {
             let _ = ctrl_c.await;

@@ -19,7 +19,11 @@ pub struct ProbeArgs {
     #[arg(long = "target", required = true)]
     targets: Vec<String>,
     /// Arbiter HTTP addresses (host:port), comma-separated; the agent follows the leader.
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083"
+    )]
     arbiters: Vec<String>,
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,

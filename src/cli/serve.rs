@@ -111,7 +111,10 @@ impl ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.into_raw()?.validate().context("invalid configuration")?;
+    let config = args
+        .into_raw()?
+        .validate()
+        .context("invalid configuration")?;
     crate::node::run(config, super::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

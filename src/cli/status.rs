@@ -99,7 +99,17 @@ fn opt(v: Option<u64>) -> String {
 fn print_table(report: &Report) {
     println!(
         "{:<4} {:<14} {:<21} {:<9} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:<16}",
-        "ID", "REGION", "GRPC", "ROLE", "TERM", "LEADER", "LAST_LOG", "COMMIT", "APPLIED", "VOTERS", "DIGEST"
+        "ID",
+        "REGION",
+        "GRPC",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "LAST_LOG",
+        "COMMIT",
+        "APPLIED",
+        "VOTERS",
+        "DIGEST"
     );
     for n in &report.nodes {
         println!(
@@ -118,7 +128,10 @@ fn print_table(report: &Report) {
         );
     }
     for u in &report.unreachable {
-        println!("{:<4} {:<14} {:<21} UNREACHABLE ({})", "?", "?", u.endpoint, u.error);
+        println!(
+            "{:<4} {:<14} {:<21} UNREACHABLE ({})",
+            "?", "?", u.endpoint, u.error
+        );
     }
     match report.leader {
         Some(id) => println!("leader: node {id}"),

@@ -66,8 +66,8 @@ pub struct ClusterNode {
 impl ClusterFile {
     pub fn read(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join(CLUSTER_FILE);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 }
@@ -79,8 +79,9 @@ fn process_alive(pid: u32) -> bool {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let text = match &args.cluster {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
         None => EMBEDDED_CLUSTER.to_string(),
     };
     let def: ClusterDef = toml::from_str(&text).context("invalid cluster definition")?;

@@ -123,7 +123,10 @@ pub enum DrConfigError {
     #[error("dr: probe settings: {0}")]
     Consensus(String),
     #[error("dr: {driver} driver: {reason}")]
-    Driver { driver: &'static str, reason: String },
+    Driver {
+        driver: &'static str,
+        reason: String,
+    },
 }
 
 /// The regions of the seed's deployment, used when the config names none.
@@ -195,7 +198,12 @@ impl RawDrConfig {
         consensus.critical_dependencies = self
             .critical_dependencies
             .into_iter()
-            .map(|(d, c)| (DependencyName::from(d.as_str()), ServiceClass::from(c.as_str())))
+            .map(|(d, c)| {
+                (
+                    DependencyName::from(d.as_str()),
+                    ServiceClass::from(c.as_str()),
+                )
+            })
             .collect();
         consensus
             .validate()
@@ -246,7 +254,10 @@ mod tests {
         let config = RawDrConfig::default().validate().expect("valid");
         assert_eq!(config.regions.len(), 3);
         assert_eq!(config.primary.as_str(), "us-east-1");
-        assert_eq!(config.failover_to[&RegionId::new("us-east-1")].as_str(), "us-west-2");
+        assert_eq!(
+            config.failover_to[&RegionId::new("us-east-1")].as_str(),
+            "us-west-2"
+        );
         assert_eq!(config.consensus.quorum, 3);
         assert_eq!(config.cooldown_ms, 600_000);
     }
@@ -293,8 +304,14 @@ mod tests {
         )
         .expect("parses");
         let config = raw.validate().expect("valid");
-        assert!(matches!(config.traffic_driver.kind, DriverKind::Exec { .. }));
+        assert!(matches!(
+            config.traffic_driver.kind,
+            DriverKind::Exec { .. }
+        ));
         assert_eq!(config.traffic_driver.retries, 2);
-        assert_eq!(config.failover_to[&RegionId::new("us-west-2")].as_str(), "us-east-1");
+        assert_eq!(
+            config.failover_to[&RegionId::new("us-west-2")].as_str(),
+            "us-east-1"
+        );
     }
 }

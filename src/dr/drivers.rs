@@ -93,16 +93,32 @@ fn truncate(s: &str) -> String {
     }
 }
 
-async fn run_exec(command: &[String], call: &DriverCall, timeout: Duration) -> Result<String, String> {
+async fn run_exec(
+    command: &[String],
+    call: &DriverCall,
+    timeout: Duration,
+) -> Result<String, String> {
     let (program, args) = command.split_first().ok_or("empty command")?;
     let json = serde_json::to_vec(call).map_err(|e| e.to_string())?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("ARBITER_ACTION", call.action)
-        .env("ARBITER_FAILOVER_ID", call.failover_id.clone().unwrap_or_default())
-        .env("ARBITER_TASK_ID", call.task_track_id.clone().unwrap_or_default())
-        .env("ARBITER_FROM_REGION", call.from_region.clone().unwrap_or_default())
-        .env("ARBITER_TO_REGION", call.to_region.clone().unwrap_or_default())
+        .env(
+            "ARBITER_FAILOVER_ID",
+            call.failover_id.clone().unwrap_or_default(),
+        )
+        .env(
+            "ARBITER_TASK_ID",
+            call.task_track_id.clone().unwrap_or_default(),
+        )
+        .env(
+            "ARBITER_FROM_REGION",
+            call.from_region.clone().unwrap_or_default(),
+        )
+        .env(
+            "ARBITER_TO_REGION",
+            call.to_region.clone().unwrap_or_default(),
+        )
         .env("ARBITER_REASON", &call.reason)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -183,7 +199,11 @@ mod tests {
         .run(&call())
         .await;
         assert!(result.ok, "{result:?}");
-        assert!(result.detail.contains("shift_traffic us-east-1->us-west-2"), "{}", result.detail);
+        assert!(
+            result.detail.contains("shift_traffic us-east-1->us-west-2"),
+            "{}",
+            result.detail
+        );
     }
 
     #[tokio::test]

@@ -23,16 +23,19 @@ use std::time::{Duration, Instant};
 
 use arbiter_core::command::{Command, Outcome};
 use arbiter_core::failover_log::{
-    FailoverCommand, FailoverEvent, FailoverId, FailoverOutcome, FailoverStep,
-    FailoverType,
+    FailoverCommand, FailoverEvent, FailoverId, FailoverOutcome, FailoverStep, FailoverType,
 };
-use arbiter_core::failover_plan::{check_failback, failover_needed, next_action, Action, FailbackRefusal};
+use arbiter_core::failover_plan::{
+    check_failback, failover_needed, next_action, Action, FailbackRefusal,
+};
 use arbiter_core::lease_table::LeaseCommand;
 use arbiter_core::probe_consensus::{ProbeConsensus, ProbeReport, Verdict};
 use arbiter_core::region_health::{HealthCommand, HealthState};
 use arbiter_core::replication::{DataLossEstimate, WriteRate};
 use arbiter_core::routing::{RoutingCommand, RoutingOutcome, FULL_WEIGHT_BP};
-use arbiter_core::traffic::{ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome, TrafficTask};
+use arbiter_core::traffic::{
+    ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome, TrafficTask,
+};
 use arbiter_core::{MonoMillis, RegionId};
 use openraft::ServerState;
 
@@ -212,8 +215,14 @@ impl DrController {
             Some(d) => d,
             None => self.destination_for(&failed),
         };
-        self.initiate(failed, destination, FailoverType::ManualOverride, initiated_by, reason)
-            .await
+        self.initiate(
+            failed,
+            destination,
+            FailoverType::ManualOverride,
+            initiated_by,
+            reason,
+        )
+        .await
     }
 
     async fn initiate(
@@ -258,7 +267,10 @@ impl DrController {
             .machine
             .replication
             .data_loss_estimate(failed, destination, rate)
-            .unwrap_or(DataLossEstimate { writes: 0, bytes: 0 })
+            .unwrap_or(DataLossEstimate {
+                writes: 0,
+                bytes: 0,
+            })
     }
 
     /// The configured failover target, or else the first region still serving.
@@ -344,8 +356,9 @@ impl DrController {
                 initiated_by,
                 drain_active_count: self.drain_active_count(&active),
             };
-            if let Outcome::Traffic(TrafficOutcome::Started(task)) =
-                self.propose(Command::Traffic(TrafficCommand::Shift(request))).await?
+            if let Outcome::Traffic(TrafficOutcome::Started(task)) = self
+                .propose(Command::Traffic(TrafficCommand::Shift(request)))
+                .await?
             {
                 task_track_id = Some(task.task_track_id.clone());
             }
@@ -411,7 +424,11 @@ impl DrController {
                     .regions
                     .iter()
                     .map(|r| {
-                        let bp = if *r == self.inner.config.primary { FULL_WEIGHT_BP } else { 0 };
+                        let bp = if *r == self.inner.config.primary {
+                            FULL_WEIGHT_BP
+                        } else {
+                            0
+                        };
                         (r.clone(), bp)
                     })
                     .collect();
@@ -480,10 +497,9 @@ impl DrController {
             },
             // Silence alone (no agent reporting) is not evidence against a region.
             Verdict::Suspect { failing, .. } if failing.is_empty() => false,
-            Verdict::Suspect { .. } | Verdict::DependencyOutage { .. } => matches!(
-                health.state,
-                HealthState::Healthy | HealthState::Recovering
-            ),
+            Verdict::Suspect { .. } | Verdict::DependencyOutage { .. } => {
+                matches!(health.state, HealthState::Healthy | HealthState::Recovering)
+            }
             Verdict::Outage { .. } => health.state != HealthState::Down,
         };
         changes.then(|| verdict.health_command())
@@ -545,7 +561,11 @@ impl DrController {
                     .await?;
                 format!("fenced {region}: {}", describe_outcome(&outcome))
             }
-            Action::ShiftTraffic { from, to, failover_id } => {
+            Action::ShiftTraffic {
+                from,
+                to,
+                failover_id,
+            } => {
                 let moved = match self
                     .propose(Command::Routing(RoutingCommand::ShiftRegion {
                         from: from.clone(),
@@ -556,14 +576,19 @@ impl DrController {
                     Outcome::Routing(RoutingOutcome::Shifted { count }) => count,
                     _ => 0,
                 };
-                let task = self.failover_task(failover_id, from, to, &event.failover_id).await?;
+                let task = self
+                    .failover_task(failover_id, from, to, &event.failover_id)
+                    .await?;
                 let result = self.finish_task(&task).await?;
                 format!(
                     "{moved} tenants moved {from} -> {to}; traffic task {} {:?}: {}",
                     task.task_track_id, result.status, result.detail
                 )
             }
-            Action::ScaleStandby { region, failover_id } => {
+            Action::ScaleStandby {
+                region,
+                failover_id,
+            } => {
                 let result = self
                     .inner
                     .compute_driver
@@ -578,7 +603,9 @@ impl DrController {
                     })
                     .await;
                 if !result.ok {
-                    return self.record(&action, FailoverStep::Failed, result.detail).await;
+                    return self
+                        .record(&action, FailoverStep::Failed, result.detail)
+                        .await;
                 }
                 format!("{} (attempts: {})", result.detail, result.attempts)
             }
@@ -604,7 +631,12 @@ impl DrController {
         self.record(&action, action.step(), detail).await
     }
 
-    async fn record(&self, action: &Action, step: FailoverStep, detail: String) -> Result<(), DrError> {
+    async fn record(
+        &self,
+        action: &Action,
+        step: FailoverStep,
+        detail: String,
+    ) -> Result<(), DrError> {
         let command = FailoverCommand::RecordStep {
             failover_id: action.failover_id(),
             step,
@@ -656,7 +688,10 @@ impl DrController {
             initiated_by: CONTROLLER_IDENTITY.into(),
             drain_active_count: self.drain_active_count(from),
         };
-        match self.propose(Command::Traffic(TrafficCommand::Shift(request))).await? {
+        match self
+            .propose(Command::Traffic(TrafficCommand::Shift(request)))
+            .await?
+        {
             Outcome::Traffic(TrafficOutcome::Started(task)) => Ok(*task),
             Outcome::Traffic(TrafficOutcome::Refused(r)) => Err(DrError::Refused(r.to_string())),
             other => Err(DrError::Refused(format!("unexpected outcome {other:?}"))),
@@ -687,7 +722,11 @@ impl DrController {
             .traffic_driver
             .run(&DriverCall {
                 action: "shift_traffic",
-                failover_id: task.request.policy_name.strip_prefix("failover:").map(String::from),
+                failover_id: task
+                    .request
+                    .policy_name
+                    .strip_prefix("failover:")
+                    .map(String::from),
                 task_track_id: Some(task.task_track_id.clone()),
                 from_region: Some(task.request.source_region.to_string()),
                 to_region: Some(task.request.target_region.to_string()),
@@ -740,10 +779,16 @@ impl DrController {
 
 fn describe(verdict: &Verdict) -> String {
     match verdict {
-        Verdict::Outage { region, vantages, .. } => format!(
+        Verdict::Outage {
+            region, vantages, ..
+        } => format!(
             "outage of {region} confirmed by {} vantage points: {}",
             vantages.len(),
-            vantages.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            vantages
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         other => format!("{other:?}"),
     }
@@ -757,7 +802,12 @@ fn describe_outcome(outcome: &Outcome) -> String {
             } else {
                 revoked
                     .iter()
-                    .map(|r| format!("{} (held by {}, epoch now {})", r.resource, r.holder, r.epoch))
+                    .map(|r| {
+                        format!(
+                            "{} (held by {}, epoch now {})",
+                            r.resource, r.holder, r.epoch
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             }

@@ -6,8 +6,7 @@
 
 use arbiter_client::proto::{self, refusal};
 use arbiter_core::lease_table::{
-    BreakGlass, LeaseCommand, LeaseLimits, LeaseOutcome, LeaseRefusal, LeaseState,
-    ResourceLease,
+    BreakGlass, LeaseCommand, LeaseLimits, LeaseOutcome, LeaseRefusal, LeaseState, ResourceLease,
 };
 use arbiter_core::{FencingToken, HolderId, RegionId, ResourceId};
 use tonic::Status;

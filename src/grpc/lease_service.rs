@@ -128,7 +128,10 @@ impl LeaseService for LeaseApi {
         Ok(Response::new(self.command(command).await?))
     }
 
-    async fn revoke(&self, request: Request<RevokeRequest>) -> Result<Response<LeaseReply>, Status> {
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<LeaseReply>, Status> {
         let command = convert::revoke(request.get_ref())?;
         Ok(Response::new(self.command(command).await?))
     }
@@ -150,7 +153,12 @@ impl LeaseService for LeaseApi {
         let resource = convert::resource(&request.get_ref().resource)?;
         self.leases.confirm_leadership().await?;
         let state = self.leases.state().read();
-        let epoch = state.machine.leases.epoch(&resource).map(|e| e.0).unwrap_or(0);
+        let epoch = state
+            .machine
+            .leases
+            .epoch(&resource)
+            .map(|e| e.0)
+            .unwrap_or(0);
         Ok(Response::new(EpochReply { epoch }))
     }
 
@@ -163,7 +171,10 @@ impl LeaseService for LeaseApi {
         self.leases.confirm_leadership().await?;
         let state = self.leases.state().read();
         let leases = &state.machine.leases;
-        let valid = matches!(leases.validate_token(&resource, token), TokenValidity::Current);
+        let valid = matches!(
+            leases.validate_token(&resource, token),
+            TokenValidity::Current
+        );
         let current_epoch = leases.epoch(&resource).map(|e| e.0).unwrap_or(0);
         Ok(Response::new(ValidateTokenReply {
             valid,

@@ -13,7 +13,6 @@ use tonic::{Code, Status};
 
 use crate::proposer::WriteError;
 
-
 impl From<WriteError> for Status {
     fn from(e: WriteError) -> Status {
         match &e {

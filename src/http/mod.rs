@@ -87,6 +87,7 @@ fn router(node: Arc<NodeContext>) -> Router {
         .route("/v1/regions", get(regions::list))
         .route("/v1/tenants", get(tenants::list))
         .route("/v1/tenants/{id}", get(tenants::get).put(tenants::upsert))
+        .route("/v1/tenants/{id}/active", post(tenants::set_active))
         .route("/v1/failover-events", get(events::list))
         .route("/v1/failover-events/{id}", get(events::get))
         .route("/v1/replication/links", get(replication::links))

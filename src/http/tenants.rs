@@ -9,10 +9,13 @@
 //! `PUT` takes `{"primaryRegion", "failoverRegion"}` and answers 200 with the row: a new tenant
 //! is routed to its primary; a `DEFAULT` one follows a new primary; a `SHIFTED` one stays where
 //! it is until failback; a `LOCKED` one is refused (409).
+//!
+//! `POST /v1/tenants/{id}/active` `{"region", "expectedRegion"?}` routes one tenant by hand:
+//! unconditionally, or as a compare-and-set on its current active region.
 
 use arbiter_core::command::{Command, Outcome};
 use arbiter_core::routing::{
-    RoutingCommand, RoutingOutcome, RoutingRefusal, RoutingStatus, TenantRoute,
+    CasExpectation, RoutingCommand, RoutingOutcome, RoutingRefusal, RoutingStatus, TenantRoute,
 };
 use arbiter_core::TenantId;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -165,6 +168,64 @@ pub async fn upsert(
         }
         other => Err(ApiError::Internal(format!(
             "a tenant upsert produced {other:?}"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActiveBody {
+    region: String,
+    /// With it, a compare-and-set: only if the tenant is routed to this region now.
+    expected_region: Option<String>,
+}
+
+/// `POST /v1/tenants/{id}/active` `{"region", "expectedRegion"?}`: routes the tenant to
+/// `region` — unconditionally, or only if it is on `expectedRegion` (compare-and-set). A failed
+/// compare-and-set or a locked tenant is 409 and changes nothing.
+pub async fn set_active(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<ActiveBody>, JsonRejection>,
+) -> Result<Json<TenantView>, ApiError> {
+    let Path(id) = id?;
+    let Json(body) = body?;
+    let tenant = tenant_id(&id)?;
+    let node = &app.node;
+    let (region, expected) = read(node, |machine| {
+        let known = validate::known_regions(machine);
+        let region = validate::region("region", &body.region, &known)?;
+        let expected = body
+            .expected_region
+            .as_deref()
+            .map(|r| validate::region("expectedRegion", r, &known))
+            .transpose()?;
+        Ok((region, expected))
+    })
+    .await?;
+    let command = Command::Routing(match expected {
+        Some(expected) => RoutingCommand::CompareAndSet {
+            tenant,
+            expected: CasExpectation::ActiveRegion(expected),
+            new_active_region: region,
+        },
+        None => RoutingCommand::SetActive { tenant, region },
+    });
+    match node
+        .proposer
+        .propose(command)
+        .await
+        .map_err(|e| ApiError::write(node, e))?
+    {
+        Outcome::Routing(RoutingOutcome::Updated(route)) => Ok(Json(TenantView::from(&route))),
+        Outcome::Routing(RoutingOutcome::Refused(RoutingRefusal::UnknownTenant { tenant })) => {
+            Err(ApiError::NotFound(format!("unknown tenant {tenant}")))
+        }
+        Outcome::Routing(RoutingOutcome::Refused(refusal)) => {
+            Err(ApiError::Conflict(refusal.to_string()))
+        }
+        other => Err(ApiError::Internal(format!(
+            "a tenant route change produced {other:?}"
         ))),
     }
 }

@@ -72,10 +72,7 @@ impl LogStore {
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StorageError> {
-        let raw = self
-            .meta
-            .get(key)
-            .map_err(|e| StorageIOError::read(&e))?;
+        let raw = self.meta.get(key).map_err(|e| StorageIOError::read(&e))?;
         raw.map(|bytes| codec::decode("raft meta", &bytes))
             .transpose()
             .map_err(|e| StorageIOError::read(&e).into())
@@ -142,8 +139,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         iter.values()
             .map(|value| {
                 let value = value.map_err(|e| StorageIOError::read_logs(&e))?;
-                codec::decode("log entry", &value)
-                    .map_err(|e| StorageIOError::read_logs(&e).into())
+                codec::decode("log entry", &value).map_err(|e| StorageIOError::read_logs(&e).into())
             })
             .collect()
     }

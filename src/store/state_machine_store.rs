@@ -66,10 +66,12 @@ impl StateMachineStore {
             path: path.to_string(),
             source,
         })?;
-        let state = match snapshots.get(SNAPSHOT_KEY).map_err(|source| StoreError::Io {
-            path: path.to_string(),
-            source,
-        })? {
+        let state = match snapshots
+            .get(SNAPSHOT_KEY)
+            .map_err(|source| StoreError::Io {
+                path: path.to_string(),
+                source,
+            })? {
             Some(raw) => {
                 let corrupt = |e: codec::CodecError| StoreError::CorruptSnapshot {
                     path: path.to_string(),
@@ -228,8 +230,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some(raw) = raw else {
             return Ok(None);
         };
-        let stored: StoredSnapshot = codec::decode("snapshot", &raw)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let stored: StoredSnapshot =
+            codec::decode("snapshot", &raw).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Some(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),

@@ -42,7 +42,9 @@ pub enum Command {
     Traffic(TrafficCommand),
     /// Sets the replicated hysteresis cooldown (from the DR config of the leader that starts
     /// the cluster), so every node applies the same one.
-    SetHealthCooldown { cooldown_ms: u64 },
+    SetHealthCooldown {
+        cooldown_ms: u64,
+    },
 }
 
 /// What applying one [`Command`] decided. Refusals are outcomes, not errors.

@@ -76,7 +76,13 @@ impl LeaseTimers {
     /// Starts the timer of a lease this leader just granted: `now + ttl_ms`, unless a timer
     /// for that token already runs. The incremental form of [`Self::reconcile`] for one grant,
     /// so a grant costs O(log n) rather than a walk over the table.
-    pub fn start(&mut self, resource: &ResourceId, token: FencingToken, ttl_ms: u64, now: MonoMillis) {
+    pub fn start(
+        &mut self,
+        resource: &ResourceId,
+        token: FencingToken,
+        ttl_ms: u64,
+        now: MonoMillis,
+    ) {
         match self.timers.get(resource) {
             Some(timer) if timer.token == token => {}
             _ => {

@@ -226,7 +226,8 @@ mod tests {
     #[test]
     fn shift_moves_weights_and_task_only_advances() {
         let mut state = seeded();
-        let TrafficOutcome::Started(task) = state.apply(&TrafficCommand::Shift(request(10_000)), &ctx(2))
+        let TrafficOutcome::Started(task) =
+            state.apply(&TrafficCommand::Shift(request(10_000)), &ctx(2))
         else {
             panic!("shift refused");
         };
@@ -245,7 +246,10 @@ mod tests {
             panic!("finish refused");
         };
         assert_eq!(done.status, TaskStatus::Completed);
-        assert_eq!(done.dns_propagation_status, DnsPropagationStatus::Propagated);
+        assert_eq!(
+            done.dns_propagation_status,
+            DnsPropagationStatus::Propagated
+        );
         assert!(matches!(
             state.apply(&finish, &ctx(4)),
             TrafficOutcome::Refused(TrafficRefusal::AlreadyFinished { .. })
@@ -264,7 +268,10 @@ mod tests {
             TrafficCommand::Shift(same),
             TrafficCommand::SetWeights(BTreeMap::from([("us-east-1".into(), 1)])),
         ] {
-            assert!(matches!(state.apply(&cmd, &ctx(2)), TrafficOutcome::Refused(_)));
+            assert!(matches!(
+                state.apply(&cmd, &ctx(2)),
+                TrafficOutcome::Refused(_)
+            ));
         }
         assert_eq!(state, before);
         assert!(matches!(

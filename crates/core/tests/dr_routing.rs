@@ -449,7 +449,11 @@ fn set_active_overrides_unconditionally_unless_locked() {
     let RoutingOutcome::Updated(route) = log.apply(set(east())) else {
         panic!("set refused");
     };
-    assert_eq!(route.routing_status, RoutingStatus::Default, "back on its primary");
+    assert_eq!(
+        route.routing_status,
+        RoutingStatus::Default,
+        "back on its primary"
+    );
     log.apply(RoutingCommand::Lock {
         tenant: TenantId::from("acme"),
     });

@@ -273,7 +273,10 @@ fn start_and_stop_track_one_lease_without_touching_others() {
     // Starting again for the same token does not move the deadline.
     timers.start(&a, FencingToken(1 << 12), 1_000, MonoMillis(900));
     assert_eq!(timers.may_hold_until(&a), Some(MonoMillis(1_000)));
-    assert_eq!(timers.due(MonoMillis(1_000)), vec![(a.clone(), FencingToken(1 << 12))]);
+    assert_eq!(
+        timers.due(MonoMillis(1_000)),
+        vec![(a.clone(), FencingToken(1 << 12))]
+    );
     // A stop for another token changes nothing; the right one removes only that timer.
     timers.stop(&a, FencingToken(9 << 12));
     assert!(timers.may_hold_until(&a).is_some());
