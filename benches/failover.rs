@@ -21,9 +21,15 @@ fn rss_kib(pid: u32) -> Option<u64> {
 async fn main() {
     let mut cluster = TestCluster::start(3, &[]).await;
     let endpoints = cluster.endpoints();
-    acquire_any(&endpoints, "warmup", "bench", 60_000, Duration::from_secs(5))
-        .await
-        .expect("warm-up write");
+    acquire_any(
+        &endpoints,
+        "warmup",
+        "bench",
+        60_000,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("warm-up write");
     tokio::time::sleep(Duration::from_secs(2)).await;
     for node in cluster.running() {
         println!(

@@ -9,22 +9,11 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use arbiter::dr::probe_agent::{self, ProbeAgentConfig};
-use arbiter::http_client;
+use common::drill::*;
 use common::*;
-use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use serde_json::json;
 
-const REGIONS3: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
-
-struct Drill {
-    cluster: TestCluster,
-    gateways: Vec<(String, Option<oneshot::Sender<()>>, String)>,
-    agents: Vec<oneshot::Sender<()>>,
-    driver_log: std::path::PathBuf,
-}
-
-fn dr_config(dir: &Path, driver_log: &Path, scale_delay_s: f64) -> std::path::PathBuf {
+fn dr_config(driver_log: &Path, scale_delay_s: f64) -> String {
     let log = driver_log.display();
     let text = format!(
         r#"
@@ -42,220 +31,13 @@ kind = "exec"
 command = ["/bin/sh", "-c", "sleep {scale_delay_s}; echo \"$ARBITER_ACTION $ARBITER_TO_REGION\" >> {log}"]
 "#
     );
-    let path = dir.join("dr.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    text
 }
 
-impl Drill {
-    async fn start(scale_delay_s: f64) -> Drill {
-        init_tracing();
-        let files = tempfile::tempdir().expect("temp dir").keep();
-        let driver_log = files.join("drivers.log");
-        let config = dr_config(&files, &driver_log, scale_delay_s);
-        let config = config.display().to_string();
-        let cluster = TestCluster::start(3, &["--config", &config]).await;
-
-        let mut gateways = Vec::new();
-        for region in REGIONS3 {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let url = format!(
-                "http://{}/v1/health/check",
-                listener.local_addr().expect("addr")
-            );
-            let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(arbiter::gateway::serve(region.into(), listener, async {
-                let _ = stopped.await;
-            }));
-            gateways.push((region.to_string(), Some(stop), url));
-        }
-        let arbiters: Vec<String> = cluster
-            .running()
-            .map(|n| n.ready.http_addr.clone())
-            .collect();
-        let mut agents = Vec::new();
-        for vantage in ["london", "tokyo", "sydney"] {
-            let (stop, stopped) = oneshot::channel::<()>();
-            let config = ProbeAgentConfig {
-                vantage: vantage.into(),
-                targets: gateways
-                    .iter()
-                    .map(|(r, _, u)| (r.clone(), u.clone()))
-                    .collect(),
-                arbiters: arbiters.clone(),
-                interval: Duration::from_millis(100),
-                timeout: Duration::from_millis(300),
-            };
-            tokio::spawn(probe_agent::run(config, async {
-                let _ = stopped.await;
-            }));
-            agents.push(stop);
-        }
-        Drill {
-            cluster,
-            gateways,
-            agents,
-            driver_log,
-        }
-    }
-
-    fn http_endpoints(&self) -> Vec<String> {
-        self.cluster
-            .running()
-            .map(|n| n.ready.http_addr.clone())
-            .collect()
-    }
-
-    /// Sends a request to whichever node answers with a non-redirect status.
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            for addr in self.http_endpoints() {
-                let url = format!("http://{addr}{path}");
-                let Ok(r) =
-                    http_client::request(method, &url, body.as_deref(), Duration::from_secs(3))
-                        .await
-                else {
-                    continue;
-                };
-                if r.status == 421 || r.status == 503 {
-                    continue; // not the leader
-                }
-                let value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-                return (r.status, value);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no node answered {method} {path}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn stop_gateway(&mut self, region: &str) {
-        let gateway = self
-            .gateways
-            .iter_mut()
-            .find(|g| g.0 == region)
-            .expect("gateway");
-        if let Some(stop) = gateway.1.take() {
-            let _ = stop.send(());
-        }
-    }
-
-    /// The newest failover event of `region`, if any.
-    async fn latest_event(&self, region: &str) -> Option<Value> {
-        let (status, body) = self
-            .call(
-                "GET",
-                &format!("/v1/failover-events?failedRegion={region}"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        events_of(&body).first().cloned()
-    }
-
-    fn driver_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.driver_log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Drill {
-    fn drop(&mut self) {
-        for stop in self.agents.drain(..) {
-            let _ = stop.send(());
-        }
-        for g in &mut self.gateways {
-            if let Some(stop) = g.1.take() {
-                let _ = stop.send(());
-            }
-        }
-        if let Some(dir) = self.driver_log.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// The events array, whether the endpoint wraps it or not.
-fn events_of(body: &Value) -> Vec<Value> {
-    match body {
-        Value::Array(items) => items.clone(),
-        Value::Object(map) => map
-            .get("events")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
-
-fn steps(event: &Value) -> Vec<String> {
-    event["timelineLogs"]
-        .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|e| e["step"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn seed_tenants(drill: &Drill) {
-    // The leader's controller registers the regions first; tenants may only name known ones.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, body) = drill.call("GET", "/v1/regions", None).await;
-        if body["regions"].as_array().is_some_and(|r| r.len() == 3) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "regions never registered: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for (tenant, primary, failover) in [
-        ("tenant-a", "us-east-1", "us-west-2"),
-        ("tenant-b", "us-east-1", "us-west-2"),
-        ("tenant-c", "us-west-2", "us-east-1"),
-    ] {
-        let (status, body) = drill
-            .call(
-                "PUT",
-                &format!("/v1/tenants/{tenant}"),
-                Some(json!({"primaryRegion": primary, "failoverRegion": failover})),
-            )
-            .await;
-        assert!(
-            (200..300).contains(&status),
-            "upsert {tenant}: {status} {body}"
-        );
-    }
-}
-
-async fn wait_completed(drill: &Drill, region: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(event) = drill.latest_event(region).await {
-            if event["eventStatus"] == "COMPLETED" || event["eventStatus"] == "FAILED" {
-                return event;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "failover of {region} did not finish in {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A drill with fast probes (100 ms) and exec drivers that log to the drill's driver log.
+async fn start(scale_delay_s: f64) -> Drill {
+    let config = move |log: &Path| dr_config(log, scale_delay_s);
+    Drill::start(Some(&config), Duration::from_millis(100)).await
 }
 
 const ALL_STEPS: [&str; 6] = [
@@ -269,7 +51,7 @@ const ALL_STEPS: [&str; 6] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
-    let mut drill = Drill::start(0.0).await;
+    let mut drill = start(0.0).await;
     seed_tenants(&drill).await;
     let endpoints = drill.cluster.endpoints();
     let token = {
@@ -360,7 +142,7 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_leader_finishes_a_failover_each_step_once() {
     // A slow compute driver holds the failover in SCALE_STANDBY long enough to kill the leader.
-    let mut drill = Drill::start(2.0).await;
+    let mut drill = start(2.0).await;
     seed_tenants(&drill).await;
     drill.stop_gateway("us-east-1");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -14,7 +14,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::up::{ClusterFile, DEFAULT_DATA_DIR};
+use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
 use crate::http_client::{self, HttpResponse};
 
 /// Each request's own deadline.
@@ -191,13 +191,7 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn endpoints(target: &Target) -> Vec<String> {
-    if !target.endpoints.is_empty() {
-        target.endpoints.clone()
-    } else if let Ok(cluster) = ClusterFile::read(&target.data_dir) {
-        cluster.nodes.into_iter().map(|n| n.http_addr).collect()
-    } else {
-        (1..=3).map(|i| format!("127.0.0.1:{}", 8080 + i)).collect()
-    }
+    resolve_endpoints(&target.endpoints, &target.data_dir, Port::Http)
 }
 
 /// Sends the request to the leader: tries each endpoint, follows `leaderHttpAddr` redirects,

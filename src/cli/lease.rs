@@ -16,7 +16,7 @@ use arbiter_client::{
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::up::{ClusterFile, DEFAULT_DATA_DIR};
+use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
 
 /// Exit status of a request the arbiter refused.
 const REFUSED: u8 = 2;
@@ -252,15 +252,8 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `--endpoints`, else the cluster `arbiter up` wrote down, else the default local ports.
 fn endpoints(target: &Target) -> Vec<String> {
-    if !target.endpoints.is_empty() {
-        target.endpoints.clone()
-    } else if let Ok(cluster) = ClusterFile::read(&target.data_dir) {
-        cluster.nodes.iter().map(|n| n.grpc_addr.clone()).collect()
-    } else {
-        (1..=3).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect()
-    }
+    resolve_endpoints(&target.endpoints, &target.data_dir, Port::Grpc)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -9,7 +9,7 @@ use arbiter_client::proto::{NodeStatus, StatusRequest};
 use clap::Args;
 use serde::Serialize;
 
-use super::up::{ClusterFile, DEFAULT_DATA_DIR};
+use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -39,13 +39,7 @@ struct Unreachable {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let endpoints = if !args.endpoints.is_empty() {
-        args.endpoints.clone()
-    } else if let Ok(cluster) = ClusterFile::read(&args.data_dir) {
-        cluster.nodes.iter().map(|n| n.grpc_addr.clone()).collect()
-    } else {
-        (1..=3).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect()
-    };
+    let endpoints = resolve_endpoints(&args.endpoints, &args.data_dir, Port::Grpc);
     let replies =
         futures::future::join_all(endpoints.iter().map(|e| fetch_status(e.clone()))).await;
     let mut report = Report {

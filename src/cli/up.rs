@@ -72,6 +72,36 @@ impl ClusterFile {
     }
 }
 
+/// Which of a node's addresses a command dials.
+#[derive(Debug, Clone, Copy)]
+pub enum Port {
+    Grpc,
+    Http,
+}
+
+/// Endpoints for a client command: `explicit` if given, else the cluster `arbiter up` wrote
+/// down in `data_dir`, else the default local ports (gRPC 7001-7003, HTTP 8081-8083).
+pub fn resolve_endpoints(explicit: &[String], data_dir: &Path, port: Port) -> Vec<String> {
+    if !explicit.is_empty() {
+        return explicit.to_vec();
+    }
+    if let Ok(cluster) = ClusterFile::read(data_dir) {
+        return cluster
+            .nodes
+            .into_iter()
+            .map(|n| match port {
+                Port::Grpc => n.grpc_addr,
+                Port::Http => n.http_addr,
+            })
+            .collect();
+    }
+    let base = match port {
+        Port::Grpc => 7000,
+        Port::Http => 8080,
+    };
+    (1..=3).map(|i| format!("127.0.0.1:{}", base + i)).collect()
+}
+
 fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the pid exists; it delivers nothing.
     unsafe { libc::kill(pid as i32, 0) == 0 }
