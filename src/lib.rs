@@ -25,7 +25,7 @@
 //! - [`codec`]: the only user of bincode.
 //! - [`raft_types`]: openraft type configuration.
 //! - [`local_cluster`]: starting `arbiter serve` children (used by `up`, tests, jepsen).
-//! - [`cli`]: `arbiter serve | up | status`.
+//! - [`cli`]: the `arbiter` command line (serve, up, status, member, lease, DR commands).
 
 pub mod cli;
 pub mod codec;

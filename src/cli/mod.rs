@@ -1,10 +1,12 @@
-//! Command line: `arbiter serve`, `arbiter up`, `arbiter status`, `arbiter lease`.
+//! Command line: `arbiter serve`, `up`, `status`, `member`, `lease`, `failover`, `failback`,
+//! `regions`, `tenants`, `events`, `probe`, `gateway`.
 //!
 //! `anyhow` lives here and in tests only: this is the binary's edge, where errors become a
 //! message and an exit code.
 
 mod dr;
 mod lease;
+mod member;
 mod probe;
 mod serve;
 pub(crate) mod status;
@@ -31,6 +33,9 @@ enum Command {
     Status(status::StatusArgs),
     /// Acquire, renew, release, show and revoke write leases.
     Lease(lease::LeaseArgs),
+    /// Add or remove cluster members (learner first, then voter).
+    #[command(subcommand)]
+    Member(member::MemberCommand),
     /// Run a probe agent: poll regional health checks, report to the arbiter leader.
     Probe(probe::ProbeArgs),
     /// Run a stand-in regional gateway serving the seed's health check (for drills).
@@ -54,6 +59,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Member(command) => member::run(command).await,
             Command::Probe(args) => probe::run_probe(args).await,
             Command::Gateway(args) => probe::run_gateway(args).await,
             Command::Lease(args) => lease::run(args).await,

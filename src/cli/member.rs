@@ -1,0 +1,159 @@
+//! `arbiter member add|remove`: grow or shrink the voter set. A new node joins as a learner,
+//! catches up, then becomes a voter; a removed node leaves the membership (and may then be
+//! stopped). Requests go to the leader, found through `GetStatus`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
+use arbiter_client::proto::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo, NodeStatus};
+use clap::{Args, Subcommand};
+
+use super::status::fetch_status;
+use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Add a node: as a learner, then (unless --learner) promote it to voter.
+    Add(AddArgs),
+    /// Remove a node from the membership.
+    Remove(RemoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Cluster {
+    /// gRPC endpoints of current members, comma-separated (default: the cluster `arbiter up`
+    /// started, else 127.0.0.1:7001-7003).
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    #[arg(long)]
+    id: u64,
+    #[arg(long)]
+    region: String,
+    /// The new node's advertised gRPC address.
+    #[arg(long)]
+    grpc: String,
+    /// The new node's advertised HTTP address.
+    #[arg(long)]
+    http: String,
+    /// Leave it a learner (it replicates but does not vote).
+    #[arg(long)]
+    learner: bool,
+    #[command(flatten)]
+    cluster: Cluster,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    #[arg(long)]
+    id: u64,
+    #[command(flatten)]
+    cluster: Cluster,
+}
+
+/// The leader's status, as the reachable members report it.
+async fn leader(cluster: &Cluster) -> anyhow::Result<NodeStatus> {
+    let endpoints = resolve_endpoints(&cluster.endpoints, &cluster.data_dir, Port::Grpc);
+    for _ in 0..50 {
+        for endpoint in &endpoints {
+            let Ok(status) = fetch_status(endpoint.clone()).await else {
+                continue;
+            };
+            if status.role == "Leader" {
+                return Ok(status);
+            }
+            if !status.leader_grpc_addr.is_empty() {
+                if let Ok(leader) = fetch_status(status.leader_grpc_addr.clone()).await {
+                    if leader.role == "Leader" {
+                        return Ok(leader);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("no leader found among {}", endpoints.join(","))
+}
+
+async fn client(
+    status: &NodeStatus,
+) -> anyhow::Result<ClusterServiceClient<tonic::transport::Channel>> {
+    ClusterServiceClient::connect(format!("http://{}", status.grpc_addr))
+        .await
+        .with_context(|| format!("connecting to the leader at {}", status.grpc_addr))
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        MemberCommand::Add(args) => {
+            let leader = leader(&args.cluster).await?;
+            if leader.voters.iter().any(|v| v.node_id == args.id) {
+                println!("node {} is already a voter", args.id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut client = client(&leader).await?;
+            eprintln!(
+                "adding node {} as a learner (waits until it has caught up)...",
+                args.id
+            );
+            client
+                .add_learner(AddLearnerRequest {
+                    node: Some(NodeInfo {
+                        node_id: args.id,
+                        region: args.region.clone(),
+                        grpc_addr: args.grpc.clone(),
+                        http_addr: args.http.clone(),
+                    }),
+                })
+                .await
+                .map_err(status_error)?;
+            if args.learner {
+                println!("node {} joined as a learner", args.id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut voters: Vec<u64> = leader.voters.iter().map(|v| v.node_id).collect();
+            voters.push(args.id);
+            client
+                .change_membership(ChangeMembershipRequest { voters })
+                .await
+                .map_err(status_error)?;
+            println!("node {} is a voter", args.id);
+        }
+        MemberCommand::Remove(args) => {
+            let leader = leader(&args.cluster).await?;
+            let voters: Vec<u64> = leader
+                .voters
+                .iter()
+                .map(|v| v.node_id)
+                .filter(|id| *id != args.id)
+                .collect();
+            let learner = leader.learners.iter().any(|l| l.node_id == args.id);
+            if voters.len() == leader.voters.len() && !learner {
+                println!("node {} is not a member", args.id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if voters.is_empty() {
+                bail!("refusing to remove the last voter");
+            }
+            client(&leader)
+                .await?
+                .change_membership(ChangeMembershipRequest { voters })
+                .await
+                .map_err(status_error)?;
+            println!("node {} removed; it can be stopped now", args.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
