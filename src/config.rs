@@ -463,3 +463,20 @@ mod tests {
         assert!(toml::from_str::<RawNodeConfig>("node_idd = 2").is_err());
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::RawNodeConfig;
+
+    /// The configuration reference in the README must be a config this build accepts.
+    #[test]
+    fn readme_config_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("block end");
+        let raw: RawNodeConfig = toml::from_str(&readme[start..end]).expect("README config parses");
+        let config = raw.validate().expect("README config validates");
+        assert_eq!(config.dr.links.len(), 1);
+        assert_eq!(config.peers.len(), 1);
+    }
+}
