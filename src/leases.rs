@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use arbiter_core::command::{Command, Outcome};
 use arbiter_core::lease_table::{LeaseCommand, LeaseLimits, LeaseOutcome, LeaseRefusal};
 use arbiter_core::lease_timers::LeaseTimers;
+use arbiter_core::replication::{DataLossEstimate, WriteRate};
 use arbiter_core::{FencingToken, HolderId, MonoMillis, ResourceId};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::ServerState;
@@ -35,6 +36,8 @@ pub struct LeaseManager {
 }
 
 struct Inner {
+    /// The write rate a displaced break-glass holder is assumed to keep up until its deadline.
+    write_rate: WriteRate,
     raft: Raft,
     state: StateMachineStore,
     proposer: Proposer,
@@ -62,9 +65,11 @@ impl LeaseManager {
         proposer: Proposer,
         election_timeout_max_ms: u64,
         tick: Duration,
+        write_rate: WriteRate,
     ) -> Self {
         let manager = LeaseManager {
             inner: Arc::new(Inner {
+                write_rate,
                 raft,
                 state,
                 proposer,
@@ -126,7 +131,22 @@ impl LeaseManager {
             LeaseCommand::Expire { resource, token } => Some((resource.clone(), *token, true)),
             _ => None,
         };
-        let outcome = self.inner.proposer.propose(Command::Lease(command)).await?;
+        let command = match &command {
+            LeaseCommand::Acquire {
+                resource,
+                break_glass: Some(_),
+                ..
+            } => {
+                // What the displaced holder may still write before its deadline passes.
+                let may_hold_ms = self.may_hold_for_ms(resource);
+                Command::BreakGlassAcquire {
+                    data_loss: DataLossEstimate::from_lag(may_hold_ms, self.inner.write_rate),
+                    acquire: command,
+                }
+            }
+            _ => Command::Lease(command),
+        };
+        let outcome = self.inner.proposer.propose(command).await?;
         let Outcome::Lease(outcome) = outcome else {
             return Err(WriteError::Raft(format!(
                 "a lease command produced {outcome:?}"

@@ -30,6 +30,7 @@ use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
 use crate::store::{self, StateMachineStore, StoreError};
+use arbiter_core::replication::WriteRate;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -122,6 +123,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         proposer.clone(),
         config.timing.election_max_ms,
         Duration::from_millis(config.timing.heartbeat_ms),
+        WriteRate {
+            writes_per_sec: config.dr.write_rate_per_sec,
+            avg_write_bytes: config.dr.write_bytes,
+        },
     );
     let dr = DrController::start(
         config.dr.clone(),

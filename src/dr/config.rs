@@ -1,14 +1,17 @@
-//! DR controller configuration: regions, probe consensus, hysteresis, drain, drivers.
+//! DR controller configuration: regions, replication links, probe consensus, hysteresis,
+//! drain, drivers.
 //!
 //! Invariant: validated once (`RawDrConfig::validate`) into a [`DrConfig`] the controller can
-//! trust: every region named anywhere is declared, the probe quorum fits the vantage set, and
-//! each driver has what its kind needs.
+//! trust: every region named anywhere is declared, each link joins two different regions and
+//! is declared once, the probe quorum fits the vantage set, and each driver has what its kind
+//! needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use arbiter_core::probe_consensus::{ConsensusConfig, DependencyName, ServiceClass, VantageId};
 use arbiter_core::region_health::DEFAULT_COOLDOWN_MS;
+use arbiter_core::replication::ReplicationMode;
 use arbiter_core::RegionId;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +22,29 @@ pub struct RegionConfig {
     pub name: String,
     /// Where traffic goes when this region fails (default: the next region in the list).
     pub failover_to: Option<String>,
+}
+
+/// A replication link the controller declares at bootstrap (`[[dr.links]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    pub source: String,
+    pub target: String,
+    /// `"SYNC"` or `"ASYNC"`; the seed's column default is ASYNC.
+    #[serde(default = "default_link_mode")]
+    pub mode: ReplicationMode,
+}
+
+fn default_link_mode() -> ReplicationMode {
+    ReplicationMode::Async
+}
+
+/// A validated [`LinkConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredLink {
+    pub source: RegionId,
+    pub target: RegionId,
+    pub mode: ReplicationMode,
 }
 
 /// How a driver carries out a decision.
@@ -70,6 +96,10 @@ impl Default for DriverConfig {
 pub struct RawDrConfig {
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
+    /// Links created at bootstrap when missing. Only their creation: a mode changed later
+    /// through the API is not reverted by a restart.
+    #[serde(default)]
+    pub links: Vec<LinkConfig>,
     /// The region that takes 100 % of traffic at start (default: the first region).
     pub primary: Option<String>,
     /// Default: london, tokyo, sydney.
@@ -102,6 +132,7 @@ pub struct DrConfig {
     pub regions: Vec<RegionId>,
     pub failover_to: BTreeMap<RegionId, RegionId>,
     pub primary: RegionId,
+    pub links: Vec<DeclaredLink>,
     pub consensus: ConsensusConfig,
     pub cooldown_ms: u64,
     pub drain: Duration,
@@ -120,6 +151,13 @@ pub enum DrConfigError {
     DuplicateRegion(String),
     #[error("dr: region {0:?} fails over to itself")]
     SelfFailover(String),
+    #[error("dr: link from region {0:?} to itself")]
+    SelfLink(String),
+    #[error("dr: link {source_region:?} → {target_region:?} is declared twice")]
+    DuplicateLink {
+        source_region: String,
+        target_region: String,
+    },
     #[error("dr: probe settings: {0}")]
     Consensus(String),
     #[error("dr: {driver} driver: {reason}")]
@@ -174,6 +212,27 @@ impl RawDrConfig {
             Some(p) => known(p)?,
             None => RegionId::new(&names[0]),
         };
+        let mut links: Vec<DeclaredLink> = Vec::new();
+        for link in &self.links {
+            let (source, target) = (known(&link.source)?, known(&link.target)?);
+            if source == target {
+                return Err(DrConfigError::SelfLink(link.source.clone()));
+            }
+            if links
+                .iter()
+                .any(|l| l.source == source && l.target == target)
+            {
+                return Err(DrConfigError::DuplicateLink {
+                    source_region: link.source.clone(),
+                    target_region: link.target.clone(),
+                });
+            }
+            links.push(DeclaredLink {
+                source,
+                target,
+                mode: link.mode,
+            });
+        }
 
         let mut consensus = ConsensusConfig::default();
         if let Some(vantages) = self.vantages {
@@ -218,6 +277,7 @@ impl RawDrConfig {
             regions: names.iter().map(RegionId::new).collect(),
             failover_to,
             primary,
+            links,
             consensus,
             cooldown_ms: self.cooldown_ms.unwrap_or(DEFAULT_COOLDOWN_MS),
             drain: Duration::from_millis(self.drain_ms.unwrap_or(30_000)),
@@ -285,6 +345,64 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(raw.validate(), Err(DrConfigError::Driver { .. })));
+    }
+
+    #[test]
+    fn links_parse_and_are_checked_against_the_regions() {
+        let parse = |links: &str| -> Result<DrConfig, DrConfigError> {
+            let text = format!(
+                "[[regions]]\nname = \"us-east-1\"\n[[regions]]\nname = \"us-west-2\"\n{links}"
+            );
+            toml::from_str::<RawDrConfig>(&text)
+                .expect("parses")
+                .validate()
+        };
+        let config = parse(
+            r#"
+            [[links]]
+            source = "us-east-1"
+            target = "us-west-2"
+            mode = "SYNC"
+            [[links]]
+            source = "us-west-2"
+            target = "us-east-1"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(
+            config.links,
+            vec![
+                DeclaredLink {
+                    source: RegionId::new("us-east-1"),
+                    target: RegionId::new("us-west-2"),
+                    mode: ReplicationMode::Sync,
+                },
+                DeclaredLink {
+                    source: RegionId::new("us-west-2"),
+                    target: RegionId::new("us-east-1"),
+                    mode: ReplicationMode::Async,
+                },
+            ]
+        );
+        let link = |source: &str, target: &str| {
+            format!("[[links]]\nsource = \"{source}\"\ntarget = \"{target}\"\n")
+        };
+        assert_eq!(
+            parse(&link("us-east-1", "mars-1")).unwrap_err(),
+            DrConfigError::UnknownRegion("mars-1".into())
+        );
+        assert_eq!(
+            parse(&link("us-east-1", "us-east-1")).unwrap_err(),
+            DrConfigError::SelfLink("us-east-1".into())
+        );
+        assert!(matches!(
+            parse(&(link("us-east-1", "us-west-2") + &link("us-east-1", "us-west-2"))),
+            Err(DrConfigError::DuplicateLink { .. })
+        ));
+        assert!(toml::from_str::<RawDrConfig>(
+            "[[links]]\nsource = \"a\"\ntarget = \"b\"\nmode = \"SEMI\"\n"
+        )
+        .is_err());
     }
 
     #[test]

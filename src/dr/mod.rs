@@ -31,7 +31,7 @@ use arbiter_core::failover_plan::{
 use arbiter_core::lease_table::LeaseCommand;
 use arbiter_core::probe_consensus::{ProbeConsensus, ProbeReport, Verdict};
 use arbiter_core::region_health::{HealthCommand, HealthState};
-use arbiter_core::replication::{DataLossEstimate, WriteRate};
+use arbiter_core::replication::{DataLossEstimate, ReplicationCommand, WriteRate};
 use arbiter_core::routing::{RoutingCommand, RoutingOutcome, FULL_WEIGHT_BP};
 use arbiter_core::traffic::{
     ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome, TrafficTask,
@@ -404,7 +404,8 @@ impl DrController {
         }
     }
 
-    /// Registers configured regions, seeds traffic weights (primary 100 %) and the cooldown.
+    /// Registers configured regions, seeds traffic weights (primary 100 %), the cooldown and
+    /// the declared replication links that do not exist yet.
     async fn bootstrap(&self) -> Result<(), DrError> {
         let mut commands = Vec::new();
         {
@@ -438,6 +439,17 @@ impl DrController {
                 commands.push(Command::SetHealthCooldown {
                     cooldown_ms: self.inner.config.cooldown_ms,
                 });
+            }
+            // Only missing links: an existing link's mode is the operator's (PUT
+            // /v1/replication/links) and its progress the replication engine's.
+            for link in &self.inner.config.links {
+                if m.replication.link(&link.source, &link.target).is_none() {
+                    commands.push(Command::Replication(ReplicationCommand::UpsertLink {
+                        source: link.source.clone(),
+                        target: link.target.clone(),
+                        mode: link.mode,
+                    }));
+                }
             }
         }
         for command in commands {

@@ -9,7 +9,8 @@
 //! | `GET /v1/regions` | [`regions`] | health, down-since, cooldown, traffic weights |
 //! | `GET /v1/tenants`, `GET/PUT /v1/tenants/{id}` | [`tenants`] | the routing table |
 //! | `GET /v1/failover-events`, `GET /v1/failover-events/{id}` | [`events`] | the failover log, newest first |
-//! | `GET /v1/replication/links` | [`replication`] | replication links and their RPO state |
+//! | `GET/PUT /v1/replication/links`, `POST /v1/replication/links/heartbeat` | [`replication`] | replication links, their progress and RPO state |
+//! | `GET /v1/leases/{resource}`, `POST .../{acquire,keepalive,release,revoke}`, `GET .../validate` | [`leases`] | write leases and fencing tokens, as over gRPC |
 //!
 //! Invariants: reads of replicated state are linearizable — they wait for a quorum round
 //! ([`read`]) and a follower answers 503 with `leaderHttpAddr` instead of serving a stale view;
@@ -21,6 +22,7 @@ mod dr;
 pub mod error;
 mod events;
 mod health;
+mod leases;
 mod regions;
 mod replication;
 mod rfc3339;
@@ -90,7 +92,23 @@ fn router(node: Arc<NodeContext>) -> Router {
         .route("/v1/tenants/{id}/active", post(tenants::set_active))
         .route("/v1/failover-events", get(events::list))
         .route("/v1/failover-events/{id}", get(events::get))
-        .route("/v1/replication/links", get(replication::links))
+        .route(
+            "/v1/replication/links",
+            get(replication::links).put(replication::upsert),
+        )
+        .route(
+            "/v1/replication/links/heartbeat",
+            post(replication::heartbeat),
+        )
+        .route("/v1/leases/{resource}", get(leases::get))
+        .route("/v1/leases/{resource}/acquire", post(leases::acquire))
+        .route("/v1/leases/{resource}/keepalive", post(leases::keep_alive))
+        .route("/v1/leases/{resource}/release", post(leases::release))
+        .route("/v1/leases/{resource}/revoke", post(leases::revoke))
+        .route(
+            "/v1/leases/{resource}/validate",
+            get(leases::validate_token),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

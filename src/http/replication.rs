@@ -1,23 +1,45 @@
-//! `GET /v1/replication/links?sourceRegion=R`: the seed's `replication_links`, with each link's
-//! RPO target and whether its lag is beyond it (the RPO monitor's view).
+//! Replication links (the seed's `replication_links`) and the RPO monitor's view of them.
 //!
-//! `{"links": [{"sourceRegion", "targetRegion", "replicationMode": "SYNC"|"ASYNC",
+//! A link: `{"sourceRegion", "targetRegion", "replicationMode": "SYNC"|"ASYNC",
 //! "lastSentEpochId", "lastReceivedEpochId", "replicationLagMs", "isLinkActive",
-//! "lastHeartbeatAt", "rpoTargetMs", "rpoViolated"}]}`, by source then target; every link when
-//! `sourceRegion` is absent.
+//! "lastHeartbeatAt", "rpoTargetMs", "rpoViolated"}`.
+//!
+//! - `GET /v1/replication/links?sourceRegion=R` → `{"links": [link, ...]}` by source then
+//!   target; every link when `sourceRegion` is absent.
+//! - `PUT /v1/replication/links` `{"sourceRegion", "targetRegion", "replicationMode"}` → 200
+//!   with the link: declares it, or changes the mode of an existing one (its progress is kept).
+//! - `POST /v1/replication/links/heartbeat` `{"sourceRegion", "targetRegion",
+//!   "lastSentEpochId", "lastReceivedEpochId", "replicationLagMs", "isLinkActive"}` → 200 with
+//!   the link: the replication engine's report of the link's progress, which feeds
+//!   `GetSyncMetrics`, the RPO monitor and the failover data-loss estimate. An undeclared link
+//!   is 404.
+//!
+//! Numbers take the seed's column types (`BIGINT` epochs, `INT` lag), so a value the table could
+//! not hold is refused rather than truncated.
+//!
+//! Invariant: a write is checked against the replicated state it will be applied to (known,
+//! distinct regions; an existing link for a heartbeat; received ≤ sent) before it is proposed.
+//! Links are never deleted, so a link seen here still exists when the entry is applied.
 
-use arbiter_core::replication::{ReplicationLink, ReplicationMode};
-use axum::extract::rejection::QueryRejection;
+use arbiter_core::command::{Command, Outcome};
+use arbiter_core::replication::{
+    EpochId, ReplicationCommand, ReplicationLink, ReplicationMode, ReplicationOutcome,
+    ReplicationRefusal,
+};
+use arbiter_core::state_machine::StateMachine;
+use arbiter_core::RegionId;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::{read, rfc3339, validate, AppState};
+use crate::node::NodeContext;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct LinkView {
+pub struct LinkView {
     source_region: String,
     target_region: String,
     replication_mode: ReplicationMode,
@@ -79,4 +101,141 @@ pub async fn links(
         Ok(Json(LinkList { links }))
     })
     .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpsertBody {
+    source_region: String,
+    target_region: String,
+    replication_mode: ReplicationMode,
+}
+
+/// Signed as in the seed's columns, so that a negative value gets a message naming the field
+/// rather than serde's "expected u64".
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeartbeatBody {
+    source_region: String,
+    target_region: String,
+    last_sent_epoch_id: i64,
+    last_received_epoch_id: i64,
+    replication_lag_ms: i32,
+    is_link_active: bool,
+}
+
+pub async fn upsert(
+    State(app): State<AppState>,
+    body: Result<Json<UpsertBody>, JsonRejection>,
+) -> Result<Json<LinkView>, ApiError> {
+    let Json(body) = body?;
+    let node = &app.node;
+    let (source, target) = read(node, |machine| {
+        endpoints(machine, &body.source_region, &body.target_region)
+    })
+    .await?;
+    let command = ReplicationCommand::UpsertLink {
+        source: source.clone(),
+        target: target.clone(),
+        mode: body.replication_mode,
+    };
+    propose(node, command, &source, &target).await
+}
+
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    body: Result<Json<HeartbeatBody>, JsonRejection>,
+) -> Result<Json<LinkView>, ApiError> {
+    let Json(body) = body?;
+    let sent = non_negative("lastSentEpochId", body.last_sent_epoch_id)?;
+    let received = non_negative("lastReceivedEpochId", body.last_received_epoch_id)?;
+    let lag_ms = non_negative("replicationLagMs", body.replication_lag_ms.into())?;
+    if received > sent {
+        return Err(ApiError::Invalid(format!(
+            "`lastReceivedEpochId` ({received}) is ahead of `lastSentEpochId` ({sent})"
+        )));
+    }
+    let node = &app.node;
+    let (source, target) = read(node, |machine| {
+        let (source, target) = endpoints(machine, &body.source_region, &body.target_region)?;
+        match machine.replication.link(&source, &target) {
+            Some(_) => Ok((source, target)),
+            None => Err(ApiError::NotFound(format!(
+                "no replication link from {source} to {target}; declare it with PUT /v1/replication/links"
+            ))),
+        }
+    })
+    .await?;
+    let command = ReplicationCommand::LinkHeartbeat {
+        source: source.clone(),
+        target: target.clone(),
+        last_sent_epoch_id: EpochId(sent),
+        last_received_epoch_id: EpochId(received),
+        replication_lag_ms: lag_ms,
+        is_link_active: body.is_link_active,
+    };
+    propose(node, command, &source, &target).await
+}
+
+/// The (source, target) of a write: regions the arbiter knows, and not the same one.
+fn endpoints(
+    machine: &StateMachine,
+    source: &str,
+    target: &str,
+) -> Result<(RegionId, RegionId), ApiError> {
+    let known = validate::known_regions(machine);
+    let source = validate::region("sourceRegion", source, &known)?;
+    let target = validate::region("targetRegion", target, &known)?;
+    validate::distinct(("sourceRegion", &source), ("targetRegion", &target))?;
+    Ok((source, target))
+}
+
+fn non_negative(field: &str, value: i64) -> Result<u64, ApiError> {
+    u64::try_from(value)
+        .map_err(|_| ApiError::Invalid(format!("`{field}` must not be negative, got {value}")))
+}
+
+/// Proposes a link write and answers with the link as applied.
+async fn propose(
+    node: &NodeContext,
+    command: ReplicationCommand,
+    source: &RegionId,
+    target: &RegionId,
+) -> Result<Json<LinkView>, ApiError> {
+    match node
+        .proposer
+        .propose(Command::Replication(command))
+        .await
+        .map_err(|e| ApiError::write(node, e))?
+    {
+        Outcome::Replication(ReplicationOutcome::LinkUpdated) => {}
+        Outcome::Replication(ReplicationOutcome::Refused(refusal)) => return Err(refused(refusal)),
+        other => {
+            return Err(ApiError::Internal(format!(
+                "a replication link write produced {other:?}"
+            )))
+        }
+    }
+    // The proposer answers once the entry is applied here, so the link is in the local state;
+    // a write applied since then may show through, which is as fresh as a read would be.
+    let state = node.state.read();
+    state
+        .machine
+        .replication
+        .link(source, target)
+        .map(|link| Json(LinkView::from(link)))
+        .ok_or_else(|| {
+            ApiError::Internal(format!("link {source} → {target} vanished after a write"))
+        })
+}
+
+/// Refusals the checks above should already have caught; a race or a newer rule lands here.
+fn refused(refusal: ReplicationRefusal) -> ApiError {
+    match refusal {
+        ReplicationRefusal::LinkNotFound { .. } => ApiError::NotFound(refusal.to_string()),
+        ReplicationRefusal::SameRegion { .. } | ReplicationRefusal::ReceivedAheadOfSent { .. } => {
+            ApiError::Invalid(refusal.to_string())
+        }
+        other => ApiError::Conflict(other.to_string()),
+    }
 }

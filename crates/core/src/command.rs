@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::failover_log::{FailoverCommand, FailoverOutcome};
 use crate::lease_table::{LeaseCommand, LeaseOutcome};
 use crate::region_health::{HealthCommand, HealthOutcome};
-use crate::replication::{ReplicationCommand, ReplicationOutcome};
+use crate::replication::{DataLossEstimate, ReplicationCommand, ReplicationOutcome};
 use crate::routing::{RoutingCommand, RoutingOutcome};
 use crate::traffic::{TrafficCommand, TrafficOutcome};
 use crate::types::WallMillis;
@@ -40,6 +40,13 @@ pub enum Command {
     Replication(ReplicationCommand),
     Failover(FailoverCommand),
     Traffic(TrafficCommand),
+    /// A break-glass lease acquire (`LeaseCommand::Acquire` with `break_glass`) together with
+    /// the leader's estimate of what the displaced holder may still write: applied as one, so
+    /// an override is never granted without its failover-log record.
+    BreakGlassAcquire {
+        acquire: LeaseCommand,
+        data_loss: DataLossEstimate,
+    },
     /// Sets the replicated hysteresis cooldown (from the DR config of the leader that starts
     /// the cluster), so every node applies the same one.
     SetHealthCooldown {

@@ -182,6 +182,16 @@ pub enum FailoverCommand {
         data_loss: DataLossEstimate,
         detail: String,
     },
+    /// Record an operator's break-glass lease override — a write right moved without waiting
+    /// for the previous holder's deadline — as a finished `MANUAL_OVERRIDE` event (`Decide`,
+    /// then `Completed`) with the writes the displaced holder may still make.
+    RecordOverride {
+        initiated_by: String,
+        failed_region: RegionId,
+        destination_region: RegionId,
+        data_loss: DataLossEstimate,
+        detail: String,
+    },
     /// Record that `step` was done (or, for `Failed`, why the failover stopped).
     RecordStep {
         failover_id: FailoverId,
@@ -311,6 +321,38 @@ impl FailoverLog {
                     self.events.insert(failover_id, event);
                     Ok(FailoverOutcome::Initiated { failover_id })
                 }
+            }
+            FailoverCommand::RecordOverride {
+                initiated_by,
+                failed_region,
+                destination_region,
+                data_loss,
+                detail,
+            } => {
+                let failover_id = FailoverId(ctx.token);
+                let entry = |step, detail: &str| TimelineEntry {
+                    at: ctx.now,
+                    step,
+                    detail: detail.to_string(),
+                };
+                let event = FailoverEvent {
+                    failover_id,
+                    initiated_by: initiated_by.clone(),
+                    failed_region: failed_region.clone(),
+                    destination_region: destination_region.clone(),
+                    failover_type: FailoverType::ManualOverride,
+                    event_status: EventStatus::Completed,
+                    uncommitted_data_loss_estimate_bytes: data_loss.bytes,
+                    uncommitted_data_loss_estimate_writes: data_loss.writes,
+                    timeline_logs: vec![
+                        entry(FailoverStep::Decide, detail),
+                        entry(FailoverStep::Completed, "break-glass override applied"),
+                    ],
+                    created_at: ctx.now,
+                    completed_at: Some(ctx.now),
+                };
+                self.events.insert(failover_id, event);
+                Ok(FailoverOutcome::Initiated { failover_id })
             }
             FailoverCommand::RecordStep {
                 failover_id,

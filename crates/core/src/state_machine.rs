@@ -8,12 +8,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Batch, Command, Outcome};
+use crate::failover_log::FailoverCommand;
 use crate::failover_log::FailoverLog;
-use crate::lease_table::LeaseTable;
+use crate::lease_table::{LeaseCommand, LeaseOutcome, LeaseTable};
 use crate::region_health::RegionHealthTable;
+use crate::replication::DataLossEstimate;
 use crate::replication::ReplicationState;
 use crate::routing::RoutingTable;
 use crate::traffic::TrafficState;
+use crate::types::RegionId;
 use crate::types::{ApplyCtx, FencingToken};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +49,54 @@ impl StateMachine {
             .collect()
     }
 
+    /// Grants the lease and, when it displaced a holder, records the override in the failover
+    /// log in the same step.
+    fn break_glass_acquire(
+        &mut self,
+        acquire: &LeaseCommand,
+        data_loss: DataLossEstimate,
+        ctx: &ApplyCtx,
+    ) -> Outcome {
+        let displaced_region = match acquire {
+            LeaseCommand::Acquire { resource, .. } => self
+                .leases
+                .get(resource)
+                .and_then(|row| row.lease.live())
+                .and_then(|lease| lease.region.clone()),
+            _ => None,
+        };
+        let outcome = self.leases.apply(acquire, ctx);
+        if let (
+            LeaseOutcome::Granted {
+                overrode: Some((displaced, token)),
+                ..
+            },
+            LeaseCommand::Acquire {
+                resource,
+                holder,
+                region,
+                break_glass: Some(glass),
+                ..
+            },
+        ) = (&outcome, acquire)
+        {
+            let unknown = || RegionId::new("unknown");
+            let record = FailoverCommand::RecordOverride {
+                initiated_by: glass.operator.clone(),
+                failed_region: displaced_region.unwrap_or_else(unknown),
+                destination_region: region.clone().unwrap_or_else(unknown),
+                data_loss,
+                detail: format!(
+                    "break-glass lease override of {resource}: {holder} granted over {displaced} \
+                     (token {token}) — {}",
+                    glass.reason
+                ),
+            };
+            self.failovers.apply(&record, ctx);
+        }
+        Outcome::Lease(outcome)
+    }
+
     fn apply(&mut self, command: &Command, ctx: &ApplyCtx) -> Outcome {
         match command {
             Command::Lease(cmd) => Outcome::Lease(self.leases.apply(cmd, ctx)),
@@ -54,10 +105,87 @@ impl StateMachine {
             Command::Replication(cmd) => Outcome::Replication(self.replication.apply(cmd, ctx)),
             Command::Failover(cmd) => Outcome::Failover(self.failovers.apply(cmd, ctx)),
             Command::Traffic(cmd) => Outcome::Traffic(self.traffic.apply(cmd, ctx)),
+            Command::BreakGlassAcquire { acquire, data_loss } => {
+                self.break_glass_acquire(acquire, *data_loss, ctx)
+            }
             Command::SetHealthCooldown { cooldown_ms } => {
                 self.regions.set_cooldown(*cooldown_ms);
                 Outcome::Done
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover_log::{EventStatus, FailoverStep, FailoverType};
+    use crate::lease_table::BreakGlass;
+    use crate::types::{HolderId, ResourceId, WallMillis};
+
+    fn acquire(holder: &str, region: &str, break_glass: bool) -> LeaseCommand {
+        LeaseCommand::Acquire {
+            resource: ResourceId::new("db/orders"),
+            holder: HolderId::new(holder),
+            region: Some(RegionId::new(region)),
+            ttl_ms: 10_000,
+            break_glass: break_glass.then(|| BreakGlass {
+                operator: "alice".into(),
+                reason: "us-east-1 unreachable".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_break_glass_override_is_granted_and_logged_in_one_step() {
+        let mut sm = StateMachine::default();
+        let loss = DataLossEstimate {
+            writes: 4_000,
+            bytes: 4_000_000,
+        };
+        let first = Batch::new(
+            WallMillis(1),
+            vec![Command::Lease(acquire("east", "us-east-1", false))],
+        );
+        sm.apply_batch(1, &first);
+        let glass = Batch::new(
+            WallMillis(2),
+            vec![Command::BreakGlassAcquire {
+                acquire: acquire("west", "us-west-2", true),
+                data_loss: loss,
+            }],
+        );
+        let outcomes = sm.apply_batch(2, &glass);
+        assert!(matches!(
+            &outcomes[0],
+            Outcome::Lease(LeaseOutcome::Granted { overrode: Some((h, _)), .. }) if h.as_str() == "east"
+        ));
+        let east = RegionId::new("us-east-1");
+        let events: Vec<_> = sm.failovers.by_failed_region(&east).collect();
+        assert_eq!(events.len(), 1);
+        let event = events[0];
+        assert_eq!(event.failover_type, FailoverType::ManualOverride);
+        assert_eq!(event.event_status, EventStatus::Completed);
+        assert_eq!(event.initiated_by, "alice");
+        assert_eq!(event.destination_region, RegionId::new("us-west-2"));
+        assert_eq!(event.uncommitted_data_loss_estimate_writes, 4_000);
+        assert_eq!(event.uncommitted_data_loss_estimate_bytes, 4_000_000);
+        let steps: Vec<_> = event.timeline_logs.iter().map(|t| t.step).collect();
+        assert_eq!(steps, [FailoverStep::Decide, FailoverStep::Completed]);
+    }
+
+    #[test]
+    fn a_break_glass_acquire_that_displaces_nobody_logs_nothing() {
+        let mut sm = StateMachine::default();
+        let glass = Batch::new(
+            WallMillis(1),
+            vec![Command::BreakGlassAcquire {
+                acquire: acquire("west", "us-west-2", true),
+                data_loss: DataLossEstimate::default(),
+            }],
+        );
+        sm.apply_batch(1, &glass);
+        assert_eq!(sm.failovers, FailoverLog::default());
+        assert!(sm.leases.get(&ResourceId::new("db/orders")).is_some());
     }
 }
