@@ -153,6 +153,14 @@ pub async fn upsert(
         primary_region,
         failover_region,
     });
+    propose_route(node, command).await
+}
+
+/// Proposes a change to one tenant's row and answers with the row, or the refusal as a 4xx.
+async fn propose_route(
+    node: &crate::node::NodeContext,
+    command: Command,
+) -> Result<Json<TenantView>, ApiError> {
     match node
         .proposer
         .propose(command)
@@ -160,6 +168,9 @@ pub async fn upsert(
         .map_err(|e| ApiError::write(node, e))?
     {
         Outcome::Routing(RoutingOutcome::Updated(route)) => Ok(Json(TenantView::from(&route))),
+        Outcome::Routing(RoutingOutcome::Refused(RoutingRefusal::UnknownTenant { tenant })) => {
+            Err(ApiError::NotFound(format!("unknown tenant {tenant}")))
+        }
         Outcome::Routing(RoutingOutcome::Refused(refusal @ RoutingRefusal::SameRegion { .. })) => {
             Err(ApiError::Invalid(refusal.to_string()))
         }
@@ -167,7 +178,7 @@ pub async fn upsert(
             Err(ApiError::Conflict(refusal.to_string()))
         }
         other => Err(ApiError::Internal(format!(
-            "a tenant upsert produced {other:?}"
+            "a tenant route change produced {other:?}"
         ))),
     }
 }
@@ -211,21 +222,5 @@ pub async fn set_active(
         },
         None => RoutingCommand::SetActive { tenant, region },
     });
-    match node
-        .proposer
-        .propose(command)
-        .await
-        .map_err(|e| ApiError::write(node, e))?
-    {
-        Outcome::Routing(RoutingOutcome::Updated(route)) => Ok(Json(TenantView::from(&route))),
-        Outcome::Routing(RoutingOutcome::Refused(RoutingRefusal::UnknownTenant { tenant })) => {
-            Err(ApiError::NotFound(format!("unknown tenant {tenant}")))
-        }
-        Outcome::Routing(RoutingOutcome::Refused(refusal)) => {
-            Err(ApiError::Conflict(refusal.to_string()))
-        }
-        other => Err(ApiError::Internal(format!(
-            "a tenant route change produced {other:?}"
-        ))),
-    }
+    propose_route(node, command).await
 }
