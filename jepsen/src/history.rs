@@ -126,6 +126,24 @@ impl F {
     pub fn is_nemesis(self) -> bool {
         matches!(self, F::Nemesis | F::Heal)
     }
+
+    /// Whether the op is a request to the arbiter (or, for `keepalive`, a holder seeing one
+    /// succeed), as opposed to something the harness does on its own: a write to its in-process
+    /// fenced resource, a holder noticing its lease ended. Only requests say whether the
+    /// service was available.
+    pub fn reaches_arbiter(self) -> bool {
+        matches!(
+            self,
+            F::Acquire
+                | F::Keepalive
+                | F::Release
+                | F::Read
+                | F::Write
+                | F::Cas
+                | F::Append
+                | F::ReadLog
+        )
+    }
 }
 
 impl fmt::Display for F {

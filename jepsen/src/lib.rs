@@ -8,10 +8,16 @@
 //!  nemesis::Schedule (seed → nemesis.json)
 //!        │ Fault per window
 //!        ▼
-//!     runner ──▶ network::Network ──▶ proxy::LinkProxy per directed link
-//!        │          (cut / stall / delay)
-//!        ▼
-//!  history::HistoryWriter ──▶ history.jsonl ──▶ history::History (paired calls)
+//!  fault_injector ──▶ cluster::Cluster ──▶ network::Network ──▶ proxy::LinkProxy per link
+//!        │              (arbiter serve ×N,     (cut / stall / delay)
+//!        │               kill -9, SIGSTOP)
+//!        │ freeze a holder                      ▲ client proxies
+//!        ▼                                      │
+//!  workload::holder_board ◀── workload::{lease, register, failover_log}
+//!                                 │  SDK (gRPC) / api::ApiClient (HTTP)
+//!                                 │  fenced_store (in-process fenced resources)
+//!                                 ▼
+//!  recorder::Recorder ──▶ history.jsonl ──▶ history::History (paired calls)
 //!                                                    │
 //!  nemesis::NemesisWindow ◀──────────────────────────┤
 //!        │                                           ▼
@@ -21,6 +27,16 @@
 //!              (results.json, summary.txt, timeline.svg)
 //! ```
 //!
+//! - [`runner`]: one run end to end — cluster up, workloads and nemesis for the time limit,
+//!   heal, final reads, check, report; [`run_dir`] names its directory and finds the binary.
+//! - [`cluster`]: `arbiter serve` processes behind a proxy on every peer and client link.
+//! - [`fault_injector`]: carries out the schedule on the cluster and the holders, recording
+//!   each fault and heal.
+//! - [`workload`]: lease holders, routing registers, the failover log, and the negative
+//!   controls' switches.
+//! - [`api`]: the HTTP API, leader-following, answers sorted into ok / fail / unknown.
+//! - [`fenced_store`]: the harness's fenced resources, which keep every accepted write.
+//! - [`recorder`]: the shared history writer.
 //! - [`history`]: the JSON-lines record format, its writer, and a validating reader that pairs
 //!   invocations with completions.
 //! - [`checker`]: one checker per property — token order, lease mutual exclusion by holders'
@@ -31,15 +47,21 @@
 //! - [`proxy`]: a TCP proxy for one directed link with delay queue, stall and cut.
 //! - [`network`]: one proxy per directed link, default latencies from the planning RTT table.
 //! - [`report`]: renders results for machines and people.
-//!
-//! The runner that starts nodes and clients is not here yet: it needs the server.
 
+pub mod api;
 pub mod checker;
+pub mod cluster;
+pub mod fault_injector;
+pub mod fenced_store;
 pub mod history;
 pub mod nemesis;
 pub mod network;
 pub mod proxy;
+pub mod recorder;
 pub mod report;
+pub mod run_dir;
+pub mod runner;
+pub mod workload;
 
 #[cfg(test)]
 mod testkit;

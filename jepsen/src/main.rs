@@ -1,28 +1,101 @@
-//! `arbiter-jepsen` command line. For now it offers `check`: judge a recorded history and write
-//! the report next to it. Exit status: 0 valid, 1 anomalies found, 3 undecided (a search ran
-//! out of budget), 4 the history could not be read; clap's usage errors exit 2.
+//! `arbiter-jepsen` command line.
+//!
+//! - `arbiter-jepsen [run] --nemesis all --time-limit 300 ...`: start a cluster, inject faults,
+//!   record a history, check it and write the report (`run` is the default subcommand).
+//! - `arbiter-jepsen check <history.jsonl>`: judge a recorded history and write the report next
+//!   to it.
+//!
+//! Exit status: 0 valid, 1 anomalies found, 3 undecided (a search ran out of budget), 4 the run
+//! could not be carried out (cluster did not start, arbiter binary missing) or the history could
+//! not be read; clap's usage errors exit 2.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use arbiter_jepsen::checker::{self, availability, linearizable, CheckConfig, Verdict};
+use arbiter_jepsen::checker::{self, availability, linearizable, CheckConfig, Results, Verdict};
 use arbiter_jepsen::history::History;
-use arbiter_jepsen::report;
+use arbiter_jepsen::nemesis::FaultKind;
+use arbiter_jepsen::report::{self, ReportFiles};
+use arbiter_jepsen::run_dir;
+use arbiter_jepsen::runner::{self, Latency, RunConfig, RunError};
+use arbiter_jepsen::workload::UnsafeControls;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Fault-injecting verification harness for arbiter")]
+#[command(
+    version,
+    about = "Fault-injecting verification harness for arbiter",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand: `run` with these flags.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a cluster, run the workloads under a seeded nemesis, check the history, and write
+    /// history.jsonl, results.json, summary.txt and timeline.svg into the run directory.
+    Run(RunArgs),
     /// Run every checker on a recorded history and write results.json, summary.txt and
     /// timeline.svg.
     Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Faults to draw from, comma-separated: all, none, partition, kill, pause, or
+    /// isolate-leader, majority-minority, one-way, bridge, kill9, pause-node,
+    /// pause-lease-holder, kill-all.
+    #[arg(long, default_value = "all", value_parser = nemesis_list)]
+    nemesis: NemesisList,
+    /// Seconds of workload; every fault is healed within it.
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// Seeds the nemesis schedule and the workloads' choices (default: from the clock; the
+    /// seed used is in the run directory's name).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Run directory (default: jepsen/runs/<UTC time>-seed<seed>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Peer-link latency: the planning WAN triangle, or none (fast runs).
+    #[arg(long, value_enum, default_value_t = Latency::Wan)]
+    latency: Latency,
+    /// The `arbiter` binary (default: next to this executable).
+    #[arg(long)]
+    arbiter_bin: Option<PathBuf>,
+    /// Nodes snapshot every this many log entries, so snapshots happen under faults too.
+    #[arg(long, default_value_t = 500)]
+    snapshot_every: u64,
+    /// Negative control: holders keep writing long after their lease deadline.
+    #[arg(long)]
+    unsafe_ignore_deadline: bool,
+    /// Negative control: the fenced resources accept every token.
+    #[arg(long)]
+    unsafe_no_fencing: bool,
+    /// Negative control: register reads come from a replica 2 s behind, without a leader check.
+    #[arg(long)]
+    unsafe_stale_reads: bool,
+    #[command(flatten)]
+    checks: CheckFlags,
+}
+
+/// The fault kinds a `--nemesis` list names.
+#[derive(Clone)]
+struct NemesisList(Vec<FaultKind>);
+
+fn nemesis_list(list: &str) -> Result<NemesisList, String> {
+    FaultKind::parse_list(list)
+        .map(NemesisList)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -32,6 +105,12 @@ struct CheckArgs {
     /// Where to write the report; defaults to the history's directory.
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    checks: CheckFlags,
+}
+
+#[derive(Args)]
+struct CheckFlags {
     /// Linearizability search steps per key before giving up as unknown.
     #[arg(long, default_value_t = linearizable::Budget::default().max_steps_per_key)]
     lin_budget: u64,
@@ -46,12 +125,31 @@ struct CheckArgs {
     max_recovery_ms: Option<u64>,
 }
 
+impl CheckFlags {
+    fn config(&self) -> CheckConfig {
+        let ms = |v: u64| v.saturating_mul(1_000_000);
+        CheckConfig {
+            linearizability: linearizable::Budget {
+                max_steps_per_key: self.lin_budget,
+            },
+            availability: availability::Bounds {
+                min_window_ns: ms(self.min_window_ms),
+                max_window_ns: self.max_window_ms.map(ms),
+                max_recovery_ns: self.max_recovery_ms.map(ms),
+            },
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let Command::Check(args) = Cli::parse().command;
-    match check(&args) {
-        Ok(Verdict::Valid) => ExitCode::SUCCESS,
-        Ok(Verdict::Invalid) => ExitCode::from(1),
-        Ok(Verdict::Unknown) => ExitCode::from(3),
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Check(args)) => check(&args),
+        Some(Command::Run(args)) => run(&args),
+        None => run(&cli.run),
+    };
+    match outcome {
+        Ok(verdict) => exit_code(verdict),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(4)
@@ -59,20 +157,17 @@ fn main() -> ExitCode {
     }
 }
 
+fn exit_code(verdict: Verdict) -> ExitCode {
+    match verdict {
+        Verdict::Valid => ExitCode::SUCCESS,
+        Verdict::Invalid => ExitCode::from(1),
+        Verdict::Unknown => ExitCode::from(3),
+    }
+}
+
 fn check(args: &CheckArgs) -> anyhow::Result<Verdict> {
-    let ms = |v: u64| v.saturating_mul(1_000_000);
-    let config = CheckConfig {
-        linearizability: linearizable::Budget {
-            max_steps_per_key: args.lin_budget,
-        },
-        availability: availability::Bounds {
-            min_window_ns: ms(args.min_window_ms),
-            max_window_ns: args.max_window_ms.map(ms),
-            max_recovery_ns: args.max_recovery_ms.map(ms),
-        },
-    };
     let history = History::read_jsonl(&args.history)?;
-    let results = checker::check_all(&history, &config)
+    let results = checker::check_all(&history, &args.checks.config())
         .with_context(|| format!("reading fault windows of {}", args.history.display()))?;
     let out = match &args.out {
         Some(dir) => dir.clone(),
@@ -85,11 +180,113 @@ fn check(args: &CheckArgs) -> anyhow::Result<Verdict> {
     let files = report::write(&out, &history, &results)
         .with_context(|| format!("writing the report into {}", out.display()))?;
     print!("{}", files.summary);
+    print_files(&files);
+    Ok(results.verdict)
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<Verdict> {
+    let kinds = args.nemesis.0.clone();
+    let now = SystemTime::now();
+    let seed = args.seed.unwrap_or_else(|| {
+        now.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let config = RunConfig {
+        seed,
+        nodes: args.nodes,
+        time_limit: Duration::from_secs(args.time_limit),
+        kinds,
+        latency: args.latency,
+        dir: args
+            .out
+            .clone()
+            .unwrap_or_else(|| run_dir::default_dir(seed, now)),
+        arbiter_bin: run_dir::locate_arbiter(args.arbiter_bin.as_deref())
+            .map_err(anyhow::Error::msg)?,
+        controls: UnsafeControls {
+            ignore_deadline: args.unsafe_ignore_deadline,
+            no_fencing: args.unsafe_no_fencing,
+            stale_reads: args.unsafe_stale_reads,
+        },
+        check: args.checks.config(),
+        snapshot_every: args.snapshot_every,
+    };
+    let names: Vec<&str> = config.kinds.iter().map(|k| k.name()).collect();
+    eprintln!(
+        "arbiter-jepsen: seed {seed}, {} nodes, {} s, nemesis [{}], latency {:?}, run dir {}",
+        config.nodes,
+        args.time_limit,
+        names.join(", "),
+        config.latency,
+        config.dir.display()
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = runtime.block_on(runner::run(&config));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e @ RunError::ClusterStart(_)) => {
+            anyhow::bail!(
+                "{e}\nnode logs: {}",
+                config.dir.join("nodes/n*/node.log").display()
+            )
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print!("{}", outcome.files.summary);
+    print_recovery(&outcome.results, outcome.final_recovery);
+    let controls = config.controls.flags();
+    if !controls.is_empty() {
+        println!(
+            "negative control {}: the checkers must find anomalies ({})",
+            controls.join(" "),
+            if outcome.results.verdict == Verdict::Invalid {
+                "they did"
+            } else {
+                "they did NOT"
+            }
+        );
+    }
+    print_files(&outcome.files);
+    Ok(outcome.results.verdict)
+}
+
+fn print_recovery(results: &Results, final_recovery: Option<Duration>) {
+    let mut times: Vec<u64> = results
+        .availability
+        .recoveries
+        .iter()
+        .filter_map(|r| r.recovery_ns)
+        .collect();
+    times.sort_unstable();
+    let unrecovered = results.availability.recoveries.len() - times.len();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    if let (Some(max), Some(median)) = (times.last(), times.get(times.len() / 2)) {
+        println!(
+            "\nrecovery after heal: {} faults, median {:.0} ms, max {:.0} ms{}",
+            times.len(),
+            ms(*median),
+            ms(*max),
+            if unrecovered > 0 {
+                format!(", {unrecovered} never recovered")
+            } else {
+                String::new()
+            }
+        );
+    }
+    match final_recovery {
+        Some(d) => println!(
+            "final heal -> first successful read: {:.0} ms",
+            d.as_secs_f64() * 1e3
+        ),
+        None => println!("final heal -> no successful read within the final-read window"),
+    }
+}
+
+fn print_files(files: &ReportFiles) {
     println!(
         "\nwrote {}, {}, {}",
         files.results_json.display(),
         files.summary_txt.display(),
         files.timeline_svg.display()
     );
-    Ok(results.verdict)
 }

@@ -189,6 +189,46 @@ impl FaultKind {
         FaultKind::KillAll,
     ];
 
+    /// The name `--nemesis` takes for this kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::MajorityMinority => "majority-minority",
+            FaultKind::OneWay => "one-way",
+            FaultKind::Bridge => "bridge",
+            FaultKind::Kill9 => "kill9",
+            FaultKind::Pause => "pause-node",
+            FaultKind::PauseLeaseHolder => "pause-lease-holder",
+            FaultKind::KillAll => "kill-all",
+        }
+    }
+
+    /// Reads a comma-separated `--nemesis` list of kind names and groups (`all`, `partition`,
+    /// `kill`, `pause`, `none`) into kinds, in [`FaultKind::ALL`] order without repeats.
+    pub fn parse_list(list: &str) -> Result<Vec<FaultKind>, UnknownNemesis> {
+        use FaultKind as K;
+        let mut chosen = BTreeSet::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let kinds: Vec<FaultKind> = match name {
+                "all" => K::ALL.to_vec(),
+                "none" => Vec::new(),
+                "partition" => vec![K::IsolateLeader, K::MajorityMinority, K::OneWay, K::Bridge],
+                "kill" => vec![K::Kill9, K::KillAll],
+                "pause" => vec![K::Pause, K::PauseLeaseHolder],
+                other => match K::ALL.into_iter().find(|k| k.name() == other) {
+                    Some(kind) => vec![kind],
+                    None => {
+                        return Err(UnknownNemesis {
+                            name: other.to_string(),
+                        })
+                    }
+                },
+            };
+            chosen.extend(kinds);
+        }
+        Ok(K::ALL.into_iter().filter(|k| chosen.contains(k)).collect())
+    }
+
     fn is_network(self) -> bool {
         matches!(
             self,
@@ -238,6 +278,17 @@ impl FaultKind {
             FaultKind::KillAll => Fault::KillAll,
         }
     }
+}
+
+/// A `--nemesis` name that is neither a kind nor a group.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown nemesis {name:?}: expected all, none, partition, kill, pause, or one of \
+     isolate-leader, majority-minority, one-way, bridge, kill9, pause-node, pause-lease-holder, \
+     kill-all"
+)]
+pub struct UnknownNemesis {
+    pub name: String,
 }
 
 /// Everything a schedule is generated from.
@@ -382,6 +433,47 @@ impl Schedule {
             at += duration_ms + rng.random_range(config.quiet_ms.0..=config.quiet_ms.1);
         }
         Ok(Schedule { config, faults })
+    }
+
+    /// A schedule without faults (`--nemesis none`): the workloads alone, as a baseline.
+    pub fn quiet(config: ScheduleConfig) -> Schedule {
+        Schedule {
+            config,
+            faults: Vec::new(),
+        }
+    }
+
+    /// Makes sure `fault` is scheduled for at least `min_duration_ms`, so that a negative
+    /// control does not depend on the seed drawing the fault that creates its conditions. The
+    /// forced fault takes the first fault's place (its start, its id), or starts after the
+    /// shortest quiet time in an empty schedule; faults it would overlap are dropped, and it
+    /// is cut short rather than run past the time limit. Still a pure function of the config.
+    pub fn ensure(&mut self, fault: Fault, min_duration_ms: u64) {
+        if self
+            .faults
+            .iter()
+            .any(|f| f.fault == fault && f.duration_ms >= min_duration_ms)
+        {
+            return;
+        }
+        let limit = self.config.time_limit_ms;
+        let first = self.faults.first();
+        let start_ms = first
+            .map_or(self.config.quiet_ms.0, |f| f.start_ms)
+            .min(limit.saturating_sub(min_duration_ms));
+        let duration_ms = first
+            .map_or(min_duration_ms, |f| f.duration_ms.max(min_duration_ms))
+            .min(limit - start_ms);
+        let forced = ScheduledFault {
+            id: "f0".to_string(),
+            start_ms,
+            duration_ms,
+            fault,
+        };
+        let heal_ms = forced.heal_ms();
+        // "f0" is free: it was the first fault's id, and that fault is replaced.
+        self.faults.retain(|f| f.id != "f0" && f.start_ms > heal_ms);
+        self.faults.insert(0, forced);
     }
 
     /// Writes `nemesis.json` (the replayable schedule) into the run directory.
@@ -569,6 +661,51 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn nemesis_names_parse_into_kinds() {
+        use FaultKind as K;
+        assert_eq!(FaultKind::parse_list("all").unwrap(), K::ALL.to_vec());
+        assert_eq!(
+            FaultKind::parse_list("kill, pause-lease-holder,kill9").unwrap(),
+            vec![K::Kill9, K::PauseLeaseHolder, K::KillAll]
+        );
+        assert_eq!(FaultKind::parse_list("none").unwrap(), vec![]);
+        assert_eq!(
+            FaultKind::parse_list("partition,clock").unwrap_err(),
+            UnknownNemesis {
+                name: "clock".into()
+            }
+        );
+        for kind in K::ALL {
+            assert_eq!(FaultKind::parse_list(kind.name()).unwrap(), vec![kind]);
+        }
+    }
+
+    #[test]
+    fn ensure_forces_a_fault_without_breaking_the_schedule_invariants() {
+        for seed in 0..20 {
+            let mut s = Schedule::generate(ScheduleConfig::new(seed, 3, 60_000)).unwrap();
+            s.ensure(Fault::PauseLeaseHolder, 12_000);
+            let forced: Vec<_> = s
+                .faults
+                .iter()
+                .filter(|f| f.fault == Fault::PauseLeaseHolder && f.duration_ms >= 12_000)
+                .collect();
+            assert!(!forced.is_empty(), "seed {seed}: {s}");
+            for pair in s.faults.windows(2) {
+                assert!(pair[0].heal_ms() < pair[1].start_ms, "seed {seed}: overlap");
+            }
+            let ids: BTreeSet<&str> = s.faults.iter().map(|f| f.id.as_str()).collect();
+            assert_eq!(ids.len(), s.faults.len(), "seed {seed}: ids unique");
+            assert!(s.faults.iter().all(|f| f.heal_ms() <= 60_000));
+        }
+        // Too short for any drawn fault: the forced one still fits.
+        let mut s = Schedule::generate(ScheduleConfig::new(1, 3, 9_000)).unwrap();
+        s.ensure(Fault::PauseLeaseHolder, 6_000);
+        assert_eq!(s.faults.len(), 1);
+        assert!(s.faults[0].heal_ms() <= 9_000);
     }
 
     #[test]

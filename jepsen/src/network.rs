@@ -25,6 +25,21 @@ pub const PLANNING_RTT_MS: [(&str, &str, u64); 3] = [
 /// Region of node `i + 1` in the WAN profile.
 pub const WAN_REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
 
+/// The region node `node` (1-based) stands in: nodes go round the regions, so a cluster of five
+/// has two nodes in each of the first two.
+pub fn region_of(node: NodeId) -> &'static str {
+    let index = node.saturating_sub(1) as usize % WAN_REGIONS.len();
+    WAN_REGIONS[index]
+}
+
+/// Planning RTT between two regions; zero within one.
+fn planning_rtt(a: &str, b: &str) -> Duration {
+    PLANNING_RTT_MS
+        .iter()
+        .find(|(x, y, _)| (*x == a && *y == b) || (*x == b && *y == a))
+        .map_or(Duration::ZERO, |(_, _, ms)| Duration::from_millis(*ms))
+}
+
 /// One-way delay per directed link; links not listed have none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DelayTable {
@@ -34,17 +49,16 @@ pub struct DelayTable {
 impl DelayTable {
     /// The planning triangle with nodes 1, 2, 3 in [`WAN_REGIONS`]; one-way is half the RTT.
     pub fn wan_triangle() -> DelayTable {
-        let node = |region: &str| {
-            WAN_REGIONS
-                .iter()
-                .position(|r| *r == region)
-                .map(|i| i as NodeId + 1)
-        };
+        DelayTable::wan(3)
+    }
+
+    /// Nodes `1..=nodes` placed by [`region_of`], each pair at its regions' planning RTT.
+    pub fn wan(nodes: usize) -> DelayTable {
         let mut table = DelayTable::default();
-        for (a, b, rtt_ms) in PLANNING_RTT_MS {
-            // Both regions are in WAN_REGIONS by construction of the two constants.
-            if let (Some(a), Some(b)) = (node(a), node(b)) {
-                table.set_rtt(a, b, Duration::from_millis(rtt_ms));
+        let ids: Vec<NodeId> = (1..=nodes as NodeId).collect();
+        for (i, &a) in ids.iter().enumerate() {
+            for &b in &ids[i + 1..] {
+                table.set_rtt(a, b, planning_rtt(region_of(a), region_of(b)));
             }
         }
         table
@@ -148,6 +162,16 @@ mod tests {
         assert_eq!(t.one_way(3, 2), ms(75));
         assert_eq!(t.one_way(1, 1), Duration::ZERO);
         assert_eq!(DelayTable::default().one_way(1, 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn larger_clusters_reuse_the_regions() {
+        let t = DelayTable::wan(5);
+        let ms = Duration::from_millis;
+        assert_eq!(region_of(4), "us-east-1");
+        assert_eq!(t.one_way(4, 1), Duration::ZERO, "same region");
+        assert_eq!(t.one_way(4, 5), ms(35));
+        assert_eq!(t.one_way(5, 3), ms(75));
     }
 
     /// Loopback "nodes" that answer every read with their own id byte.

@@ -134,7 +134,12 @@ impl Checked for AvailabilityReport {
 }
 
 pub fn check(history: &History, faults: &[NemesisWindow], bounds: &Bounds) -> AvailabilityReport {
-    let calls: Vec<&Call> = history.client_calls().collect();
+    // A fenced write or a noticed lease loss happens inside the harness and always succeeds;
+    // counting it would hide every outage.
+    let calls: Vec<&Call> = history
+        .client_calls()
+        .filter(|c| c.f().reaches_arbiter())
+        .collect();
     let mut oks: Vec<u64> = calls
         .iter()
         .filter_map(|c| c.ok().map(|ok| ok.time_ns))
@@ -289,6 +294,26 @@ mod tests {
         // recovery; the first call invoked after the heal succeeded 300 ms after it.
         assert_eq!(report.recoveries.len(), 1);
         assert_eq!(report.recoveries[0].recovery_ns, Some(300 * MS));
+    }
+
+    #[test]
+    fn harness_local_calls_do_not_hide_an_outage() {
+        let mut s = Script::default();
+        read(&mut s, OpType::Ok, 0, 10);
+        let stuck = s.invoke(1, F::Read, "tenant-1", Value::Null, 20 * MS);
+        // The holder keeps writing into the harness's own fenced resource meanwhile.
+        for t in 1..30 {
+            let w = s.invoke(2, F::FencedWrite, "db/a", json!(t), t * 100 * MS);
+            s.complete(&w, OpType::Ok, Value::Null, (t * 100 + 1) * MS);
+        }
+        s.complete(&stuck, OpType::Info, Value::Null, 3_020 * MS);
+        read(&mut s, OpType::Ok, 3_100, 3_110);
+        let report = check(&s.history(), &[], &Bounds::default());
+        assert_eq!(report.windows.len(), 1, "{:?}", report.windows);
+        assert_eq!(
+            (report.windows[0].from_ns, report.windows[0].to_ns),
+            (10 * MS, 3_110 * MS)
+        );
     }
 
     /// Negative control: the same outage against tight bounds.

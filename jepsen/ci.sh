@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The CI pass of the jepsen harness: a short run under every nemesis and one of crashes only
+# (kill -9, whole-cluster restart) that must find nothing, then each negative control, which
+# must find an anomaly. A checker that cannot fail proves nothing, so a control that passes
+# fails CI.
+#
+#   jepsen/ci.sh                 # from anywhere; runs go to jepsen/runs/ci-<UTC time>/
+#   JEPSEN_OUT=/tmp/j jepsen/ci.sh
+#
+# Exit status: 0 when the safe runs are clean and every control was caught, 1 otherwise.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+cargo build --release -p arbiter -p arbiter-jepsen
+
+bin=target/release/arbiter-jepsen
+out="${JEPSEN_OUT:-jepsen/runs/ci-$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$out"
+# Short and without WAN latency: the lan profile fails over in well under a second, so a minute
+# holds several faults and their recoveries.
+common=(--nemesis all --seed 1 --latency none)
+
+results=()
+failed=0
+
+# run NAME EXPECTED_EXIT ARGS...: runs the harness, logs to $out/NAME.log, records the outcome.
+run() {
+    local name=$1 expected=$2
+    shift 2
+    local status=0
+    echo "== jepsen $name: $bin $*"
+    "$bin" "$@" --out "$out/$name" >"$out/$name.log" 2>&1 || status=$?
+    grep -E '^(arbiter-jepsen: |tokens|lease_exclusion|fenced_writes|linearizable|failover_log|durability|availability|recovery after heal|final heal)' \
+        "$out/$name.log" || true
+    if [[ $status -eq $expected ]]; then
+        results+=("PASS  $name (exit $status)")
+    else
+        results+=("FAIL  $name (exit $status, expected $expected; see $out/$name.log)")
+        failed=1
+    fi
+}
+
+# Exit 0: no anomalies.
+run safe 0 "${common[@]}" --time-limit 60
+# Seed 1's minute draws no whole-cluster kill: a short run of crashes only covers durability.
+run crash-restart 0 --nemesis kill9,kill-all --seed 1 --latency none --time-limit 30
+# Exit 1: anomalies found (4 would be a harness failure, which proves nothing).
+run unsafe-ignore-deadline 1 "${common[@]}" --time-limit 25 --unsafe-ignore-deadline
+run unsafe-no-fencing 1 "${common[@]}" --time-limit 25 --unsafe-no-fencing
+run unsafe-stale-reads 1 "${common[@]}" --time-limit 25 --unsafe-stale-reads
+
+echo
+echo "jepsen CI summary (runs in $out):"
+printf '  %s\n' "${results[@]}"
+exit "$failed"
