@@ -237,7 +237,7 @@ impl DrController {
         let outcome = self
             .propose(Command::Failover(FailoverCommand::Initiate {
                 initiated_by,
-                failed_region: failed.clone(),
+                failed_region: failed,
                 destination_region: destination,
                 failover_type,
                 data_loss,
@@ -245,12 +245,9 @@ impl DrController {
             }))
             .await?;
         match outcome {
-            Outcome::Failover(FailoverOutcome::Initiated { failover_id }) => {
-                // Mark the region down so hysteresis governs its return.
-                self.propose(Command::Health(HealthCommand::MarkDown { region: failed }))
-                    .await?;
-                Ok(failover_id)
-            }
+            // Applying the decision also marked the region down (one log entry, see the state
+            // machine), so there is no second write that could fail after this one committed.
+            Outcome::Failover(FailoverOutcome::Initiated { failover_id }) => Ok(failover_id),
             Outcome::Failover(FailoverOutcome::Refused(r)) => Err(DrError::Refused(r.to_string())),
             other => Err(DrError::Refused(format!("unexpected outcome {other:?}"))),
         }

@@ -8,9 +8,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Batch, Command, Outcome};
-use crate::failover_log::FailoverCommand;
 use crate::failover_log::FailoverLog;
+use crate::failover_log::{FailoverCommand, FailoverOutcome};
 use crate::lease_table::{LeaseCommand, LeaseOutcome, LeaseTable};
+use crate::region_health::HealthCommand;
 use crate::region_health::RegionHealthTable;
 use crate::replication::DataLossEstimate;
 use crate::replication::ReplicationState;
@@ -103,7 +104,22 @@ impl StateMachine {
             Command::Routing(cmd) => Outcome::Routing(self.routing.apply(cmd, ctx)),
             Command::Health(cmd) => Outcome::Health(self.regions.apply(cmd, ctx)),
             Command::Replication(cmd) => Outcome::Replication(self.replication.apply(cmd, ctx)),
-            Command::Failover(cmd) => Outcome::Failover(self.failovers.apply(cmd, ctx)),
+            Command::Failover(cmd) => {
+                let outcome = self.failovers.apply(cmd, ctx);
+                if let (
+                    FailoverOutcome::Initiated { .. },
+                    FailoverCommand::Initiate { failed_region, .. },
+                ) = (&outcome, cmd)
+                {
+                    // In the same step as the decision: a failover is never logged without its
+                    // region marked down, so hysteresis governs its return from the start.
+                    let mark_down = HealthCommand::MarkDown {
+                        region: failed_region.clone(),
+                    };
+                    self.regions.apply(&mark_down, ctx);
+                }
+                Outcome::Failover(outcome)
+            }
             Command::Traffic(cmd) => Outcome::Traffic(self.traffic.apply(cmd, ctx)),
             Command::BreakGlassAcquire { acquire, data_loss } => {
                 self.break_glass_acquire(acquire, *data_loss, ctx)
@@ -187,5 +203,40 @@ mod tests {
         sm.apply_batch(1, &glass);
         assert_eq!(sm.failovers, FailoverLog::default());
         assert!(sm.leases.get(&ResourceId::new("db/orders")).is_some());
+    }
+
+    #[test]
+    fn logging_a_failover_marks_its_region_down_in_the_same_entry() {
+        use crate::failover_log::FailoverType;
+        use crate::region_health::HealthState;
+        let mut sm = StateMachine::default();
+        let east = RegionId::new("us-east-1");
+        let register = Command::Health(HealthCommand::Register {
+            region: east.clone(),
+        });
+        let initiate = |destination: &str| {
+            Command::Failover(FailoverCommand::Initiate {
+                initiated_by: "alice".into(),
+                failed_region: east.clone(),
+                destination_region: RegionId::new(destination),
+                failover_type: FailoverType::ManualOverride,
+                data_loss: DataLossEstimate::default(),
+                detail: "drill".into(),
+            })
+        };
+        // A refused decision (same region) leaves the region serving.
+        sm.apply_batch(
+            1,
+            &Batch::new(WallMillis(1), vec![register, initiate("us-east-1")]),
+        );
+        assert_eq!(
+            sm.regions.get(&east).map(|h| h.state),
+            Some(HealthState::Healthy)
+        );
+        sm.apply_batch(2, &Batch::new(WallMillis(2), vec![initiate("us-west-2")]));
+        assert_eq!(
+            sm.regions.get(&east).map(|h| h.state),
+            Some(HealthState::Down)
+        );
     }
 }
