@@ -6,7 +6,6 @@
 //! too, with a non-zero exit); otherwise a table.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
+use super::up::{ClusterArgs, Port};
 use crate::http_client::{self, HttpResponse};
 
 /// Each request's own deadline.
@@ -42,13 +41,8 @@ pub enum DrCommand {
 /// Where the nodes are and how to print.
 #[derive(Args, Debug)]
 pub struct Target {
-    /// HTTP endpoints (host:port), comma-separated. Default: the cluster `arbiter up` started
-    /// (its cluster.json), else 127.0.0.1:8081-8083.
-    #[arg(long, value_delimiter = ',')]
-    endpoints: Vec<String>,
-    /// Data dir of `arbiter up`, to find cluster.json.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Print the JSON answer instead of a table.
     #[arg(long)]
     json: bool,
@@ -191,7 +185,7 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn endpoints(target: &Target) -> Vec<String> {
-    resolve_endpoints(&target.endpoints, &target.data_dir, Port::Http)
+    target.cluster.endpoints(Port::Http)
 }
 
 /// Sends the request to the leader: tries each endpoint, follows `leaderHttpAddr` redirects,

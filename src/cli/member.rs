@@ -2,7 +2,6 @@
 //! catches up, then becomes a voter; a removed node leaves the membership (and may then be
 //! stopped). Requests go to the leader, found through `GetStatus`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use arbiter_client::proto::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo
 use clap::{Args, Subcommand};
 
 use super::status::fetch_status;
-use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
+use super::up::{ClusterArgs, Port};
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
@@ -20,16 +19,6 @@ pub enum MemberCommand {
     Add(AddArgs),
     /// Remove a node from the membership.
     Remove(RemoveArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct Cluster {
-    /// gRPC endpoints of current members, comma-separated (default: the cluster `arbiter up`
-    /// started, else 127.0.0.1:7001-7003).
-    #[arg(long, value_delimiter = ',')]
-    endpoints: Vec<String>,
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -48,7 +37,7 @@ pub struct AddArgs {
     #[arg(long)]
     learner: bool,
     #[command(flatten)]
-    cluster: Cluster,
+    cluster: ClusterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -56,12 +45,12 @@ pub struct RemoveArgs {
     #[arg(long)]
     id: u64,
     #[command(flatten)]
-    cluster: Cluster,
+    cluster: ClusterArgs,
 }
 
 /// The leader's status, as the reachable members report it.
-async fn leader(cluster: &Cluster) -> anyhow::Result<NodeStatus> {
-    let endpoints = resolve_endpoints(&cluster.endpoints, &cluster.data_dir, Port::Grpc);
+async fn leader(cluster: &ClusterArgs) -> anyhow::Result<NodeStatus> {
+    let endpoints = cluster.endpoints(Port::Grpc);
     for _ in 0..50 {
         for endpoint in &endpoints {
             let Ok(status) = fetch_status(endpoint.clone()).await else {

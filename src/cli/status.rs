@@ -1,6 +1,5 @@
 //! `arbiter status`: asks every node for its view and prints one row per node.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,17 +8,12 @@ use arbiter_client::proto::{NodeStatus, StatusRequest};
 use clap::Args;
 use serde::Serialize;
 
-use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
+use super::up::{ClusterArgs, Port};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// gRPC endpoints (host:port), comma-separated. Default: the cluster `arbiter up` started
-    /// (its cluster.json), else 127.0.0.1:7001-7003.
-    #[arg(long, value_delimiter = ',')]
-    endpoints: Vec<String>,
-    /// Data dir of `arbiter up`, to find cluster.json.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -39,7 +33,7 @@ struct Unreachable {
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let endpoints = resolve_endpoints(&args.endpoints, &args.data_dir, Port::Grpc);
+    let endpoints = args.cluster.endpoints(Port::Grpc);
     let replies =
         futures::future::join_all(endpoints.iter().map(|e| fetch_status(e.clone()))).await;
     let mut report = Report {

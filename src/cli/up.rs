@@ -72,6 +72,25 @@ impl ClusterFile {
     }
 }
 
+/// Where a client command finds the cluster.
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Endpoints (host:port), comma-separated: gRPC or HTTP addresses, as the command uses.
+    /// Default: the cluster `arbiter up` started (its cluster.json), else the local default
+    /// ports (gRPC 7001-7003, HTTP 8081-8083).
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Data dir of `arbiter up`, to find cluster.json.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+impl ClusterArgs {
+    pub fn endpoints(&self, port: Port) -> Vec<String> {
+        resolve_endpoints(&self.endpoints, &self.data_dir, port)
+    }
+}
+
 /// Which of a node's addresses a command dials.
 #[derive(Debug, Clone, Copy)]
 pub enum Port {
