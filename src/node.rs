@@ -181,7 +181,27 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     )?;
     tracing::info!(node_id = config.node_id, region = %config.region, "serving");
 
-    shutdown.await;
+    // Fail-stop: if the Raft core dies (a fatal storage error or a panic inside openraft), the
+    // node must not linger answering status as if it still led; it stops so a supervisor can
+    // restart it and clients move to the other nodes.
+    let mut metrics = raft.metrics();
+    let core_failed = async move {
+        loop {
+            if let Err(fatal) = &metrics.borrow().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft core stopped".to_string();
+            }
+        }
+    };
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        fatal = core_failed => Some(fatal),
+    };
+    if let Some(fatal) = &failure {
+        tracing::error!(error = %fatal, "raft core failed; stopping the node");
+    }
     tracing::info!("shutting down: draining requests");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
@@ -197,7 +217,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     let _ = std::fs::remove_file(config.data_dir.join(READY_FILE));
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        Some(fatal) => Err(NodeError::Raft(fatal)),
+        None => Ok(()),
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
