@@ -175,6 +175,8 @@ async fn lagging_and_wiped_nodes_catch_up_by_snapshot() {
         "caught up through a snapshot"
     );
 
+    // Regression: openraft 0.9 without `loosen-follower-log-revert` panicked the leader's core
+    // when this follower came back with an empty log, leaving a zombie "leader" in term 1.
     tracing::info!(
         lagger,
         "phase: wipe the follower's data dir and bring it back"
