@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::drill::{seed_tenants, wait_completed, Drill};
+use common::drill::{seed_tenants, wait_completed, wait_for_event, Drill};
 
 #[tokio::main]
 async fn main() {
@@ -24,16 +24,8 @@ async fn main() {
 
     drill.stop_gateway("us-east-1");
     let outage = Instant::now();
-    let detected = loop {
-        if drill.latest_event("us-east-1").await.is_some() {
-            break outage.elapsed();
-        }
-        assert!(
-            outage.elapsed() < Duration::from_secs(60),
-            "no outage declared within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    wait_for_event(&drill, "us-east-1", Duration::from_secs(60)).await;
+    let detected = outage.elapsed();
     let event = wait_completed(&drill, "us-east-1", Duration::from_secs(120)).await;
     let completed = outage.elapsed();
     println!("failover event: {}", event["failoverId"]);

@@ -241,3 +241,15 @@ pub async fn wait_completed(drill: &Drill, region: &str, timeout: Duration) -> V
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until `region` has a failover event, at most `timeout`.
+pub async fn wait_for_event(drill: &Drill, region: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while drill.latest_event(region).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no failover of {region} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
