@@ -15,9 +15,10 @@ fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.trim().is_empty() {
         return Err(Status::invalid_argument(format!("`{field}` is required")));
     }
-    if value.len() > 256 {
+    if value.len() > arbiter_core::MAX_NAME_BYTES {
         return Err(Status::invalid_argument(format!(
-            "`{field}` is longer than 256 bytes"
+            "`{field}` is longer than {} bytes",
+            arbiter_core::MAX_NAME_BYTES
         )));
     }
     Ok(())

@@ -51,9 +51,7 @@ use super::validate::{self, MAX_REGION_LEN};
 use super::{read, AppState};
 use crate::node::NodeContext;
 
-/// Longest resource, holder, operator, `by` or reason accepted: the gRPC API's limit
-/// (`grpc/convert.rs`), so a lease taken over one edge can be managed over the other.
-const MAX_LEASE_TEXT_LEN: usize = 256;
+use arbiter_core::MAX_NAME_BYTES as MAX_LEASE_TEXT_LEN;
 
 /// Who a revoke is recorded as coming from when the body does not say; as over gRPC.
 const DEFAULT_REVOKER: &str = "operator";

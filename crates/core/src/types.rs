@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// Longest resource, holder, operator or reason string the edges accept, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
 /// Raft node id. One node per region in production; tests may run more.
 pub type NodeId = u64;
 
