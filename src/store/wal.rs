@@ -552,3 +552,254 @@ fn scan_segment(
         torn_at: torn_at.map(|offset| offset as u64),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small segments so a handful of records spans several files.
+    const SEGMENT: u64 = 256;
+
+    fn payload(index: u64) -> Vec<u8> {
+        format!("entry number {index} with some padding to fill segments").into_bytes()
+    }
+
+    fn open(dir: &Path, last_purged: Option<u64>) -> Result<(Wal, Option<TornTail>), WalError> {
+        Wal::open(dir, SyncPolicy::Durable, SEGMENT, last_purged)
+    }
+
+    fn append_synced(wal: &mut Wal, indexes: std::ops::RangeInclusive<u64>) {
+        for index in indexes {
+            wal.append(index, &payload(index)).expect("append");
+        }
+        wal.take_unsynced().run().expect("sync");
+    }
+
+    fn assert_holds(wal: &Wal, indexes: std::ops::RangeInclusive<u64>) {
+        assert_eq!(wal.first_live_index(), Some(*indexes.start()));
+        assert_eq!(wal.last_index(), Some(*indexes.end()));
+        for index in indexes {
+            assert_eq!(
+                wal.read(index).expect("read"),
+                Some(payload(index)),
+                "index {index}"
+            );
+        }
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        segment_names(dir)
+            .expect("list")
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    fn flip_byte(path: &Path, offset: u64) {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .expect("open");
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, offset).expect("read byte");
+        file.write_all_at(&[byte[0] ^ 0x40], offset)
+            .expect("write byte");
+    }
+
+    #[test]
+    fn records_spanning_several_segments_read_back_after_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, torn) = open(dir.path(), None).expect("open");
+        assert_eq!(torn, None);
+        append_synced(&mut wal, 0..=20);
+        assert!(
+            segment_files(dir.path()).len() >= 4,
+            "small segments must roll over"
+        );
+        drop(wal);
+        let (wal, torn) = open(dir.path(), None).expect("reopen");
+        assert_eq!(torn, None);
+        assert_holds(&wal, 0..=20);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_off_and_the_log_continues() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=6);
+        let last = wal.locate(6).expect("indexed");
+        let path = wal.segment_path(last.segment);
+        drop(wal);
+        // The last record's payload half-written: its checksum fails, zeros follow.
+        flip_byte(&path, last.offset + HEADER as u64 + 3);
+
+        let (mut wal, torn) = open(dir.path(), None).expect("a torn tail is not corruption");
+        assert_eq!(
+            torn,
+            Some(TornTail {
+                path: path.clone(),
+                offset: last.offset
+            })
+        );
+        assert_holds(&wal, 1..=5);
+        append_synced(&mut wal, 6..=9);
+        drop(wal);
+        let (wal, torn) = open(dir.path(), None).expect("reopen after the cut");
+        assert_eq!(torn, None);
+        assert_holds(&wal, 1..=9);
+    }
+
+    #[test]
+    fn a_flipped_byte_mid_segment_is_corruption_naming_file_and_offset() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=12);
+        let last_segment = wal.locate(12).expect("indexed").segment;
+        let first_in_last = wal.locate(last_segment).expect("indexed");
+        assert_eq!(first_in_last.offset, 0);
+        let path = wal.segment_path(last_segment);
+        drop(wal);
+        // A record of the last segment with valid records after it.
+        flip_byte(&path, HEADER as u64 + 1);
+        match open(dir.path(), None) {
+            Err(WalError::Corrupt {
+                path: found,
+                offset,
+                ..
+            }) => {
+                assert_eq!(found, path);
+                assert_eq!(offset, 0);
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("a corrupt record mid-segment was accepted"),
+        }
+    }
+
+    #[test]
+    fn a_bad_last_record_of_an_older_segment_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=12);
+        let first_segment = *wal.segments.keys().next().expect("segments");
+        let next_segment = *wal.segments.keys().nth(1).expect("two segments");
+        let last_of_first = wal.locate(next_segment - 1).expect("indexed");
+        assert_eq!(last_of_first.segment, first_segment);
+        drop(wal);
+        let path = dir.path().join(format!("{first_segment:020}.wal"));
+        flip_byte(&path, last_of_first.offset + HEADER as u64);
+        let error = open(dir.path(), None).err().expect("must refuse");
+        assert!(
+            matches!(&error, WalError::Corrupt { path: p, offset, .. }
+                if *p == path && *offset == last_of_first.offset),
+            "{error}"
+        );
+        assert!(error.to_string().contains(&path.display().to_string()));
+    }
+
+    #[test]
+    fn a_missing_middle_segment_is_a_gap_and_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=20);
+        drop(wal);
+        let files = segment_files(dir.path());
+        std::fs::remove_file(&files[1]).expect("remove");
+        let error = open(dir.path(), None).err().expect("must refuse a gap");
+        assert!(
+            matches!(&error, WalError::Corrupt { path, .. } if *path == files[2]),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn truncate_across_a_segment_boundary_survives_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=20);
+        let before = segment_files(dir.path()).len();
+        // Cut in the second segment: every later segment goes.
+        let second = *wal.segments.keys().nth(1).expect("two segments");
+        wal.truncate(second + 1).expect("truncate");
+        assert_holds(&wal, 1..=second);
+        assert_eq!(segment_files(dir.path()).len(), 2, "was {before}");
+        drop(wal);
+
+        let (mut wal, torn) = open(dir.path(), None).expect("reopen after truncate");
+        assert_eq!(torn, None);
+        assert_holds(&wal, 1..=second);
+        append_synced(&mut wal, second + 1..=25);
+        drop(wal);
+        let (wal, _) = open(dir.path(), None).expect("reopen after new appends");
+        assert_holds(&wal, 1..=25);
+    }
+
+    #[test]
+    fn truncate_at_a_segment_start_leaves_an_empty_segment_to_refill() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=20);
+        let third = *wal.segments.keys().nth(2).expect("three segments");
+        wal.truncate(third).expect("truncate");
+        assert_holds(&wal, 1..=third - 1);
+        append_synced(&mut wal, third..=third + 2);
+        drop(wal);
+        let (wal, _) = open(dir.path(), None).expect("reopen");
+        assert_holds(&wal, 1..=third + 2);
+    }
+
+    #[test]
+    fn purge_deletes_only_segments_wholly_below_the_purge_point() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=20);
+        let third = *wal.segments.keys().nth(2).expect("three segments");
+        let purge_at = third + 1;
+        wal.purge(purge_at).expect("purge");
+        let files = segment_files(dir.path());
+        assert_eq!(
+            files[0],
+            wal.segment_path(third),
+            "segments before the third go"
+        );
+        assert_holds(&wal, purge_at + 1..=20);
+        drop(wal);
+
+        let (wal, _) = open(dir.path(), Some(purge_at)).expect("reopen after purge");
+        assert_holds(&wal, purge_at + 1..=20);
+    }
+
+    #[test]
+    fn purge_past_the_end_then_appending_survives_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=3);
+        // A snapshot far ahead of the log was installed: the log restarts after it.
+        wal.purge(100).expect("purge");
+        assert_eq!(wal.last_index(), None);
+        append_synced(&mut wal, 101..=104);
+        drop(wal);
+        let (wal, _) = open(dir.path(), Some(100)).expect("reopen");
+        assert_holds(&wal, 101..=104);
+        // Without the purge point the same files show a gap: the marker is what makes it safe.
+        drop(wal);
+        assert!(matches!(
+            open(dir.path(), None),
+            Err(WalError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn an_append_that_skips_an_index_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut wal, _) = open(dir.path(), None).expect("open");
+        append_synced(&mut wal, 1..=3);
+        assert!(matches!(
+            wal.append(5, b"x"),
+            Err(WalError::OutOfOrder {
+                index: 5,
+                last: Some(3)
+            })
+        ));
+    }
+}
