@@ -59,6 +59,8 @@ pub struct LogStore {
     counters: Arc<WalCounters>,
     /// Last committed index openraft told us about, for status reports.
     committed: Arc<AtomicU64>,
+    /// The same as a log id, persisted along with the next vote or purge.
+    committed_log_id: Arc<Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
@@ -120,6 +122,7 @@ impl LogStore {
             health,
             counters,
             committed: Arc::default(),
+            committed_log_id: Arc::default(),
         })
     }
 
@@ -151,6 +154,17 @@ impl LogStore {
             .insert(key, bytes)
             .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
+    }
+
+    fn write_committed_hint(&self) -> Result<(), StorageError> {
+        let committed = *self
+            .committed_log_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match committed {
+            Some(_) => self.write_meta(COMMITTED_KEY, &committed),
+            None => Ok(()),
+        }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -311,6 +325,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.write_meta(VOTE_KEY, vote)?;
+        self.write_committed_hint()?;
         // A vote must survive a crash before it is acted on, or a node could vote twice in
         // one term.
         self.meta
@@ -325,11 +340,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed: the committed index is only a hint that lets a restarted node re-apply
-        // its log sooner; losing it loses nothing.
+        // Kept in memory and written to sled only with the next vote or purge: the committed
+        // index is a hint that lets a restarted node re-apply its log sooner (a stale one is
+        // merely lower), and writing sled on every commit would make a full disk fatal to
+        // sled instead of a pause of the WAL.
+        *self
+            .committed_log_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = committed;
         let index = committed.map(|l| l.index).unwrap_or(0);
         self.committed.store(index, Ordering::Relaxed);
-        self.write_meta(COMMITTED_KEY, &committed)
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -385,6 +406,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge point is durable first: after a crash in between, the log state still says
         // which prefix is gone rather than showing a hole.
         self.write_meta(LAST_PURGED_KEY, &log_id)?;
+        self.write_committed_hint()?;
         self.meta
             .durable_flush_async()
             .await
