@@ -390,6 +390,21 @@ mod tests {
     }
 
     #[test]
+    fn storage_is_durable_unless_the_config_asks_for_unsafe_no_fsync() {
+        let config = minimal().validate().expect("valid");
+        assert_eq!(config.storage.sync, SyncPolicy::Durable);
+        let unsafe_raw: RawNodeConfig = toml::from_str(
+            "node_id = 1\nregion = \"us-east-1\"\ndata_dir = \"/tmp/x\"\n\
+             grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             unsafe_no_fsync = true\nwal_segment_bytes = 1048576\n",
+        )
+        .expect("parses");
+        let config = unsafe_raw.validate().expect("valid");
+        assert_eq!(config.storage.sync, SyncPolicy::UnsafeNoFsync);
+        assert_eq!(config.storage.wal_segment_bytes, 1 << 20);
+    }
+
+    #[test]
     fn heartbeat_must_be_below_election_timeout() {
         let raw = RawNodeConfig {
             heartbeat_ms: Some(250),
