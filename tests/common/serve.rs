@@ -1,0 +1,78 @@
+//! Starting `arbiter serve` outside the launcher, for nodes that are expected to refuse to
+//! start (an empty data dir without `--rejoin`, `--bootstrap` over an existing cluster) or to
+//! wait without ever becoming ready.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use arbiter::local_cluster::NodeSpec;
+
+use super::{binary, TestCluster};
+
+/// `arbiter serve` for `spec`'s node id, region and data dir on fresh loopback ports, with
+/// `extra` flags, logging to `log` — and without the launcher's `--join`.
+pub fn serve_command(spec: &NodeSpec, extra: &[&str], log: &Path) -> tokio::process::Command {
+    let log = std::fs::File::create(log).expect("create the log file");
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.arg("serve")
+        .args(["--node-id", &spec.id.to_string(), "--region", &spec.region])
+        .arg("--data-dir")
+        .arg(&spec.data_dir)
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log)
+        // A node that does not exit as expected is killed when the test drops it.
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the node of `spec` with `extra` flags and waits (at most `timeout`) for it to exit;
+/// returns whether it exited successfully and its log.
+pub async fn serve_until_exit(
+    spec: &NodeSpec,
+    extra: &[&str],
+    log: &Path,
+    timeout: Duration,
+) -> (bool, String) {
+    let mut child = serve_command(spec, extra, log)
+        .spawn()
+        .expect("spawn arbiter serve");
+    let status = tokio::time::timeout(timeout, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("node {} still running after {timeout:?}", spec.id))
+        .expect("wait for arbiter serve");
+    let text = std::fs::read_to_string(log).expect("read the log");
+    (status.success(), text)
+}
+
+/// `--rejoin` through the other members of `cluster`, for node `id`.
+pub fn rejoin_args(cluster: &TestCluster, id: u64) -> Vec<String> {
+    let others: Vec<String> = cluster
+        .specs
+        .iter()
+        .filter(|s| s.id != id)
+        .map(|s| s.grpc_listen.clone())
+        .collect();
+    vec!["--rejoin".into(), "--endpoints".into(), others.join(",")]
+}
+
+/// Waits until `path` contains `needle` (a log line), or panics after `timeout`.
+pub async fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> String {
+    super::eventually(
+        &format!("{needle:?} in {}", path.display()),
+        timeout,
+        || async {
+            let text = std::fs::read_to_string(path).ok()?;
+            text.contains(needle).then_some(text)
+        },
+    )
+    .await
+}
