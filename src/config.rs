@@ -69,6 +69,17 @@ pub struct PeerConfig {
     pub http: String,
 }
 
+impl PeerConfig {
+    /// The membership record this peer advertises.
+    pub fn member(&self) -> Member {
+        Member {
+            region: self.region.clone(),
+            grpc_addr: self.grpc.clone(),
+            http_addr: self.http.clone(),
+        }
+    }
+}
+
 /// The file (and flag) form: everything optional that has a sane default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,19 +377,7 @@ impl NodeConfig {
 
     /// The membership record of a peer from the bootstrap list.
     pub fn peer_members(&self) -> Vec<(NodeId, Member)> {
-        self.peers
-            .iter()
-            .map(|p| {
-                (
-                    p.id,
-                    Member {
-                        region: p.region.clone(),
-                        grpc_addr: p.grpc.clone(),
-                        http_addr: p.http.clone(),
-                    },
-                )
-            })
-            .collect()
+        self.peers.iter().map(|p| (p.id, p.member())).collect()
     }
 }
 

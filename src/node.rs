@@ -28,7 +28,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::NodeConfig;
 use crate::dr::DrController;
-use crate::grpc::cluster_service::ClusterApi;
+use crate::grpc::cluster_service::{fetch_status, ClusterApi};
 use crate::grpc::lease_service::LeaseApi;
 use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
 use crate::grpc::raft_service::RaftTransport;
@@ -343,7 +343,7 @@ async fn wait_for_peers(
         }
         let mut unreachable = Vec::new();
         for peer in &config.peers {
-            match peer_status(&peer.grpc).await {
+            match fetch_status(peer.grpc.clone()).await {
                 Ok(status) if !status.cluster_id.is_empty() && !status.voters.is_empty() => {
                     // Handed the id between our check above and this answer: a peer of our
                     // own new cluster, not an existing one.
@@ -376,25 +376,6 @@ async fn wait_for_peers(
         }
         tokio::time::sleep(BOOTSTRAP_RETRY).await;
     }
-}
-
-/// A peer's status, within a deadline.
-async fn peer_status(grpc_addr: &str) -> Result<arbiter_client::proto::NodeStatus, String> {
-    use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
-    use arbiter_client::proto::StatusRequest;
-    let call = async {
-        let mut client = ClusterServiceClient::connect(format!("http://{grpc_addr}"))
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .get_status(StatusRequest {})
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| s.message().to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(2), call)
-        .await
-        .map_err(|_| "timed out".to_string())?
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {

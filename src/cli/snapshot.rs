@@ -15,7 +15,6 @@ use super::up::{ClusterArgs, Port};
 use crate::backup::{self, Backup, BackupHeader, BACKUP_FORMAT_VERSION};
 use crate::config::PeerConfig;
 use crate::network::MAX_RAFT_MESSAGE_BYTES;
-use crate::raft_types::Member;
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
@@ -81,20 +80,7 @@ pub async fn run(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
         }
         SnapshotCommand::Restore(args) => {
             let backup = Backup::load(&args.file)?;
-            let members: BTreeMap<_, _> = args
-                .members
-                .iter()
-                .map(|p| {
-                    (
-                        p.id,
-                        Member {
-                            region: p.region.clone(),
-                            grpc_addr: p.grpc.clone(),
-                            http_addr: p.http.clone(),
-                        },
-                    )
-                })
-                .collect();
+            let members: BTreeMap<_, _> = args.members.iter().map(|p| (p.id, p.member())).collect();
             let cluster_id = backup::restore(&backup, &args.file, &args.out, &members).await?;
             println!(
                 "restored {} (index {}, state digest {}) as new cluster {cluster_id}",

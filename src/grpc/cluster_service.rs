@@ -233,6 +233,23 @@ impl ClusterService for ClusterApi {
     }
 }
 
+/// A node's status, within a deadline; the error says why it could not be had.
+pub async fn fetch_status(endpoint: String) -> Result<NodeStatus, String> {
+    let call = async {
+        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        client
+            .get_status(StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    };
+    tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .unwrap_or_else(|_| Err("timed out after 3 s".into()))
+}
+
 /// How long handing the cluster id to another node may take.
 const HAND_OFF_DEADLINE: Duration = Duration::from_secs(5);
 
