@@ -10,24 +10,14 @@ use std::time::Duration;
 use arbiter::config::Profile;
 use arbiter::identity::IDENTITY_FILE;
 use arbiter::local_cluster::{wait_for_leader, NodeSpec};
-use common::serve::{rejoin_args, serve_command, serve_until_exit, wait_for_log};
+use common::serve::{
+    assert_new_tokens_above, rejoin_args, run_arbiter, serve_command, serve_until_exit,
+    wait_for_log,
+};
 use common::*;
 
 const TTL_MS: u64 = 60_000;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn run_cli(args: &[&str]) -> (bool, String) {
-    let output = std::process::Command::new(binary())
-        .args(args)
-        .output()
-        .expect("run arbiter");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
 
 fn peer_flag(spec: &NodeSpec, grpc: &str, http: &str) -> String {
     format!("{}={}@{grpc},{http}", spec.id, spec.region)
@@ -120,19 +110,7 @@ async fn a_wiped_voter_refuses_to_start_and_rejoins_with_the_same_state() {
 
     tracing::info!("phase: tokens granted after the rejoin exceed every earlier token");
     let highest = *tokens.iter().max().expect("tokens");
-    let endpoints = cluster.endpoints();
-    for i in 0..10 {
-        let token = acquire_any(
-            &endpoints,
-            &format!("after-{i}"),
-            "h",
-            TTL_MS,
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("write after the rejoin");
-        assert!(token > highest, "token {token} not above {highest}");
-    }
+    assert_new_tokens_above(&cluster.endpoints(), "after", 10, highest).await;
 
     tracing::info!(victim, "phase: --rejoin again is a no-op (idempotent)");
     let (_, digest) = converged(&cluster, WAIT).await;
@@ -267,7 +245,7 @@ async fn nodes_of_different_clusters_refuse_each_other() {
         "phase: replace a follower's data dir by one of another cluster (same members)"
     );
     let backup = cluster.dir.path().join("backup.arb");
-    let (ok, text) = run_cli(&[
+    let (ok, text) = run_arbiter(&[
         "snapshot",
         "save",
         backup.to_str().expect("utf-8 path"),
@@ -295,7 +273,7 @@ async fn nodes_of_different_clusters_refuse_each_other() {
         restore.push(peer_flag(spec, &spec.grpc_listen, &http));
     }
     let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
-    let (ok, text) = run_cli(&restore);
+    let (ok, text) = run_arbiter(&restore);
     assert!(ok, "snapshot restore: {text}");
     let i = TestCluster::index(stranger);
     cluster.kill(stranger);

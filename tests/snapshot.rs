@@ -7,23 +7,11 @@ mod common;
 use std::time::Duration;
 
 use arbiter::backup::Backup;
+use common::serve::{assert_new_tokens_above, run_arbiter};
 use common::*;
 
 const TTL_MS: u64 = 60_000;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn run_cli(args: &[String]) -> (bool, String) {
-    let output = std::process::Command::new(binary())
-        .args(args)
-        .output()
-        .expect("run arbiter");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
 
 /// `snapshot restore FILE --out DIR` with the members of `cluster` at their current addresses.
 fn restore_args(file: &std::path::Path, cluster: &TestCluster) -> Vec<String> {
@@ -68,7 +56,7 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_state() {
 
     tracing::info!("phase: save a backup from the live cluster");
     let file = source.dir.path().join("backup.arb");
-    let (ok, text) = run_cli(&[
+    let (ok, text) = run_arbiter(&[
         "snapshot".into(),
         "save".into(),
         file.display().to_string(),
@@ -99,7 +87,7 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_state() {
     let truncated = source.dir.path().join("truncated.arb");
     std::fs::write(&truncated, &bytes[..bytes.len() - 100]).expect("write");
     for bad in [&corrupt, &truncated] {
-        let (ok, text) = run_cli(&restore_args(bad, &target));
+        let (ok, text) = run_arbiter(&restore_args(bad, &target));
         assert!(!ok, "{} was accepted: {text}", bad.display());
         assert!(
             text.contains("truncated or corrupt"),
@@ -119,7 +107,7 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_state() {
         let dir = &target.specs[TestCluster::index(id)].data_dir;
         std::fs::remove_dir_all(dir).expect("clear the dir");
     }
-    let (ok, text) = run_cli(&args);
+    let (ok, text) = run_arbiter(&args);
     assert!(ok, "snapshot restore: {text}");
     for id in 1..=3 {
         target.restart(id).await;
@@ -141,18 +129,7 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_state() {
     tracing::info!("phase: tokens minted after the restore exceed every token in the backup");
     let highest = *tokens.iter().max().expect("tokens");
     let target_endpoints = target.endpoints();
-    for i in 0..10 {
-        let token = acquire_any(
-            &target_endpoints,
-            &format!("after-restore-{i}"),
-            "h",
-            TTL_MS,
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("the restored cluster commits");
-        assert!(token > highest, "token {token} not above {highest}");
-    }
+    assert_new_tokens_above(&target_endpoints, "after-restore", 10, highest).await;
     // A resource from the backup keeps its epoch: a new grant on it fences the old holder.
     let token = acquire_any(
         &target_endpoints,

@@ -1,6 +1,6 @@
 //! Starting `arbiter serve` outside the launcher, for nodes that are expected to refuse to
 //! start (an empty data dir without `--rejoin`, `--bootstrap` over an existing cluster) or to
-//! wait without ever becoming ready.
+//! wait without ever becoming ready; and the CLI and token checks the lifecycle tests share.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -75,4 +75,40 @@ pub async fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> Strin
         },
     )
     .await
+}
+
+/// Runs the `arbiter` CLI to completion; returns whether it succeeded and its stdout+stderr.
+pub fn run_arbiter<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String) {
+    let output = std::process::Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run arbiter");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Grants `count` fresh leases (`{prefix}-{i}`) through `endpoints` and checks every token is
+/// above `highest`: tokens never repeat or go back across a rejoin or a restore.
+pub async fn assert_new_tokens_above(
+    endpoints: &[String],
+    prefix: &str,
+    count: usize,
+    highest: u64,
+) {
+    for i in 0..count {
+        let token = super::acquire_any(
+            endpoints,
+            &format!("{prefix}-{i}"),
+            "h",
+            60_000,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("grant {prefix}-{i}: {e}"));
+        assert!(token > highest, "token {token} not above {highest}");
+    }
 }
