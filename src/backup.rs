@@ -12,8 +12,9 @@
 //!   acknowledged before the save began.
 //! - A restored cluster gets a new cluster id (it must never exchange Raft messages with the
 //!   cluster the backup came from), starts its log right after the backup's last applied index
-//!   (so every fencing token minted after the restore is above every token in the backup), and
-//!   has the members named at restore time as its voters.
+//!   (so every fencing token minted after the restore is above every token in the backup) and
+//!   its terms above the backup's last one, and has the members named at restore time as its
+//!   voters.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::identity::{self, ClusterId, IdentityError};
-use crate::raft_types::{Member, NodeId, SnapshotMeta, StoredMembership};
+use crate::raft_types::{Member, NodeId, SnapshotMeta, StoredMembership, Vote};
 use crate::store::{self, AppliedState, StoreError};
 
 const MAGIC: &[u8] = b"ARBITER-BACKUP\n";
@@ -245,6 +246,14 @@ pub async fn restore(
         // The log starts right after the snapshot: the first entry a restored leader appends
         // (its blank entry) is at last_applied + 1, so new tokens exceed the backup's.
         log_store.purge(last_applied).await.map_err(install)?;
+        // And its term must not go below the backup's last entry: log ids order by term
+        // first, so a leader of a lower term would append entries that compare *older* than
+        // the snapshot and break the election's up-to-date check. A vote for itself at the
+        // backup's term makes the first election use a higher one.
+        log_store
+            .save_vote(&Vote::new(last_applied.leader_id.term, *id))
+            .await
+            .map_err(install)?;
     }
     Ok(cluster_id)
 }

@@ -112,7 +112,13 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_state() {
     for id in 1..=3 {
         target.restart(id).await;
     }
-    target.leader(WAIT).await;
+    let leader = target.leader(WAIT).await;
+    assert!(
+        leader.term > backup.header.last_applied_term,
+        "the restored cluster's terms continue above the backup's ({} vs {})",
+        leader.term,
+        backup.header.last_applied_term
+    );
     let restored = status(&target.endpoints()[0]).await.expect("status");
     assert_eq!(restored.cluster_id.len(), 32);
     assert!(
