@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::identity::{self, ClusterId, IdentityError};
 use crate::raft_types::{Member, NodeId, SnapshotMeta, StoredMembership, Vote};
-use crate::store::{self, AppliedState, StoreError};
+use crate::store::{self, AppliedState, StoreError, StoreOptions};
 
 const MAGIC: &[u8] = b"ARBITER-BACKUP\n";
 /// Bumped when the backup layout changes incompatibly.
@@ -234,7 +234,7 @@ pub async fn restore(
         std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
         // Identity first: a dir that holds Raft state always says which cluster it is in.
         identity::write(&dir, *id, &cluster_id)?;
-        let (mut log_store, mut sm_store) = store::open(&dir)?;
+        let (mut log_store, mut sm_store) = store::open(&dir, StoreOptions::default())?;
         let install = |e: crate::raft_types::StorageError| BackupError::Install {
             path: dir.clone(),
             reason: e.to_string(),

@@ -37,7 +37,7 @@ use crate::leases::LeaseManager;
 use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
-use crate::store::{self, StateMachineStore, StoreError};
+use crate::store::{self, StateMachineStore, StorageHealth, StoreError, SyncPolicy, WalCounters};
 use arbiter_core::replication::WriteRate;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -59,6 +59,9 @@ pub struct NodeContext {
     pub dr: DrController,
     pub committed: Arc<AtomicU64>,
     pub identity: Identity,
+    /// A storage failure the node is waiting out (e.g. out of space), for status.
+    pub storage_health: StorageHealth,
+    pub wal_counters: Arc<WalCounters>,
 }
 
 /// Written to `<data_dir>/ready.json` when the node serves: how to reach it.
@@ -153,7 +156,14 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    let (log_store, sm_store) = store::open(&config.data_dir)?;
+    if config.storage.sync == SyncPolicy::UnsafeNoFsync {
+        tracing::error!(
+            data_dir = %config.data_dir.display(),
+            "UNSAFE: --unsafe-no-fsync is set: storage is never fsynced, acknowledged writes \
+             can be lost on a crash; use only as a crash-test negative control"
+        );
+    }
+    let (log_store, sm_store) = store::open(&config.data_dir, config.storage)?;
     let cluster_id = identity::read(&config.data_dir, config.node_id)?;
     let has_raft_state = identity::has_raft_state(&config.data_dir, &log_store, &sm_store).await?;
     check_data_dir(&config, cluster_id.as_ref(), has_raft_state)?;
@@ -163,6 +173,8 @@ pub async fn run(
     }
     let identity = Identity::new(&config.data_dir, config.node_id, cluster_id);
     let committed = log_store.committed_index();
+    let storage_health = log_store.health();
+    let wal_counters = log_store.counters();
     let network = Network::new(
         Duration::from_millis(config.timing.heartbeat_ms.max(100)),
         Duration::from_millis(config.timing.peer_backoff_ms),
@@ -214,6 +226,8 @@ pub async fn run(
         state: sm_store,
         committed,
         identity,
+        storage_health,
+        wal_counters,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -372,6 +372,9 @@ impl NodeContext {
                 .cluster_id()
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
+            storage_error: self.storage_health.get().unwrap_or_default(),
+            wal_syncs: self.wal_counters.syncs.load(Ordering::Relaxed),
+            wal_entries: self.wal_counters.entries.load(Ordering::Relaxed),
         }
     }
 }
