@@ -12,7 +12,7 @@ use arbiter::identity::IDENTITY_FILE;
 use arbiter::local_cluster::{wait_for_leader, NodeSpec};
 use common::serve::{
     assert_new_tokens_above, rejoin_args, run_arbiter, serve_command, serve_until_exit,
-    wait_for_log,
+    wait_for_log, wait_until_voter,
 };
 use common::*;
 
@@ -92,15 +92,8 @@ async fn a_wiped_voter_refuses_to_start_and_rejoins_with_the_same_state() {
     let rejoined = cluster.node(victim).ready.clone();
     cluster.specs[i].grpc_listen = rejoined.grpc_addr.clone();
     cluster.specs[i].http_listen = rejoined.http_addr.clone();
-    eventually("the rejoined node to be a voter again", WAIT, || async {
-        let leader = status(&cluster.leader(WAIT).await.grpc_addr).await?;
-        leader
-            .voters
-            .iter()
-            .any(|v| v.node_id == victim && v.grpc_addr == rejoined.grpc_addr)
-            .then_some(())
-    })
-    .await;
+    let voter = wait_until_voter(&cluster, victim, WAIT).await;
+    assert_eq!(voter.grpc_addr, rejoined.grpc_addr, "at its new address");
     let (_, digest) = converged(&cluster, WAIT).await;
     let back = status(&rejoined.grpc_addr).await.expect("status");
     assert_eq!(back.cluster_id, cluster_id, "it rejoined the same cluster");

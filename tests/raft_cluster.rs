@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::serve::{rejoin_args, serve_until_exit};
+use common::serve::{rejoin_args, serve_until_exit, wait_until_voter};
 use common::*;
 use rand::{Rng, SeedableRng};
 
@@ -210,19 +210,7 @@ async fn a_lagging_node_catches_up_by_snapshot_and_a_wiped_one_only_through_rejo
     let rejoin = rejoin_args(&cluster, lagger);
     cluster.specs[i].extra_args.extend(rejoin);
     cluster.restart(lagger).await;
-    eventually(
-        "the wiped node to be a voter again",
-        Duration::from_secs(60),
-        || async {
-            let leader = status(&cluster.leader(Duration::from_secs(10)).await.grpc_addr).await?;
-            leader
-                .voters
-                .iter()
-                .any(|v| v.node_id == lagger)
-                .then_some(())
-        },
-    )
-    .await;
+    wait_until_voter(&cluster, lagger, Duration::from_secs(60)).await;
     converged(&cluster, Duration::from_secs(20)).await;
     let wiped = status(&cluster.node(lagger).ready.grpc_addr)
         .await

@@ -112,3 +112,16 @@ pub async fn assert_new_tokens_above(
         assert!(token > highest, "token {token} not above {highest}");
     }
 }
+
+/// Waits until the leader of `cluster` lists node `id` among the voters; returns that entry.
+pub async fn wait_until_voter(
+    cluster: &TestCluster,
+    id: u64,
+    timeout: Duration,
+) -> arbiter_client::proto::NodeInfo {
+    super::eventually(&format!("node {id} to be a voter"), timeout, || async {
+        let leader = super::status(&cluster.leader(timeout).await.grpc_addr).await?;
+        leader.voters.into_iter().find(|v| v.node_id == id)
+    })
+    .await
+}
