@@ -28,7 +28,7 @@
 //! - [`codec`]: the only user of bincode; the CRC envelope for what is read back from disk.
 //! - [`raft_types`]: openraft type configuration.
 //! - [`local_cluster`]: starting `arbiter serve` children (used by `up`, tests, jepsen).
-//! - [`cli`]: the `arbiter` command line (serve, up, status, member, lease, DR commands).
+//! - [`cli`]: the `arbiter` command line (serve, up, status, member, snapshot, lease, DR commands).
 
 pub mod backup;
 pub mod cli;
