@@ -191,29 +191,28 @@ impl State {
         Ok((meta, size))
     }
 
-    /// The inode, its backing file opened (read-write) if it was not yet.
-    fn opened(&mut self, ino: u64) -> Result<&mut Inode> {
+    /// The inode's backing file, opened (read-write) on first use, and its cache slot.
+    fn opened(&mut self, ino: u64) -> Result<(&File, &mut Option<PageCache>)> {
         let path = self.path(ino)?;
         let inode = self
             .inodes
             .get_mut(&ino)
             .ok_or_else(|| errno(libc::ENOENT))?;
-        if inode.file.is_none() {
-            inode.file = Some(OpenOptions::new().read(true).write(true).open(path)?);
-        }
-        Ok(inode)
+        let file = match inode.file.take() {
+            Some(file) => file,
+            None => OpenOptions::new().read(true).write(true).open(path)?,
+        };
+        Ok((inode.file.insert(file), &mut inode.cache))
     }
 
     /// The inode's backing file and its cache, the cache created on first use.
     fn cached(&mut self, ino: u64) -> Result<(&File, &mut PageCache)> {
-        let inode = self.opened(ino)?;
-        // `opened` opened it.
-        let file = inode.file.as_ref().expect("file opened");
-        if inode.cache.is_none() {
-            inode.cache = Some(PageCache::new(file.metadata()?.len()));
-        }
-        // Created just above when it was missing.
-        Ok((file, inode.cache.as_mut().expect("cache created")))
+        let (file, slot) = self.opened(ino)?;
+        let cache = match slot {
+            Some(cache) => cache,
+            None => slot.insert(PageCache::new(file.metadata()?.len())),
+        };
+        Ok((file, cache))
     }
 
     fn is_bypass(&self, ino: u64) -> bool {
@@ -243,10 +242,8 @@ impl State {
     }
 
     pub fn read(&mut self, ino: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let inode = self.opened(ino)?;
-        // `opened` opened it.
-        let file = inode.file.as_ref().expect("file opened");
-        if let Some(cache) = &inode.cache {
+        let (file, cache) = self.opened(ino)?;
+        if let Some(cache) = cache {
             return cache.read(file, offset, len);
         }
         let mut out = vec![0u8; len];
@@ -263,13 +260,7 @@ impl State {
 
     pub fn write(&mut self, ino: u64, offset: u64, data: &[u8]) -> Result<()> {
         if self.is_bypass(ino) {
-            let inode = self.opened(ino)?;
-            // `opened` opened it.
-            return inode
-                .file
-                .as_ref()
-                .expect("file opened")
-                .write_all_at(data, offset);
+            return self.opened(ino)?.0.write_all_at(data, offset);
         }
         let (file, cache) = self.cached(ino)?;
         cache.write(file, offset, data)
@@ -277,9 +268,7 @@ impl State {
 
     pub fn truncate(&mut self, ino: u64, len: u64) -> Result<()> {
         if self.is_bypass(ino) {
-            let inode = self.opened(ino)?;
-            // `opened` opened it.
-            return inode.file.as_ref().expect("file opened").set_len(len);
+            return self.opened(ino)?.0.set_len(len);
         }
         let (_, cache) = self.cached(ino)?;
         cache.truncate(len);
@@ -289,11 +278,8 @@ impl State {
     /// `fallocate` without `FALLOC_FL_KEEP_SIZE` grows the file; allocation itself is not
     /// visible, so with it there is nothing to do.
     pub fn allocate(&mut self, ino: u64, end: u64, keep_size: bool) -> Result<()> {
-        let (_, size) = self.metadata(ino)?;
-        let size = match size {
-            Some(size) => size,
-            None => self.metadata(ino)?.0.len(),
-        };
+        let (meta, cached_size) = self.metadata(ino)?;
+        let size = cached_size.unwrap_or(meta.len());
         if keep_size || end <= size {
             return Ok(());
         }
@@ -306,13 +292,11 @@ impl State {
 
     /// fsync/fdatasync: the inode's cached data reaches the backing file, which is synced.
     pub fn fsync(&mut self, ino: u64, datasync: bool) -> Result<()> {
-        let inode = self.opened(ino)?;
-        // `opened` opened it.
-        let file = inode.file.as_ref().expect("file opened");
-        if let Some(cache) = inode.cache.take() {
+        let (file, slot) = self.opened(ino)?;
+        if let Some(cache) = slot.take() {
             if let Err(e) = cache.flush(file) {
                 // A failed flush keeps the data pending, as a failed fsync leaves it.
-                inode.cache = Some(cache);
+                *slot = Some(cache);
                 return Err(e);
             }
         }
