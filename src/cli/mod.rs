@@ -26,7 +26,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one arbiter node.
-    Serve(serve::ServeArgs),
+    // Boxed: the node's flags dwarf every other command's.
+    Serve(Box<serve::ServeArgs>),
     /// Start a local three-node cluster on loopback (embedded default config).
     Up(up::UpArgs),
     /// Show each node's role, term, leader and log positions.
@@ -56,7 +57,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Member(command) => member::run(command).await,
