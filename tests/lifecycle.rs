@@ -69,3 +69,111 @@ async fn a_dead_node_refuses_connections_and_a_restarted_one_serves_on_the_same_
         converged(&cluster, Duration::from_secs(30)).await;
     }
 }
+
+/// Runs `arbiter member ARGS --endpoints ENDPOINT`; returns (exit code, stderr, time taken).
+async fn member(args: &[&str], endpoint: &str) -> (Option<i32>, String, Duration) {
+    let started = std::time::Instant::now();
+    let output = tokio::process::Command::new(binary())
+        .arg("member")
+        .args(args)
+        .args(["--endpoints", endpoint])
+        .output()
+        .await
+        .expect("run arbiter member");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr, started.elapsed())
+}
+
+/// The lan profile's write deadline, which membership changes share.
+const WRITE_DEADLINE: Duration = Duration::from_millis(2_000);
+/// Process start-up, the leader lookup and scheduling on a loaded machine; far below "never".
+const MARGIN: Duration = Duration::from_secs(8);
+
+/// Pauses (SIGSTOP) every node but the current leader; returns the leader's status and the
+/// paused ids, so the caller can resume them.
+async fn pause_all_followers(
+    cluster: &TestCluster,
+) -> (arbiter_client::proto::NodeStatus, Vec<u64>) {
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let followers: Vec<u64> = cluster
+        .running()
+        .map(|n| n.spec.id)
+        .filter(|id| *id != leader.node_id)
+        .collect();
+    for id in &followers {
+        cluster.node(*id).signal(libc::SIGSTOP);
+    }
+    (leader, followers)
+}
+
+fn resume(cluster: &TestCluster, ids: &[u64]) {
+    for id in ids {
+        cluster.node(*id).signal(libc::SIGCONT);
+    }
+}
+
+fn assert_outcome_unknown(code: Option<i32>, stderr: &str, took: Duration) {
+    assert_eq!(code, Some(3), "exit code says outcome unknown: {stderr}");
+    assert!(stderr.contains("outcome unknown"), "{stderr}");
+    assert!(took < WRITE_DEADLINE + MARGIN, "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_changes_and_initialize_without_a_quorum_end_by_the_deadline_as_outcome_unknown()
+{
+    init_tracing();
+    let cluster = TestCluster::start(3, &[]).await;
+    // Dropping the cluster sends SIGCONT before SIGKILL, so a failed assertion leaves no
+    // stopped process behind.
+
+    tracing::info!("phase: the leader's followers paused; removing one cannot commit");
+    let (leader, paused) = pause_all_followers(&cluster).await;
+    let remove = ["remove", "--id", &paused[0].to_string()];
+    let (code, stderr, took) = member(&remove, &leader.grpc_addr).await;
+    assert_outcome_unknown(code, &stderr, took);
+    // Unknown means either: the resumed followers may elect a leader without the entry.
+    resume(&cluster, &paused);
+
+    tracing::info!("phase: the (possibly new) leader's followers paused; adding a learner");
+    let (leader, paused) = pause_all_followers(&cluster).await;
+    // The would-be learner's address: bound, never listening.
+    let spare =
+        arbiter::socket_handoff::HeldSocket::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let spare = spare.local_addr().to_string();
+    let add = [
+        "add",
+        "--id",
+        "4",
+        "--region",
+        "us-east-1",
+        "--grpc",
+        &spare,
+        "--http",
+        &spare,
+        "--learner",
+    ];
+    let (code, stderr, took) = member(&add, &leader.grpc_addr).await;
+    assert_outcome_unknown(code, &stderr, took);
+
+    tracing::info!("phase: initialize through a frozen node gives up by its deadline");
+    let frozen = cluster.node(paused[0]).ready.grpc_addr.clone();
+    let members = cluster.running().map(|n| n.info()).collect();
+    let started = std::time::Instant::now();
+    let error = arbiter::local_cluster::initialize(&frozen, members, WRITE_DEADLINE)
+        .await
+        .expect_err("a frozen node cannot answer");
+    assert!(
+        matches!(
+            error,
+            arbiter::local_cluster::LaunchError::InitializeUnknown { .. }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("outcome unknown"), "{error}");
+    assert!(started.elapsed() < WRITE_DEADLINE + MARGIN);
+
+    tracing::info!("phase: resumed, the cluster agrees on one state again");
+    resume(&cluster, &paused);
+    cluster.leader(Duration::from_secs(20)).await;
+    converged(&cluster, Duration::from_secs(30)).await;
+}
