@@ -290,17 +290,20 @@ impl NodeProcess {
         }
     }
 
-    /// `Some(exit description)` once the child has exited (and its sockets stopped
-    /// listening).
+    /// `Some(exit description)` once the child has exited; the first such call reaps it and
+    /// makes its sockets stop listening.
     pub fn try_wait(&mut self) -> Result<Option<String>, LaunchError> {
-        let exited = match self.child.as_mut() {
-            Some(child) => child.try_wait()?.map(|s| s.to_string()),
-            None => Some("already reaped".into()),
+        let Some(child) = self.child.as_mut() else {
+            return Ok(Some("already reaped".into()));
         };
-        if exited.is_some() {
-            self.spec.listeners.stop_listening(self.spec.id);
-        }
-        Ok(exited)
+        let Some(status) = child.try_wait()? else {
+            return Ok(None);
+        };
+        // Forget the child: its pid may be reused, and a later call must not touch the
+        // sockets, which a restarted node may be listening on by then.
+        self.child = None;
+        self.spec.listeners.stop_listening(self.spec.id);
+        Ok(Some(status.to_string()))
     }
 
     /// Sends a signal to the child (e.g. `libc::SIGSTOP`).
@@ -329,7 +332,6 @@ impl NodeProcess {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if matches!(self.try_wait(), Ok(Some(_))) {
-                self.child = None;
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -119,14 +119,18 @@ impl TestCluster {
     }
 }
 
+/// One node's status, or `None` if it does not answer within 2 s (a paused node completes
+/// the TCP handshake and then says nothing, so the connect is inside the deadline too).
 pub async fn status(endpoint: &str) -> Option<NodeStatus> {
-    let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-        .await
-        .ok()?;
-    tokio::time::timeout(Duration::from_secs(2), client.get_status(StatusRequest {}))
+    let call = async {
+        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+            .await
+            .ok()?;
+        client.get_status(StatusRequest {}).await.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), call)
         .await
         .ok()?
-        .ok()
         .map(|r| r.into_inner())
 }
 
@@ -195,15 +199,17 @@ pub async fn epoch_of(endpoints: &[String], resource: &str) -> Option<u64> {
     use arbiter_client::proto::lease_service_client::LeaseServiceClient;
     use arbiter_client::proto::GetLeaseRequest;
     for endpoint in endpoints {
-        let Ok(mut client) = LeaseServiceClient::connect(format!("http://{endpoint}")).await else {
-            continue;
+        let call = async {
+            let mut client = LeaseServiceClient::connect(format!("http://{endpoint}"))
+                .await
+                .ok()?;
+            let request = GetLeaseRequest {
+                resource: resource.into(),
+            };
+            client.current_epoch(request).await.ok()
         };
-        let request = GetLeaseRequest {
-            resource: resource.into(),
-        };
-        if let Ok(Ok(reply)) =
-            tokio::time::timeout(Duration::from_secs(3), client.current_epoch(request)).await
-        {
+        // Connect and call share the deadline: a paused node must not stall the caller.
+        if let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(3), call).await {
             return Some(reply.into_inner().epoch);
         }
     }
