@@ -194,24 +194,31 @@ pub async fn acquire_any(
     Err(last_error)
 }
 
-/// The current fencing epoch of `resource` as the leader sees it (0 = never leased).
+/// The current fencing epoch of `resource` as the leader sees it (0 = never leased), asking
+/// every endpoint in turn until one answers; `None` if none does within 10 s (a read fails
+/// while a leader cannot confirm its term, which a loaded machine makes likelier).
 pub async fn epoch_of(endpoints: &[String], resource: &str) -> Option<u64> {
     use arbiter_client::proto::lease_service_client::LeaseServiceClient;
     use arbiter_client::proto::GetLeaseRequest;
-    for endpoint in endpoints {
-        let call = async {
-            let mut client = LeaseServiceClient::connect(format!("http://{endpoint}"))
-                .await
-                .ok()?;
-            let request = GetLeaseRequest {
-                resource: resource.into(),
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        for endpoint in endpoints {
+            let call = async {
+                let mut client = LeaseServiceClient::connect(format!("http://{endpoint}"))
+                    .await
+                    .ok()?;
+                let request = GetLeaseRequest {
+                    resource: resource.into(),
+                };
+                client.current_epoch(request).await.ok()
             };
-            client.current_epoch(request).await.ok()
-        };
-        // Connect and call share the deadline: a paused node must not stall the caller.
-        if let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(3), call).await {
-            return Some(reply.into_inner().epoch);
+            // Connect and call share the deadline: a paused node must not stall the caller.
+            if let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(3), call).await {
+                return Some(reply.into_inner().epoch);
+            }
         }
+        // Only followers, or a leader still confirming its term, answered: ask again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
 }
