@@ -19,10 +19,11 @@
 //! - [`node`]: starts storage, Raft, servers; the one shutdown path.
 //! - [`leases`]: the leader's lease timers, expiry proposals, batched keep-alives.
 //! - [`proposer`]: group commit of client commands into log entries, with a write deadline.
-//! - [`store`]: sled log store (fsync before ack) and state-machine store (snapshots).
+//! - [`store`]: the Raft log in a checksummed WAL (fdatasync before ack), metadata in sled
+//!   (durable flush), snapshots in a checksummed file; one `SyncPolicy` for every fsync.
 //! - [`network`]: Raft RPCs to peers over cached tonic channels.
 //! - [`grpc`], [`http`]: the edges; errors become statuses in one place each.
-//! - [`codec`]: the only user of bincode.
+//! - [`codec`]: the only user of bincode; the CRC envelope for what is read back from disk.
 //! - [`raft_types`]: openraft type configuration.
 //! - [`local_cluster`]: starting `arbiter serve` children (used by `up`, tests, jepsen).
 //! - [`socket_handoff`]: listening sockets a supervisor binds once and hands to each child.
