@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The CI pass of the jepsen harness: a short run under every nemesis and one of crashes only
-# (kill -9, whole-cluster restart) that must find nothing, then each negative control, which
-# must find an anomaly. A checker that cannot fail proves nothing, so a control that passes
+# The CI pass of the jepsen harness: a short run under every nemesis, one of crashes only
+# (kill -9, whole-cluster restart) and one of power losses (lose-unsynced: data dirs on lazyfs,
+# unsynced writes dropped) that must find nothing, then each negative control, which must find
+# an anomaly. A checker that cannot fail proves nothing, so a control that passes
 # fails CI.
 #
 #   jepsen/ci.sh                 # from anywhere; runs go to jepsen/runs/ci-<UTC time>/
@@ -48,6 +49,16 @@ run crash-restart 0 --nemesis kill9,kill-all --seed 1 --latency none --time-limi
 run unsafe-ignore-deadline 1 "${common[@]}" --time-limit 25 --unsafe-ignore-deadline
 run unsafe-no-fencing 1 "${common[@]}" --time-limit 25 --unsafe-no-fencing
 run unsafe-stale-reads 1 "${common[@]}" --time-limit 25 --unsafe-stale-reads
+# Power loss needs lazyfs (FUSE): root and /dev/fuse. Seed 1's 35 s draw one kill -9 and one
+# whole-cluster loss of unsynced writes; the control (every node skips its fsyncs) is forced a
+# whole-cluster loss, and the durability, tokens and failover_log checkers must catch it.
+if [[ $(id -u) -eq 0 && -c /dev/fuse ]]; then
+    power=(--nemesis lose-unsynced,kill9,kill-all --seed 1 --latency none)
+    run lose-unsynced 0 "${power[@]}" --time-limit 35
+    run unsafe-no-fsync 1 "${power[@]}" --time-limit 25 --unsafe-no-fsync
+else
+    results+=("SKIP  lose-unsynced, unsafe-no-fsync (need root and /dev/fuse)")
+fi
 
 echo
 echo "jepsen CI summary (runs in $out):"

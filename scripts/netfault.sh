@@ -69,6 +69,8 @@ up() {
       args+=(--bootstrap
         --peer "2=${REGIONS[1]}@$(node_ip 2):7000,$(node_ip 2):8080"
         --peer "3=${REGIONS[2]}@$(node_ip 3):7000,$(node_ip 3):8080")
+    else
+      args+=(--join)  # new members: node 1's bootstrap hands them the cluster id
     fi
     mkdir -p "$DIR/node-$i"
     ip netns exec "$(ns "$i")" "$BIN" "${args[@]}" >"$DIR/node-$i.log" 2>&1 &

@@ -95,6 +95,17 @@ pub struct PeerConfig {
     pub http: String,
 }
 
+impl PeerConfig {
+    /// The membership record this peer advertises.
+    pub fn member(&self) -> Member {
+        Member {
+            region: self.region.clone(),
+            grpc_addr: self.grpc.clone(),
+            http_addr: self.http.clone(),
+        }
+    }
+}
+
 /// The file (and flag) form: everything optional that has a sane default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +140,18 @@ pub struct RawNodeConfig {
     /// Initialize a fresh cluster with this node and `peers` as voters (idempotent).
     #[serde(default)]
     pub bootstrap: bool,
+    /// This node is new: with an empty data dir it starts without a cluster identity and
+    /// waits to be added (`arbiter member add`) or initialized, taking no part in Raft until
+    /// then. Ignored when the data dir already belongs to a cluster.
+    #[serde(default)]
+    pub join: bool,
+    /// Rejoin through the leader after losing the data dir: remove this node from the voters,
+    /// add it as a learner, catch up, promote (`arbiter serve --rejoin`; idempotent).
+    #[serde(default)]
+    pub rejoin: bool,
+    /// gRPC endpoints of the cluster to rejoin through (default: the `peers` addresses).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     /// Peer id → address to dial instead of the one it advertises (e.g. a proxy per link).
@@ -154,6 +177,9 @@ pub struct NodeConfig {
     pub keep_logs: u64,
     pub storage: StoreOptions,
     pub bootstrap: bool,
+    pub join: bool,
+    pub rejoin: bool,
+    pub endpoints: Vec<String>,
     pub peers: Vec<PeerConfig>,
     pub dial: BTreeMap<NodeId, String>,
     pub dr: DrConfig,
@@ -204,6 +230,12 @@ pub enum ConfigError {
     },
     #[error("peer id {id} appears twice (or equals node_id)")]
     DuplicatePeer { id: NodeId },
+    #[error(
+        "`bootstrap` creates a new cluster and `rejoin` rejoins an existing one: give only one"
+    )]
+    BootstrapAndRejoin,
+    #[error("`rejoin` needs the cluster's endpoints (`endpoints` or `peers`)")]
+    RejoinWithoutEndpoints,
     #[error(transparent)]
     Dr(#[from] DrConfigError),
     #[error("cannot read config file {path}: {reason}")]
@@ -290,6 +322,17 @@ impl RawNodeConfig {
         for addr in self.dial.values() {
             check_advertise("dial", Some(addr))?;
         }
+        if self.bootstrap && self.rejoin {
+            return Err(ConfigError::BootstrapAndRejoin);
+        }
+        let endpoints = if self.endpoints.is_empty() {
+            self.peers.iter().map(|p| p.grpc.clone()).collect()
+        } else {
+            self.endpoints
+        };
+        if self.rejoin && endpoints.is_empty() {
+            return Err(ConfigError::RejoinWithoutEndpoints);
+        }
 
         Ok(NodeConfig {
             node_id,
@@ -305,6 +348,9 @@ impl RawNodeConfig {
             keep_logs,
             storage,
             bootstrap: self.bootstrap,
+            join: self.join,
+            rejoin: self.rejoin,
+            endpoints,
             peers: self.peers,
             dial: self.dial,
             dr: self.dr.validate()?,
@@ -425,19 +471,7 @@ impl NodeConfig {
 
     /// The membership record of a peer from the bootstrap list.
     pub fn peer_members(&self) -> Vec<(NodeId, Member)> {
-        self.peers
-            .iter()
-            .map(|p| {
-                (
-                    p.id,
-                    Member {
-                        region: p.region.clone(),
-                        grpc_addr: p.grpc.clone(),
-                        http_addr: p.http.clone(),
-                    },
-                )
-            })
-            .collect()
+        self.peers.iter().map(|p| (p.id, p.member())).collect()
     }
 }
 

@@ -16,7 +16,9 @@
 //! - [`dr`]: the DR controller (probe consensus → failover workflow), drivers, probe agent.
 //! - [`gateway`]: a stand-in regional gateway serving the seed's health check, for drills.
 //! - [`http_client`]: minimal HTTP/1.1 client (probes, webhooks, CLI).
-//! - [`node`]: starts storage, Raft, servers; the one shutdown path.
+//! - [`node`]: starts storage, Raft, servers; the one shutdown path; refuses an empty data dir.
+//! - [`identity`]: the cluster id in every data dir (`identity.json`), checked on every Raft RPC.
+//! - [`backup`]: the `arbiter snapshot save|restore` file format (checksummed) and restore.
 //! - [`leases`]: the leader's lease timers, expiry proposals, batched keep-alives.
 //! - [`proposer`]: group commit of client commands into log entries, with a write deadline.
 //! - [`store`]: the Raft log in a checksummed WAL (fdatasync before ack), metadata in sled
@@ -27,8 +29,9 @@
 //! - [`raft_types`]: openraft type configuration.
 //! - [`local_cluster`]: starting `arbiter serve` children (used by `up`, tests, jepsen).
 //! - [`socket_handoff`]: listening sockets a supervisor binds once and hands to each child.
-//! - [`cli`]: the `arbiter` command line (serve, up, status, member, lease, DR commands).
+//! - [`cli`]: the `arbiter` command line (serve, up, status, member, snapshot, lease, DR commands).
 
+pub mod backup;
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -37,6 +40,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod http_client;
+pub mod identity;
 pub mod leases;
 pub mod local_cluster;
 pub mod network;

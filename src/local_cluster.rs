@@ -201,7 +201,10 @@ impl NodeSpec {
             .arg(match self.profile {
                 Profile::Lan => "lan",
                 Profile::Wan => "wan",
-            });
+            })
+            // Every node started here is either new (initialized or added afterwards) or
+            // restarted on its own data; `--join` only matters for an empty dir.
+            .arg("--join");
         if let Some(advertise) = &self.grpc_advertise {
             cmd.arg("--grpc-advertise").arg(advertise);
         }

@@ -4,6 +4,9 @@
 //! connected channel reconnects by itself after the peer restarts, so no request ever pays
 //! for channel setup. Transport failures are reported as `Unreachable`, which makes openraft
 //! back off instead of spinning on a dead peer.
+//!
+//! Every request carries this node's cluster id ([`CLUSTER_ID_HEADER`]); a peer refuses one
+//! from another cluster, and the refusal is logged here, once per change of reason.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::codec;
 use crate::grpc::raft_proto::raft_service_client::RaftServiceClient;
 use crate::grpc::raft_proto::RaftPayload;
+use crate::identity::{Identity, CLUSTER_ID_HEADER};
 use crate::raft_types::{Member, NodeId, TypeConfig};
 
 /// Largest Raft message accepted or sent: generous for AppendEntries batches and snapshot
@@ -38,6 +42,7 @@ pub struct Network {
     dial_overrides: Arc<HashMap<NodeId, String>>,
     connect_timeout: Duration,
     backoff: Duration,
+    identity: Identity,
 }
 
 impl Network {
@@ -45,12 +50,14 @@ impl Network {
         connect_timeout: Duration,
         backoff: Duration,
         dial_overrides: HashMap<NodeId, String>,
+        identity: Identity,
     ) -> Self {
         Network {
             channels: Arc::default(),
             dial_overrides: Arc::new(dial_overrides),
             connect_timeout,
             backoff,
+            identity,
         }
     }
 
@@ -87,6 +94,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client: client.map_err(|e| e.to_string()),
             backoff: self.backoff,
+            identity: self.identity.clone(),
+            last_refusal: None,
         }
     }
 }
@@ -97,6 +106,10 @@ pub struct PeerClient {
     /// peer unreachable rather than panicking.
     client: Result<RaftServiceClient<Channel>, String>,
     backoff: Duration,
+    identity: Identity,
+    /// The last refusal logged for this peer, so a refusing peer is reported when the reason
+    /// appears or changes rather than on every heartbeat.
+    last_refusal: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,18 +142,40 @@ impl PeerClient {
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut req = tonic::Request::new(RaftPayload { data });
         req.set_timeout(option.hard_ttl());
+        if let Some(cluster_id) = self.identity.cluster_id() {
+            // A cluster id is 32 hex digits, always a valid header value.
+            if let Ok(value) = cluster_id.as_str().parse() {
+                req.metadata_mut().insert(CLUSTER_ID_HEADER, value);
+            }
+        }
         let reply = match kind {
             RpcKind::Append => client.append_entries(req).await,
             RpcKind::Vote => client.vote(req).await,
             RpcKind::Snapshot => client.install_snapshot(req).await,
-        }
-        .map_err(|status| {
-            RPCError::Unreachable(Unreachable::new(&TransportError(format!(
-                "{:?}: {}",
-                status.code(),
-                status.message()
-            ))))
-        })?;
+        };
+        let reply = match reply {
+            Ok(reply) => {
+                self.last_refusal = None;
+                reply
+            }
+            Err(status) => {
+                // The peer's Raft service answers FailedPrecondition only for an identity
+                // refusal (see `grpc::raft_service`): say so, once.
+                if status.code() == tonic::Code::FailedPrecondition
+                    && self.last_refusal.as_deref() != Some(status.message())
+                {
+                    tracing::warn!(
+                        peer = self.target,
+                        reason = status.message(),
+                        "peer refused our Raft request"
+                    );
+                    self.last_refusal = Some(status.message().to_string());
+                }
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    format!("{:?}: {}", status.code(), status.message()),
+                ))));
+            }
+        };
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode("raft reply", &reply.into_inner().data)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -4,6 +4,13 @@
 //! Invariant: one way to stop. [`run`] serves until its `shutdown` future resolves, then stops
 //! accepting requests, drains in-flight ones for at most [`DRAIN_DEADLINE`], shuts Raft down
 //! and fsyncs storage before returning.
+//!
+//! Invariant: no amnesia. A data dir with neither a cluster identity nor Raft state is
+//! "empty"; a node refuses to start on an empty dir unless told why it is empty — `--bootstrap`
+//! (a new cluster), `--join` (a new member, added later) or `--rejoin` (a member that lost its
+//! data) — and even then it answers no Raft RPC until it has an identity (see [`crate::identity`]).
+//! A bootstrapping node with an empty dir asks its peers first and never initializes a second
+//! cluster over an existing one.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,15 +23,16 @@ use arbiter_client::proto::cluster_service_server::ClusterServiceServer;
 use arbiter_client::proto::lease_service_server::LeaseServiceServer;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{ListenOn, NodeConfig};
 use crate::dr::DrController;
-use crate::grpc::cluster_service::ClusterApi;
+use crate::grpc::cluster_service::{fetch_status, ClusterApi};
 use crate::grpc::lease_service::LeaseApi;
 use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
 use crate::grpc::raft_service::RaftTransport;
+use crate::identity::{self, ClusterId, Identity, IdentityError};
 use crate::leases::LeaseManager;
 use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
@@ -51,6 +59,7 @@ pub struct NodeContext {
     pub leases: LeaseManager,
     pub dr: DrController,
     pub committed: Arc<AtomicU64>,
+    pub identity: Identity,
     /// A storage failure the node is waiting out (e.g. out of space), for status.
     pub storage_health: StorageHealth,
     pub wal_counters: Arc<WalCounters>,
@@ -88,10 +97,59 @@ pub enum NodeError {
     },
     #[error("server failed: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+    #[error(
+        "data dir {path} is empty: node {node_id} has no cluster identity and no Raft state, so \
+         it must not vote. If it was a member whose data was lost, restart it with `--rejoin` \
+         (it is removed from the voters, re-added as a learner, caught up from the leader and \
+         promoted); if it is a new member, start it with `--join` and add it with \
+         `arbiter member add`; to create a new cluster, use `--bootstrap`"
+    )]
+    EmptyDataDir { node_id: NodeId, path: PathBuf },
+    #[error(
+        "data dir {path} holds Raft state but no {file}: it was written by a build without \
+         cluster ids or the file was lost; restore the file, or wipe the dir and restart with \
+         `--rejoin`",
+        file = identity::IDENTITY_FILE
+    )]
+    MissingIdentity { path: PathBuf },
+    #[error(
+        "refusing to bootstrap: peer node {peer} already belongs to cluster {cluster_id}. This \
+         node's data dir is empty; if it was a member of that cluster, restart it with \
+         `--rejoin` instead of `--bootstrap`"
+    )]
+    BootstrapOverExisting { peer: NodeId, cluster_id: String },
 }
 
-/// Runs a node until `shutdown` resolves.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+/// Why an empty data dir is allowed: what the node was told it is.
+fn check_data_dir(
+    config: &NodeConfig,
+    cluster_id: Option<&ClusterId>,
+    has_raft_state: bool,
+) -> Result<(), NodeError> {
+    match (cluster_id, has_raft_state) {
+        (Some(_), _) => Ok(()),
+        (None, true) => Err(NodeError::MissingIdentity {
+            path: config.data_dir.clone(),
+        }),
+        (None, false) if config.bootstrap || config.join || config.rejoin => Ok(()),
+        (None, false) => Err(NodeError::EmptyDataDir {
+            node_id: config.node_id,
+            path: config.data_dir.clone(),
+        }),
+    }
+}
+
+/// Runs a node until `shutdown` resolves; `ready` (if given) learns how to reach it once it
+/// serves.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<oneshot::Sender<ReadyInfo>>,
+) -> Result<(), NodeError> {
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
     let grpc_addr = advertised(&config.grpc_advertise, &grpc_listener)?;
@@ -109,6 +167,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         );
     }
     let (log_store, sm_store) = store::open(&config.data_dir, config.storage)?;
+    let cluster_id = identity::read(&config.data_dir, config.node_id)?;
+    let has_raft_state = identity::has_raft_state(&config.data_dir, &log_store, &sm_store).await?;
+    check_data_dir(&config, cluster_id.as_ref(), has_raft_state)?;
+    match &cluster_id {
+        Some(id) => tracing::info!(cluster_id = %id, "data dir belongs to cluster"),
+        None => tracing::info!("empty data dir: no part in Raft until this node has an identity"),
+    }
+    let identity = Identity::new(&config.data_dir, config.node_id, cluster_id);
     let committed = log_store.committed_index();
     let storage_health = log_store.health();
     let wal_counters = log_store.counters();
@@ -116,6 +182,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         Duration::from_millis(config.timing.heartbeat_ms.max(100)),
         Duration::from_millis(config.timing.peer_backoff_ms),
         config.dial.clone().into_iter().collect(),
+        identity.clone(),
     );
     let raft_config = config
         .raft_config()
@@ -161,6 +228,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         raft: raft.clone(),
         state: sm_store,
         committed,
+        identity,
         storage_health,
         wal_counters,
     });
@@ -169,34 +237,26 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let grpc = tokio::spawn(serve_grpc(node.clone(), grpc_listener, stop_rx.clone()));
     let http = tokio::spawn(crate::http::serve(node.clone(), http_listener, stop_rx));
 
-    if config.bootstrap {
-        let mut members: std::collections::BTreeMap<NodeId, Member> =
-            config.peer_members().into_iter().collect();
-        members.insert(
-            config.node_id,
-            Member {
-                region: config.region.clone(),
-                grpc_addr: grpc_addr.clone(),
-                http_addr: http_addr.clone(),
-            },
-        );
-        match node.initialize(members).await {
-            Ok(already) => tracing::info!(already_initialized = already, "bootstrap"),
-            Err(status) => tracing::warn!(%status, "bootstrap failed"),
+    // Bootstrapping may wait for peers; meanwhile the node serves (peers ask it for its
+    // status, the initializer hands it the cluster id), but writes no ready file yet.
+    let startup = async {
+        if config.bootstrap {
+            bootstrap(&node, &config, &grpc_addr, &http_addr).await?;
         }
-    }
-
-    write_ready(
-        &config.data_dir,
-        &ReadyInfo {
+        let info = ReadyInfo {
             node_id: config.node_id,
             region: config.region.clone(),
-            grpc_addr,
-            http_addr,
+            grpc_addr: grpc_addr.clone(),
+            http_addr: http_addr.clone(),
             pid: std::process::id(),
-        },
-    )?;
-    tracing::info!(node_id = config.node_id, region = %config.region, "serving");
+        };
+        write_ready(&config.data_dir, &info)?;
+        tracing::info!(node_id = config.node_id, region = %config.region, "serving");
+        if let Some(ready) = ready {
+            let _ = ready.send(info);
+        }
+        std::future::pending::<Result<(), NodeError>>().await
+    };
 
     // Fail-stop: if the Raft core dies (a fatal storage error or a panic inside openraft), the
     // node must not linger answering status as if it still led; it stops so a supervisor can
@@ -214,11 +274,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     let failure = tokio::select! {
         _ = shutdown => None,
-        fatal = core_failed => Some(fatal),
+        fatal = core_failed => {
+            tracing::error!(error = %fatal, "raft core failed; stopping the node");
+            Some(NodeError::Raft(fatal))
+        }
+        Err(e) = startup => {
+            tracing::error!(error = %e, "cannot start; stopping the node");
+            Some(e)
+        }
     };
-    if let Some(fatal) = &failure {
-        tracing::error!(error = %fatal, "raft core failed; stopping the node");
-    }
     tracing::info!("shutting down: draining requests");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
@@ -235,8 +299,99 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let _ = std::fs::remove_file(config.data_dir.join(READY_FILE));
     tracing::info!("stopped");
     match failure {
-        Some(fatal) => Err(NodeError::Raft(fatal)),
+        Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// How often a bootstrapping node asks its peers again while it waits.
+const BOOTSTRAP_RETRY: Duration = Duration::from_secs(1);
+
+/// `--bootstrap`: create the cluster of this node and its peers, once. A node that already
+/// belongs to a cluster does nothing. With an empty data dir it first asks every peer: if one
+/// belongs to an initialized cluster, this node lost its data and must rejoin, so it stops;
+/// while a peer is unreachable it waits rather than initializing alone. Among the members, the
+/// one with the lowest id initializes (generating the cluster id and handing it to the others);
+/// the others wait until it has handed them the id.
+async fn bootstrap(
+    node: &NodeContext,
+    config: &NodeConfig,
+    grpc_addr: &str,
+    http_addr: &str,
+) -> Result<(), NodeError> {
+    let mut members: std::collections::BTreeMap<NodeId, Member> =
+        config.peer_members().into_iter().collect();
+    members.insert(
+        config.node_id,
+        Member {
+            region: config.region.clone(),
+            grpc_addr: grpc_addr.to_string(),
+            http_addr: http_addr.to_string(),
+        },
+    );
+    let initializer = members.keys().next() == Some(&config.node_id);
+    if node.identity.cluster_id().is_none() {
+        wait_for_peers(node, config, initializer).await?;
+    }
+    if !initializer {
+        return Ok(());
+    }
+    match node.initialize(members).await {
+        Ok(already) => {
+            tracing::info!(already_initialized = already, "bootstrap");
+            Ok(())
+        }
+        Err(status) => Err(NodeError::Bootstrap(status.message().to_string())),
+    }
+}
+
+/// The empty-dir half of [`bootstrap`]: returns once this node may go on (it was handed the
+/// id, or it is the initializer and every peer answered without belonging to a cluster), and
+/// fails if a peer already belongs to an initialized cluster.
+async fn wait_for_peers(
+    node: &NodeContext,
+    config: &NodeConfig,
+    initializer: bool,
+) -> Result<(), NodeError> {
+    loop {
+        if node.identity.cluster_id().is_some() {
+            tracing::info!("bootstrap: the initializer handed this node the cluster id");
+            return Ok(());
+        }
+        let mut unreachable = Vec::new();
+        for peer in &config.peers {
+            match fetch_status(peer.grpc.clone()).await {
+                Ok(status) if !status.cluster_id.is_empty() && !status.voters.is_empty() => {
+                    // Handed the id between our check above and this answer: a peer of our
+                    // own new cluster, not an existing one.
+                    if node.identity.cluster_id().map(|c| c.to_string())
+                        == Some(status.cluster_id.clone())
+                    {
+                        return Ok(());
+                    }
+                    return Err(NodeError::BootstrapOverExisting {
+                        peer: peer.id,
+                        cluster_id: status.cluster_id,
+                    });
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    unreachable.push(format!("node {} at {}: {reason}", peer.id, peer.grpc))
+                }
+            }
+        }
+        if unreachable.is_empty() && initializer {
+            return Ok(());
+        }
+        if unreachable.is_empty() {
+            tracing::info!("bootstrap: waiting for the lowest-id member to initialize the cluster");
+        } else {
+            tracing::warn!(
+                unreachable = %unreachable.join("; "),
+                "bootstrap: waiting for every peer to answer before initializing"
+            );
+        }
+        tokio::time::sleep(BOOTSTRAP_RETRY).await;
     }
 }
 
@@ -285,9 +440,10 @@ async fn serve_grpc(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
-    let raft_service = RaftServiceServer::new(RaftTransport::new(node.raft.clone()))
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let raft_service =
+        RaftServiceServer::new(RaftTransport::new(node.raft.clone(), node.identity.clone()))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(raft_service)

@@ -1,5 +1,6 @@
 //! Corruption is detected, not served: a node whose WAL segment or snapshot file has a flipped
-//! byte refuses to start, exits non-zero and names the file; the other two keep committing.
+//! byte refuses to start, exits non-zero and names the file; the other two keep committing; and
+//! once its data dir is wiped, `--rejoin` brings it back.
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arbiter::local_cluster::LaunchError;
+use common::serve::{rejoin_args, wait_until_voter};
 use common::*;
 
 const TTL_MS: u64 = 60_000;
@@ -103,6 +105,18 @@ async fn a_flipped_byte_in_a_wal_segment_stops_that_node_and_the_others_serve() 
     acquire_any(&survivors, "after", "h", TTL_MS, Duration::from_secs(10))
         .await
         .expect("the other two still commit");
+
+    tracing::info!(
+        victim,
+        "phase: wipe the corrupt data dir; --rejoin recovers the node"
+    );
+    let i = TestCluster::index(victim);
+    std::fs::remove_dir_all(&cluster.specs[i].data_dir).expect("wipe");
+    let rejoin = rejoin_args(&cluster, victim);
+    cluster.specs[i].extra_args.extend(rejoin);
+    cluster.restart(victim).await;
+    wait_until_voter(&cluster, victim, Duration::from_secs(60)).await;
+    converged(&cluster, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::serve::{rejoin_args, serve_until_exit, wait_until_voter};
 use common::*;
 use rand::{Rng, SeedableRng};
 
@@ -131,7 +132,7 @@ async fn whole_cluster_restart_keeps_every_committed_entry() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn lagging_and_wiped_nodes_catch_up_by_snapshot() {
+async fn a_lagging_node_catches_up_by_snapshot_and_a_wiped_one_only_through_rejoin() {
     init_tracing();
     // Snapshot every 20 entries and keep only 5 behind it, so a stopped node falls off the log.
     let mut cluster = TestCluster::start(3, &["--snapshot-every", "20", "--keep-logs", "5"]).await;
@@ -175,14 +176,18 @@ async fn lagging_and_wiped_nodes_catch_up_by_snapshot() {
         "caught up through a snapshot"
     );
 
-    // Regression: openraft 0.9 without `loosen-follower-log-revert` panicked the leader's core
-    // when this follower came back with an empty log, leaving a zombie "leader" in term 1.
+    // A wiped voter must never vote with amnesia: restarted plainly it refuses to start, and
+    // `--rejoin` brings it back through the leader (removed, re-added as a learner, caught up
+    // by snapshot, promoted). Regression: openraft 0.9 without `loosen-follower-log-revert`
+    // panicked the leader's core when a follower came back with an empty log, leaving a zombie
+    // "leader" in term 1; the rejoin hands the leader exactly such an empty follower.
     tracing::info!(
         lagger,
-        "phase: wipe the follower's data dir and bring it back"
+        "phase: wipe the follower's data dir; it refuses to start without --rejoin"
     );
     cluster.kill(lagger);
-    std::fs::remove_dir_all(&cluster.specs[TestCluster::index(lagger)].data_dir).expect("wipe");
+    let i = TestCluster::index(lagger);
+    std::fs::remove_dir_all(&cluster.specs[i].data_dir).expect("wipe");
     for i in 0..30 {
         acquire_any(
             &endpoints,
@@ -194,7 +199,18 @@ async fn lagging_and_wiped_nodes_catch_up_by_snapshot() {
         .await
         .expect("write");
     }
+    let log = cluster.dir.path().join("wiped.log");
+    let (ok, text) = serve_until_exit(&cluster.specs[i], &[], &log, Duration::from_secs(60)).await;
+    assert!(
+        !ok && text.contains("--rejoin"),
+        "a wiped voter refuses to start and says how to rejoin: {text}"
+    );
+
+    tracing::info!(lagger, "phase: --rejoin");
+    let rejoin = rejoin_args(&cluster, lagger);
+    cluster.specs[i].extra_args.extend(rejoin);
     cluster.restart(lagger).await;
+    wait_until_voter(&cluster, lagger, Duration::from_secs(60)).await;
     converged(&cluster, Duration::from_secs(20)).await;
     let wiped = status(&cluster.node(lagger).ready.grpc_addr)
         .await

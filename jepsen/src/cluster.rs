@@ -8,6 +8,8 @@
 //! restarts, so the proxies in front of it stay valid: the cluster binds each node's sockets
 //! once and hands them to every start of the node (`local_cluster::Listeners`), so no port is
 //! ever released and re-bound. A killed node's ports refuse connections until it restarts.
+//! With `lazyfs`, each data directory is its own lazyfs mount, crashed only while its node
+//! is dead.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use arbiter_client::proto::NodeInfo;
 use arbiter_core::NodeId;
 use serde_json::{json, Value};
 
+use crate::lazyfs::{LazyFs, LazyFsError};
 use crate::nemesis::{Effects, Link};
 use crate::network::{region_of, DelayTable, Network};
 use crate::proxy::{LinkProxy, ProxyError};
@@ -40,6 +43,8 @@ pub struct ClusterConfig {
     pub delays: DelayTable,
     /// Further `arbiter serve` flags for every node (`--config`, `--snapshot-every`, ...).
     pub extra_args: Vec<String>,
+    /// Mount each data directory on lazyfs (needed by the `lose-unsynced` fault).
+    pub lazyfs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,8 @@ pub enum ClusterError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    #[error(transparent)]
+    LazyFs(#[from] LazyFsError),
 }
 
 /// One node's fixed addresses: where it listens, and the client proxies in front of it.
@@ -65,6 +72,9 @@ pub struct Cluster {
     /// `None` while a node is killed.
     processes: BTreeMap<NodeId, Option<NodeProcess>>,
     network: Network,
+    /// Each node's lazyfs, when the data dirs are on lazyfs. Declared after `processes`, so
+    /// that on drop (an error, Ctrl-C) the nodes are killed before their mounts go away.
+    mounts: BTreeMap<NodeId, LazyFs>,
 }
 
 impl Cluster {
@@ -120,12 +130,22 @@ impl Cluster {
             );
         }
 
+        let mut mounts = BTreeMap::new();
+        if config.lazyfs {
+            for spec in specs.values() {
+                let store = config.root.join(".lazyfs").join(format!("n{}", spec.id));
+                // node.log is the harness's record of the node, not the node's data.
+                let mount = LazyFs::mount(&spec.data_dir, &store, &["node.log"])?;
+                mounts.insert(spec.id, mount);
+            }
+        }
         let mut cluster = Cluster {
             binary: config.binary.clone(),
             specs,
             addresses,
             processes: BTreeMap::new(),
             network,
+            mounts,
         };
         let started = futures::future::join_all(
             cluster
@@ -264,23 +284,56 @@ impl Cluster {
                 process.signal(libc::SIGSTOP);
             }
         }
+        // After the kills above, which reap: no process of these nodes uses its mount.
+        let lost: BTreeMap<String, Value> = effects
+            .lose_unsynced
+            .iter()
+            .map(|id| {
+                let outcome = match self.mounts.get(id) {
+                    Some(mount) => match mount.crash() {
+                        Ok(dropped) => json!(dropped),
+                        Err(e) => json!({ "error": e.to_string() }),
+                    },
+                    None => json!({ "error": "data dir is not on lazyfs" }),
+                };
+                (format!("n{id}"), outcome)
+            })
+            .collect();
         json!({
             "cut": effects.cut.iter().map(|Link { from, to }| [from, to]).collect::<Vec<_>>(),
             "killed": effects.kill,
             "paused": effects.pause,
+            "lost_unsynced": lost,
         })
     }
 
     /// Undoes a fault: links restored, paused nodes resumed, killed nodes restarted. Errors
-    /// name the nodes that could not be restarted.
-    pub async fn heal(&mut self, effects: &Effects) -> Result<(), Vec<(NodeId, String)>> {
+    /// name the nodes that could not be restarted. Returns what was done beyond that, for the
+    /// history.
+    pub async fn heal(&mut self, effects: &Effects) -> Result<Value, Vec<(NodeId, String)>> {
         self.network.heal();
         for id in &effects.pause {
             if let Some(Some(process)) = self.processes.get(id) {
                 process.signal(libc::SIGCONT);
             }
         }
-        self.restart_dead().await
+        self.restart_dead().await?;
+        if effects.kill.len() < self.specs.len() {
+            return Ok(Value::Null);
+        }
+        // After a whole-cluster restart, bootstrap again as the cluster's automation would
+        // (initialize is idempotent). A cluster that kept its state ignores it; one that lost
+        // it all to a power loss comes back empty and serving, so the checkers can see what
+        // was lost instead of an outage that hides it.
+        let first = self.specs.values().next().map(|spec| spec.id);
+        let endpoint = first.map(|id| self.addresses[&id].grpc.to_string());
+        let Some((first, endpoint)) = first.zip(endpoint) else {
+            return Ok(Value::Null);
+        };
+        match local_cluster::initialize(&endpoint, self.members(), START_TIMEOUT).await {
+            Ok(already) => Ok(json!({ "reinitialized": !already })),
+            Err(e) => Err(vec![(first, format!("initialize after restart: {e}"))]),
+        }
     }
 
     /// Heals everything, whatever the last fault was.
@@ -332,5 +385,14 @@ impl Cluster {
             .flatten()
             .map(|p| p.stop(STOP_GRACE));
         futures::future::join_all(stops).await;
+    }
+
+    /// Unmounts every lazyfs cleanly (nodes stopped first), leaving each node's data in its
+    /// data dir. Returns the mounts that could not be unmounted.
+    pub fn unmount(&mut self) -> Vec<LazyFsError> {
+        std::mem::take(&mut self.mounts)
+            .into_values()
+            .filter_map(|mount| mount.unmount().err())
+            .collect()
     }
 }

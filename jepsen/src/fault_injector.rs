@@ -69,9 +69,14 @@ pub async fn run(
             board.resume(frozen.process);
         }
         match cluster.heal(&effects).await {
-            Ok(()) => {
-                recorder.complete(&heal, OpType::Ok, Value::Null)?;
-                progress(clock, &format!("{} healed", scheduled.id));
+            Ok(done) => {
+                recorder.complete(&heal, OpType::Ok, done.clone())?;
+                let note = if done.is_null() {
+                    String::new()
+                } else {
+                    format!(": {done}")
+                };
+                progress(clock, &format!("{} healed{note}", scheduled.id));
             }
             Err(failed) => {
                 recorder.complete(&heal, OpType::Fail, json!(failed))?;

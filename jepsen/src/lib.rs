@@ -54,6 +54,7 @@ pub mod cluster;
 pub mod fault_injector;
 pub mod fenced_store;
 pub mod history;
+pub mod lazyfs;
 pub mod nemesis;
 pub mod network;
 pub mod proxy;

@@ -51,7 +51,7 @@ enum Command {
 struct RunArgs {
     /// Faults to draw from, comma-separated: all, none, partition, kill, pause, or
     /// isolate-leader, majority-minority, one-way, bridge, kill9, pause-node,
-    /// pause-lease-holder, kill-all.
+    /// pause-lease-holder, kill-all, lose-unsynced (not in `all`: needs root and /dev/fuse).
     #[arg(long, default_value = "all", value_parser = nemesis_list)]
     nemesis: NemesisList,
     /// Seconds of workload; every fault is healed within it.
@@ -84,6 +84,10 @@ struct RunArgs {
     /// Negative control: register reads come from a replica 2 s behind, without a leader check.
     #[arg(long)]
     unsafe_stale_reads: bool,
+    /// Negative control: every node runs `arbiter serve --unsafe-no-fsync`, on lazyfs, and the
+    /// schedule is forced to lose every node's unsynced writes at once (needs root, /dev/fuse).
+    #[arg(long)]
+    unsafe_no_fsync: bool,
     #[command(flatten)]
     checks: CheckFlags,
 }
@@ -207,6 +211,7 @@ fn run(args: &RunArgs) -> anyhow::Result<Verdict> {
             ignore_deadline: args.unsafe_ignore_deadline,
             no_fencing: args.unsafe_no_fencing,
             stale_reads: args.unsafe_stale_reads,
+            no_fsync: args.unsafe_no_fsync,
         },
         check: args.checks.config(),
         snapshot_every: args.snapshot_every,
@@ -221,7 +226,20 @@ fn run(args: &RunArgs) -> anyhow::Result<Verdict> {
         config.dir.display()
     );
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let outcome = runtime.block_on(runner::run(&config));
+    // On Ctrl-C or SIGTERM the run is dropped: its nodes are killed and its lazyfs mounts
+    // unmounted (drop order in `Cluster`), rather than left behind.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = runner::run(&config) => Some(outcome),
+            () = interrupted() => None,
+        }
+    });
+    let Some(outcome) = outcome else {
+        anyhow::bail!(
+            "interrupted: nodes stopped and mounts removed; {} is incomplete",
+            config.dir.display()
+        )
+    };
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e @ RunError::ClusterStart(_)) => {
@@ -248,6 +266,23 @@ fn run(args: &RunArgs) -> anyhow::Result<Verdict> {
     }
     print_files(&outcome.files);
     Ok(outcome.results.verdict)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            // Without a SIGTERM handler, Ctrl-C still works.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 fn print_recovery(results: &Results, final_recovery: Option<Duration>) {

@@ -46,6 +46,12 @@ pub enum Fault {
     PauseLeaseHolder,
     /// `kill -9` every node; healing restarts them all (whole-cluster restart).
     KillAll,
+    /// `kill -9` `nodes` and drop every write their data dirs (on lazyfs) did not fsync, as
+    /// a power loss would; healing restarts them.
+    LoseUnsynced { nodes: Vec<NodeId> },
+    /// [`Fault::LoseUnsynced`] on every node at once: a whole-cluster power loss, the fault
+    /// that exposes acknowledged writes which were never on stable storage.
+    LoseUnsyncedAll,
     /// Several faults at once; healing undoes all of them.
     Combined { faults: Vec<Fault> },
 }
@@ -54,7 +60,7 @@ impl Fault {
     /// Whether every node is killed, so the heal is a whole-cluster restart.
     pub fn restarts_whole_cluster(&self) -> bool {
         match self {
-            Fault::KillAll => true,
+            Fault::KillAll | Fault::LoseUnsyncedAll => true,
             Fault::Combined { faults } => faults.iter().any(Fault::restarts_whole_cluster),
             _ => false,
         }
@@ -83,6 +89,14 @@ impl Fault {
             }
             Fault::PauseLeaseHolder => effects.pause_lease_holder = true,
             Fault::KillAll => effects.kill.extend(all.iter().copied()),
+            Fault::LoseUnsynced { nodes } => {
+                effects.kill.extend(nodes.iter().copied());
+                effects.lose_unsynced.extend(nodes.iter().copied());
+            }
+            Fault::LoseUnsyncedAll => {
+                effects.kill.extend(all.iter().copied());
+                effects.lose_unsynced.extend(all.iter().copied());
+            }
             Fault::Combined { faults } => {
                 for fault in faults {
                     effects.merge(fault.effects(nodes, leader));
@@ -110,6 +124,8 @@ impl fmt::Display for Fault {
             Fault::Pause { node } => write!(f, "pause(n{node})"),
             Fault::PauseLeaseHolder => f.write_str("pause-lease-holder"),
             Fault::KillAll => f.write_str("kill-all"),
+            Fault::LoseUnsynced { nodes } => write!(f, "lose-unsynced({nodes:?})"),
+            Fault::LoseUnsyncedAll => f.write_str("lose-unsynced(all)"),
             Fault::Combined { faults } => {
                 for (i, fault) in faults.iter().enumerate() {
                     if i > 0 {
@@ -138,6 +154,8 @@ pub struct Effects {
     pub kill: BTreeSet<NodeId>,
     pub pause: BTreeSet<NodeId>,
     pub pause_lease_holder: bool,
+    /// Killed nodes whose lazyfs then crashes (drops unsynced writes) before the restart.
+    pub lose_unsynced: BTreeSet<NodeId>,
 }
 
 impl Effects {
@@ -156,6 +174,7 @@ impl Effects {
         self.kill.extend(other.kill);
         self.pause.extend(other.pause);
         self.pause_lease_holder |= other.pause_lease_holder;
+        self.lose_unsynced.extend(other.lose_unsynced);
     }
 }
 
@@ -175,10 +194,11 @@ pub enum FaultKind {
     Pause,
     PauseLeaseHolder,
     KillAll,
+    LoseUnsynced,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::IsolateLeader,
         FaultKind::MajorityMinority,
         FaultKind::OneWay,
@@ -187,6 +207,7 @@ impl FaultKind {
         FaultKind::Pause,
         FaultKind::PauseLeaseHolder,
         FaultKind::KillAll,
+        FaultKind::LoseUnsynced,
     ];
 
     /// The name `--nemesis` takes for this kind.
@@ -200,7 +221,19 @@ impl FaultKind {
             FaultKind::Pause => "pause-node",
             FaultKind::PauseLeaseHolder => "pause-lease-holder",
             FaultKind::KillAll => "kill-all",
+            FaultKind::LoseUnsynced => "lose-unsynced",
         }
+    }
+
+    /// Whether the group `all` includes it: every kind but `lose-unsynced`, which needs root
+    /// and /dev/fuse (the data dirs live on lazyfs), so it runs only when named.
+    fn in_all(self) -> bool {
+        self != FaultKind::LoseUnsynced
+    }
+
+    /// The kinds of the group `all`.
+    pub fn all() -> Vec<FaultKind> {
+        FaultKind::ALL.into_iter().filter(|k| k.in_all()).collect()
     }
 
     /// Reads a comma-separated `--nemesis` list of kind names and groups (`all`, `partition`,
@@ -210,7 +243,7 @@ impl FaultKind {
         let mut chosen = BTreeSet::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let kinds: Vec<FaultKind> = match name {
-                "all" => K::ALL.to_vec(),
+                "all" => K::all(),
                 "none" => Vec::new(),
                 "partition" => vec![K::IsolateLeader, K::MajorityMinority, K::OneWay, K::Bridge],
                 "kill" => vec![K::Kill9, K::KillAll],
@@ -276,6 +309,15 @@ impl FaultKind {
             FaultKind::Pause => Fault::Pause { node: shuffled[0] },
             FaultKind::PauseLeaseHolder => Fault::PauseLeaseHolder,
             FaultKind::KillAll => Fault::KillAll,
+            // Half the time every node at once (what can lose acknowledged writes), otherwise
+            // one node up to a minority (what a quorum must ride out).
+            FaultKind::LoseUnsynced if rng.random_bool(0.5) => Fault::LoseUnsyncedAll,
+            FaultKind::LoseUnsynced => {
+                let count = rng.random_range(1..=((nodes - 1) / 2).max(1));
+                Fault::LoseUnsynced {
+                    nodes: sorted(shuffled[..count].to_vec()),
+                }
+            }
         }
     }
 }
@@ -285,7 +327,7 @@ impl FaultKind {
 #[error(
     "unknown nemesis {name:?}: expected all, none, partition, kill, pause, or one of \
      isolate-leader, majority-minority, one-way, bridge, kill9, pause-node, pause-lease-holder, \
-     kill-all"
+     kill-all, lose-unsynced"
 )]
 pub struct UnknownNemesis {
     pub name: String,
@@ -309,7 +351,7 @@ pub struct ScheduleConfig {
 }
 
 impl ScheduleConfig {
-    /// All fault kinds, faults of 5–20 s separated by 5–15 s of quiet, one in five combined.
+    /// The kinds of `all`, faults of 5–20 s separated by 5–15 s of quiet, one in five combined.
     pub fn new(seed: u64, nodes: usize, time_limit_ms: u64) -> ScheduleConfig {
         ScheduleConfig {
             seed,
@@ -317,7 +359,7 @@ impl ScheduleConfig {
             time_limit_ms,
             fault_ms: (5_000, 20_000),
             quiet_ms: (5_000, 15_000),
-            kinds: FaultKind::ALL.to_vec(),
+            kinds: FaultKind::all(),
             combine_probability: 0.2,
         }
     }
@@ -645,6 +687,36 @@ mod tests {
     }
 
     #[test]
+    fn lose_unsynced_hits_single_nodes_minorities_and_the_whole_cluster() {
+        let (mut single, mut whole, mut minority_of_five) = (0, 0, 0);
+        for seed in 0..30 {
+            for nodes in [3, 5] {
+                let mut c = ScheduleConfig::new(seed, nodes, 120_000);
+                c.kinds = vec![FaultKind::LoseUnsynced];
+                for f in Schedule::generate(c).unwrap().faults {
+                    let effects = f.fault.effects(nodes, 1);
+                    assert_eq!(effects.kill, effects.lose_unsynced, "{}", f.fault);
+                    match &f.fault {
+                        Fault::LoseUnsyncedAll => {
+                            assert!(f.fault.restarts_whole_cluster());
+                            assert_eq!(effects.kill.len(), nodes);
+                            whole += 1;
+                        }
+                        Fault::LoseUnsynced { nodes: hit } => {
+                            assert!(!f.fault.restarts_whole_cluster());
+                            assert!(hit.len() <= (nodes - 1) / 2, "a quorum survives");
+                            single += usize::from(hit.len() == 1);
+                            minority_of_five += usize::from(hit.len() == 2);
+                        }
+                        other => panic!("drew {other}"),
+                    }
+                }
+            }
+        }
+        assert!(single > 0 && whole > 0 && minority_of_five > 0);
+    }
+
+    #[test]
     fn invalid_configs_are_refused() {
         let mut c = config(1);
         c.nodes = 2;
@@ -666,7 +738,11 @@ mod tests {
     #[test]
     fn nemesis_names_parse_into_kinds() {
         use FaultKind as K;
-        assert_eq!(FaultKind::parse_list("all").unwrap(), K::ALL.to_vec());
+        assert_eq!(FaultKind::parse_list("all").unwrap(), K::ALL[..8].to_vec());
+        assert_eq!(
+            FaultKind::parse_list("lose-unsynced,kill9,kill-all").unwrap(),
+            vec![K::Kill9, K::KillAll, K::LoseUnsynced]
+        );
         assert_eq!(
             FaultKind::parse_list("kill, pause-lease-holder,kill9").unwrap(),
             vec![K::Kill9, K::PauseLeaseHolder, K::KillAll]

@@ -180,6 +180,10 @@ pub fn schedule(config: &RunConfig, pacing: &Pacing) -> Result<Schedule, Schedul
     if config.controls.no_fencing || config.controls.ignore_deadline {
         schedule.ensure(Fault::PauseLeaseHolder, pacing.stale_writer_pause_ms());
     }
+    // Skipped syncs only lose acknowledged writes when every copy is lost at once.
+    if config.controls.no_fsync {
+        schedule.ensure(Fault::LoseUnsyncedAll, pacing.fault_ms.0);
+    }
     Ok(schedule)
 }
 
@@ -202,18 +206,23 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     // Phase 1: the cluster, bootstrapped, and the tenants the registers live in.
     let clock = RunClock::start();
     progress(clock, &format!("starting {} nodes", config.nodes));
+    let mut extra_args = vec![
+        "--config".into(),
+        dr_config.display().to_string(),
+        "--snapshot-every".into(),
+        config.snapshot_every.to_string(),
+    ];
+    if config.controls.no_fsync {
+        extra_args.push("--unsafe-no-fsync".into());
+    }
     let mut cluster = Cluster::start(&ClusterConfig {
         binary: config.arbiter_bin.clone(),
         nodes: config.nodes,
         root: dir.join("nodes"),
         profile: pacing.profile,
         delays: pacing.delays.clone(),
-        extra_args: vec![
-            "--config".into(),
-            dr_config.display().to_string(),
-            "--snapshot-every".into(),
-            config.snapshot_every.to_string(),
-        ],
+        extra_args,
+        lazyfs: config.kinds.contains(&FaultKind::LoseUnsynced) || config.controls.no_fsync,
     })
     .await
     .map_err(RunError::ClusterStart)?;
@@ -282,6 +291,9 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         .map_err(RunError::Record)?;
     progress(clock, "final reads done; stopping nodes");
     cluster.stop().await;
+    for e in cluster.unmount() {
+        progress(clock, &e.to_string());
+    }
 
     // Phase 4: judge the history as recorded.
     write_json(&dir.join("fenced_writes.json"), &workloads.store.accepted())

@@ -93,11 +93,10 @@ fn outcome_unknown(reason: &str) -> ExitCode {
     ExitCode::from(OUTCOME_UNKNOWN)
 }
 
-/// The leader's status, as the reachable members report it.
-async fn leader(cluster: &ClusterArgs) -> anyhow::Result<NodeStatus> {
-    let endpoints = cluster.endpoints(Port::Grpc);
+/// The leader's status, as the reachable members among `endpoints` report it.
+pub(super) async fn leader(endpoints: &[String]) -> anyhow::Result<NodeStatus> {
     for _ in 0..50 {
-        for endpoint in &endpoints {
+        for endpoint in endpoints {
             let Ok(status) = fetch_status(endpoint.clone()).await else {
                 continue;
             };
@@ -117,7 +116,7 @@ async fn leader(cluster: &ClusterArgs) -> anyhow::Result<NodeStatus> {
     bail!("no leader found among {}", endpoints.join(","))
 }
 
-async fn client(
+pub(super) async fn client(
     status: &NodeStatus,
 ) -> anyhow::Result<ClusterServiceClient<tonic::transport::Channel>> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", status.grpc_addr))
@@ -130,14 +129,14 @@ async fn client(
     Ok(ClusterServiceClient::new(channel))
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
+pub(super) fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", s.code(), s.message())
 }
 
 pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
     match command {
         MemberCommand::Add(args) => {
-            let leader = leader(&args.cluster).await?;
+            let leader = leader(&args.cluster.endpoints(Port::Grpc)).await?;
             if leader.voters.iter().any(|v| v.node_id == args.id) {
                 println!("node {} is already a voter", args.id);
                 return Ok(ExitCode::SUCCESS);
@@ -175,7 +174,7 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             println!("node {} is a voter", args.id);
         }
         MemberCommand::Remove(args) => {
-            let leader = leader(&args.cluster).await?;
+            let leader = leader(&args.cluster.endpoints(Port::Grpc)).await?;
             let voters: Vec<u64> = leader
                 .voters
                 .iter()

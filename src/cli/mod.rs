@@ -1,4 +1,4 @@
-//! Command line: `arbiter serve`, `up`, `status`, `member`, `lease`, `failover`, `failback`,
+//! Command line: `arbiter serve`, `up`, `status`, `member`, `snapshot`, `lease`, `failover`, `failback`,
 //! `regions`, `tenants`, `events`, `probe`, `gateway`.
 //!
 //! `anyhow` lives here and in tests only: this is the binary's edge, where errors become a
@@ -8,7 +8,9 @@ mod dr;
 mod lease;
 mod member;
 mod probe;
+mod rejoin;
 mod serve;
+mod snapshot;
 pub(crate) mod status;
 mod up;
 
@@ -37,6 +39,9 @@ enum Command {
     /// Add or remove cluster members (learner first, then voter).
     #[command(subcommand)]
     Member(member::MemberCommand),
+    /// Back up a live cluster to a file, or build a new cluster's data dirs from one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Run a probe agent: poll regional health checks, report to the arbiter leader.
     Probe(probe::ProbeArgs),
     /// Run a stand-in regional gateway serving the seed's health check (for drills).
@@ -61,6 +66,7 @@ pub fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Member(command) => member::run(command).await,
+            Command::Snapshot(command) => snapshot::run(command).await,
             Command::Probe(args) => probe::run_probe(args).await,
             Command::Gateway(args) => probe::run_gateway(args).await,
             Command::Lease(args) => lease::run(args).await,

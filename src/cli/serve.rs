@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
+use tokio::sync::oneshot;
+
+use super::rejoin;
 use crate::config::{PeerConfig, Profile, RawNodeConfig};
 
 #[derive(Args, Debug)]
@@ -55,8 +58,21 @@ pub struct ServeArgs {
     #[arg(long, hide = true)]
     unsafe_no_fsync: bool,
     /// Initialize a fresh cluster with this node and the --peer list as voters (idempotent).
+    /// With an empty data dir it first asks the peers and refuses if they already form a
+    /// cluster; it waits while a peer is unreachable.
     #[arg(long)]
     bootstrap: bool,
+    /// A new member: start with an empty data dir and wait to be added (`arbiter member add`)
+    /// or initialized; no part in Raft until then. Ignored once the dir belongs to a cluster.
+    #[arg(long)]
+    join: bool,
+    /// This member lost its data dir: rejoin through the leader (remove from the voters, add
+    /// as a learner, catch up, promote). Idempotent; safe to rerun if interrupted.
+    #[arg(long)]
+    rejoin: bool,
+    /// gRPC endpoints of the cluster for --rejoin, comma-separated (default: the --peer list).
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
     /// A bootstrap peer: ID=REGION@GRPC_ADDR,HTTP_ADDR (repeatable).
     #[arg(long = "peer", value_parser = parse_peer)]
     peers: Vec<PeerConfig>,
@@ -81,7 +97,7 @@ fn parse_listen_fd(s: &str) -> Result<(String, i32), String> {
     Ok((name.to_string(), fd))
 }
 
-fn parse_peer(s: &str) -> Result<PeerConfig, String> {
+pub(super) fn parse_peer(s: &str) -> Result<PeerConfig, String> {
     let err = || format!("expected ID=REGION@GRPC_ADDR,HTTP_ADDR, got {s:?}");
     let (id, rest) = s.split_once('=').ok_or_else(err)?;
     let (region, addrs) = rest.split_once('@').ok_or_else(err)?;
@@ -121,6 +137,11 @@ impl ServeArgs {
             wal_segment_bytes
         );
         raw.bootstrap |= self.bootstrap;
+        raw.join |= self.join;
+        raw.rejoin |= self.rejoin;
+        if !self.endpoints.is_empty() {
+            raw.endpoints = self.endpoints;
+        }
         raw.unsafe_no_fsync |= self.unsafe_no_fsync;
         if !self.peers.is_empty() {
             raw.peers = self.peers;
@@ -136,6 +157,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .into_raw()?
         .validate()
         .context("invalid configuration")?;
-    crate::node::run(config, super::shutdown_signal()).await?;
+    if !config.rejoin {
+        crate::node::run(config, super::shutdown_signal(), None).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // --rejoin: the node serves (so the leader can hand it the cluster id and replicate to
+    // it) while this side walks it back into the cluster; a failed step stops the node.
+    let endpoints = config.endpoints.clone();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let shutdown = async {
+        tokio::select! {
+            _ = super::shutdown_signal() => {}
+            _ = stop_rx => {}
+        }
+    };
+    let node = crate::node::run(config, shutdown, Some(ready_tx));
+    tokio::pin!(node);
+    let rejoined = tokio::select! {
+        result = &mut node => {
+            result?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        ready = ready_rx => match ready {
+            Ok(me) => rejoin::run(&me, &endpoints).await,
+            Err(_) => Err(anyhow::anyhow!("the node stopped before it was ready")),
+        },
+    };
+    if let Err(e) = rejoined {
+        let _ = stop_tx.send(());
+        let _ = node.await;
+        return Err(e.context("rejoin failed; the node stopped (rerun `--rejoin` to resume)"));
+    }
+    node.await?;
     Ok(ExitCode::SUCCESS)
 }

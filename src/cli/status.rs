@@ -1,10 +1,8 @@
 //! `arbiter status`: asks every node for its view and prints one row per node.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
-use arbiter_client::proto::{NodeStatus, StatusRequest};
+use arbiter_client::proto::NodeStatus;
 use clap::Args;
 use serde::Serialize;
 
@@ -64,21 +62,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub async fn fetch_status(endpoint: String) -> Result<NodeStatus, String> {
-    let call = async {
-        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        client
-            .get_status(StatusRequest {})
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
-    };
-    tokio::time::timeout(Duration::from_secs(3), call)
-        .await
-        .unwrap_or_else(|_| Err("timed out after 3 s".into()))
-}
+pub use crate::grpc::cluster_service::fetch_status;
 
 fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
@@ -130,5 +114,16 @@ fn print_table(report: &Report) {
     match report.leader {
         Some(id) => println!("leader: node {id}"),
         None => println!("leader: none reachable"),
+    }
+    let ids: std::collections::BTreeSet<&str> = report
+        .nodes
+        .iter()
+        .map(|n| n.cluster_id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    match ids.iter().collect::<Vec<_>>().as_slice() {
+        [] => println!("cluster: no identity yet"),
+        [id] => println!("cluster: {id}"),
+        _ => println!("cluster: NODES DISAGREE: {ids:?}"),
     }
 }

@@ -1,4 +1,9 @@
-//! Cluster administration over gRPC: bootstrap (idempotent), membership changes, status.
+//! Cluster administration over gRPC: bootstrap (idempotent), membership changes, status,
+//! handing the cluster identity to joining nodes, and consistent snapshots for backups.
+//!
+//! Invariant: a node receives the cluster id (`JoinCluster`) only as a member of a brand-new
+//! cluster (from its initializer) or when it is being added as a *learner* — never while it is
+//! a voter — so an empty data dir can never turn into a voter that forgot what it voted for.
 //!
 //! Invariant: bootstrap and membership changes wait on the Raft core like writes do, and end
 //! by the same write deadline; a call that runs out of it answers `DEADLINE_EXCEEDED`, outcome
@@ -9,16 +14,22 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::cluster_service_server::ClusterService;
 use arbiter_client::proto::{
     AddLearnerRequest, ChangeMembershipRequest, InitializeRequest, InitializeResponse,
-    MembershipResponse, NodeInfo, NodeStatus, StatusRequest,
+    JoinClusterRequest, JoinClusterResponse, MembershipResponse, NodeInfo, NodeStatus,
+    SaveSnapshotRequest, SaveSnapshotResponse, StatusRequest,
 };
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use super::status::not_leader;
+use crate::codec;
+use crate::identity::ClusterId;
 use crate::node::NodeContext;
 use crate::proposer::WriteError;
 use crate::raft_types::{Member, NodeId, Raft};
@@ -123,6 +134,30 @@ impl ClusterService for ClusterApi {
             .node
             .ok_or_else(|| Status::invalid_argument("node is required"))?;
         let (id, member) = member_of(&node)?;
+        let metrics = self.node.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node.id) {
+            let leader = metrics.current_leader;
+            let addr = leader
+                .and_then(|l| metrics.membership_config.membership().get_node(&l).cloned())
+                .map(|m| m.grpc_addr);
+            return Err(not_leader(leader, addr.as_deref()));
+        }
+        if metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id)
+        {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is a voter; a voter is not re-added as a learner (if it lost its \
+                 data, restart it with `arbiter serve --rejoin`, which removes it first)"
+            )));
+        }
+        let cluster_id =
+            self.node.identity.cluster_id().ok_or_else(|| {
+                Status::failed_precondition("this node has no cluster identity yet")
+            })?;
+        hand_identity(id, &member.grpc_addr, &cluster_id).await?;
         // Blocking: answers once the learner has caught up, so the deadline covers that too.
         let raft = self.node.raft.clone();
         let response = self
@@ -166,6 +201,117 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<NodeStatus>, Status> {
         Ok(Response::new(self.node.status()))
     }
+
+    async fn join_cluster(
+        &self,
+        request: Request<JoinClusterRequest>,
+    ) -> Result<Response<JoinClusterResponse>, Status> {
+        let request = request.into_inner();
+        if request.node_id != self.node.id {
+            return Err(Status::invalid_argument(format!(
+                "this is node {}, not node {}",
+                self.node.id, request.node_id
+            )));
+        }
+        let cluster_id = ClusterId::try_from(request.cluster_id)?;
+        self.node.identity.adopt(&cluster_id).await?;
+        Ok(Response::new(JoinClusterResponse {}))
+    }
+
+    async fn save_snapshot(
+        &self,
+        _request: Request<SaveSnapshotRequest>,
+    ) -> Result<Response<SaveSnapshotResponse>, Status> {
+        // A read-index round: we are still the leader and have applied everything committed
+        // before this call, so the copy below holds every write acknowledged before it.
+        self.node
+            .raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => not_leader(
+                    f.leader_id,
+                    f.leader_node.as_ref().map(|m| m.grpc_addr.as_str()),
+                ),
+                RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+                    Status::unavailable(q.to_string())
+                }
+                RaftError::Fatal(f) => {
+                    tracing::error!(error = %f, "snapshot for a backup");
+                    Status::unavailable("raft is shutting down")
+                }
+            })?;
+        let state = self.node.state.read().clone();
+        let cluster_id =
+            self.node.identity.cluster_id().ok_or_else(|| {
+                Status::failed_precondition("this node has no cluster identity yet")
+            })?;
+        let data = codec::encode("snapshot data", &state).map_err(|e| {
+            tracing::error!(error = %e, "encoding a snapshot for a backup");
+            Status::internal("cannot encode the snapshot; see the node log")
+        })?;
+        let last = state.last_applied.unwrap_or_default();
+        Ok(Response::new(SaveSnapshotResponse {
+            cluster_id: cluster_id.to_string(),
+            last_applied_index: last.index,
+            last_applied_term: last.leader_id.term,
+            state_digest: state.digest(),
+            data,
+        }))
+    }
+}
+
+/// A node's status, within a deadline; the error says why it could not be had.
+pub async fn fetch_status(endpoint: String) -> Result<NodeStatus, String> {
+    let call = async {
+        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        client
+            .get_status(StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    };
+    tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .unwrap_or_else(|_| Err("timed out after 3 s".into()))
+}
+
+/// How long handing the cluster id to another node may take.
+const HAND_OFF_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Gives node `id` at `grpc_addr` the cluster id (it persists it before answering).
+async fn hand_identity(id: NodeId, grpc_addr: &str, cluster_id: &ClusterId) -> Result<(), Status> {
+    let unreachable = |reason: String| {
+        Status::unavailable(format!(
+            "cannot hand the cluster id to node {id} at {grpc_addr}: {reason}"
+        ))
+    };
+    let call = async {
+        let mut client = ClusterServiceClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        client
+            .join_cluster(JoinClusterRequest {
+                cluster_id: cluster_id.to_string(),
+                node_id: id,
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+                    Status::failed_precondition(format!(
+                        "node {id} refused to join: {}",
+                        s.message()
+                    ))
+                }
+                _ => unreachable(s.message().to_string()),
+            })
+    };
+    tokio::time::timeout(HAND_OFF_DEADLINE, call)
+        .await
+        .map_err(|_| unreachable("timed out".into()))??;
+    Ok(())
 }
 
 impl NodeContext {
@@ -196,8 +342,27 @@ impl NodeContext {
         }
     }
 
-    /// Bootstraps the cluster unless it already is; returns whether it already was.
+    /// Bootstraps the cluster unless it already is; returns whether it already was. A new
+    /// cluster gets a new cluster id, which every member persists before Raft starts.
     pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<bool, Status> {
+        let initialized = self.raft.is_initialized().await.map_err(|f| {
+            tracing::error!(error = %f, "initialize failed");
+            Status::unavailable("raft is shutting down")
+        })?;
+        if initialized {
+            return Ok(true);
+        }
+        if !members.contains_key(&self.id) {
+            return Err(Status::invalid_argument(format!(
+                "this node ({}) must be one of the members",
+                self.id
+            )));
+        }
+        let cluster_id = self.identity.get_or_create().await?;
+        for (id, member) in members.iter().filter(|(id, _)| **id != self.id) {
+            hand_identity(*id, &member.grpc_addr, &cluster_id).await?;
+        }
+        tracing::info!(cluster_id = %cluster_id, members = members.len(), "initializing a new cluster");
         let raft = self.raft.clone();
         self.within_write_deadline(initialize(raft, members)).await
     }
@@ -248,6 +413,11 @@ impl NodeContext {
             state_digest: digest,
             grpc_addr: self.grpc_addr.clone(),
             http_addr: self.http_addr.clone(),
+            cluster_id: self
+                .identity
+                .cluster_id()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
             storage_error: self.storage_health.get().unwrap_or_default(),
             wal_syncs: self.wal_counters.syncs.load(Ordering::Relaxed),
             wal_entries: self.wal_counters.entries.load(Ordering::Relaxed),

@@ -12,7 +12,26 @@ use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
+use crate::identity::IdentityError;
 use crate::proposer::WriteError;
+
+impl From<IdentityError> for Status {
+    fn from(e: IdentityError) -> Status {
+        match &e {
+            IdentityError::OtherCluster { .. } | IdentityError::WrongNode { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
+            IdentityError::BadClusterId { .. } => Status::invalid_argument(e.to_string()),
+            IdentityError::Io { .. }
+            | IdentityError::Corrupt { .. }
+            | IdentityError::FormatVersion { .. }
+            | IdentityError::RaftState { .. } => {
+                tracing::error!(error = %e, "cluster identity");
+                Status::internal("cannot persist the cluster identity; see the node log")
+            }
+        }
+    }
+}
 
 impl From<WriteError> for Status {
     fn from(e: WriteError) -> Status {

@@ -244,3 +244,4 @@ pub async fn converged(cluster: &TestCluster, timeout: Duration) -> (u64, u64) {
     .await
 }
 pub mod drill;
+pub mod serve;

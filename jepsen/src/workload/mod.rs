@@ -39,6 +39,9 @@ pub struct UnsafeControls {
     pub no_fencing: bool,
     /// Register reads come from a replica that lags the leader, without a leader check.
     pub stale_reads: bool,
+    /// Every node runs `arbiter serve --unsafe-no-fsync` (no sync reaches the disk), on lazyfs,
+    /// and the whole cluster loses its unsynced writes at least once.
+    pub no_fsync: bool,
 }
 
 impl UnsafeControls {
@@ -48,6 +51,7 @@ impl UnsafeControls {
             (self.ignore_deadline, "--unsafe-ignore-deadline"),
             (self.no_fencing, "--unsafe-no-fencing"),
             (self.stale_reads, "--unsafe-stale-reads"),
+            (self.no_fsync, "--unsafe-no-fsync"),
         ]
         .into_iter()
         .filter_map(|(on, flag)| on.then_some(flag))

@@ -1,0 +1,101 @@
+//! `arbiter snapshot save FILE` (a consistent backup of a live cluster, from its leader) and
+//! `arbiter snapshot restore FILE --out DIR --member ...` (the data dirs of a new cluster,
+//! with a new cluster id, built from a backup). The file format is [`crate::backup`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use arbiter_client::proto::SaveSnapshotRequest;
+use clap::{Args, Subcommand};
+
+use super::member::{client, leader, status_error};
+use super::serve::parse_peer;
+use super::up::{ClusterArgs, Port};
+use crate::backup::{self, Backup, BackupHeader, BACKUP_FORMAT_VERSION};
+use crate::config::PeerConfig;
+use crate::network::MAX_RAFT_MESSAGE_BYTES;
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Save a consistent snapshot of the leader's applied state to FILE.
+    Save(SaveArgs),
+    /// Build the data dirs of a new cluster (new cluster id) from a saved FILE.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    file: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    file: PathBuf,
+    /// Where to create `node-<ID>` for each member (the layout `arbiter up --data-dir` uses).
+    #[arg(long)]
+    out: PathBuf,
+    /// A member of the new cluster: ID=REGION@GRPC_ADDR,HTTP_ADDR (repeatable; all voters).
+    #[arg(long = "member", value_parser = parse_peer, required = true)]
+    members: Vec<PeerConfig>,
+}
+
+pub async fn run(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SnapshotCommand::Save(args) => {
+            let current = leader(&args.cluster.endpoints(Port::Grpc)).await?;
+            let reply = client(&current)
+                .await?
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .save_snapshot(SaveSnapshotRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let backup = Backup::new(
+                BackupHeader {
+                    format_version: BACKUP_FORMAT_VERSION,
+                    source_cluster_id: reply.cluster_id,
+                    last_applied_index: reply.last_applied_index,
+                    last_applied_term: reply.last_applied_term,
+                    state_digest: reply.state_digest,
+                    data_len: reply.data.len() as u64,
+                },
+                reply.data,
+            );
+            // Verify what we are about to write exactly as restore will read it.
+            Backup::from_bytes(&args.file, &backup.to_bytes())?;
+            backup.save(&args.file)?;
+            let h = &backup.header;
+            println!(
+                "saved {}: cluster {}, last applied index {} (term {}), state digest {}, {} bytes of state",
+                args.file.display(),
+                h.source_cluster_id,
+                h.last_applied_index,
+                h.last_applied_term,
+                h.state_digest,
+                h.data_len
+            );
+        }
+        SnapshotCommand::Restore(args) => {
+            let backup = Backup::load(&args.file)?;
+            let members: BTreeMap<_, _> = args.members.iter().map(|p| (p.id, p.member())).collect();
+            let cluster_id = backup::restore(&backup, &args.file, &args.out, &members).await?;
+            println!(
+                "restored {} (index {}, state digest {}) as new cluster {cluster_id}",
+                args.file.display(),
+                backup.header.last_applied_index,
+                backup.header.state_digest
+            );
+            for id in members.keys() {
+                println!(
+                    "  node {id}: {}",
+                    backup::member_dir(&args.out, *id).display()
+                );
+            }
+            println!("start each node on its dir with its address as given (no --bootstrap)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
