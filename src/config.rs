@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -61,6 +62,30 @@ impl Profile {
     }
 }
 
+/// Names of a node's listening sockets, as `--listen-fd NAME=FD` spells them; a supervisor
+/// hands over one descriptor per name (`local_cluster`). A new socket kind is one more name
+/// here and one more [`ListenOn`] field in [`NodeConfig`].
+pub const LISTEN_SOCKETS: [&str; 2] = ["grpc", "http"];
+
+/// Where a node listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenOn {
+    /// An address the node binds itself (port 0: any free port).
+    Address(SocketAddr),
+    /// A socket its supervisor bound and handed down as this open descriptor; the node
+    /// listens on it (see `socket_handoff`).
+    InheritedFd(RawFd),
+}
+
+impl std::fmt::Display for ListenOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenOn::Address(addr) => write!(f, "{addr}"),
+            ListenOn::InheritedFd(fd) => write!(f, "inherited fd {fd}"),
+        }
+    }
+}
+
 /// A peer named in the config, used only to bootstrap a fresh cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerConfig {
@@ -91,6 +116,10 @@ pub struct RawNodeConfig {
     /// Listen addresses; port 0 binds any free port.
     pub grpc_listen: Option<String>,
     pub http_listen: Option<String>,
+    /// Sockets inherited from a supervisor, by name (`grpc`, `http`) → descriptor; each one
+    /// replaces the listen address of that name.
+    #[serde(default)]
+    pub listen_fds: BTreeMap<String, RawFd>,
     /// Addresses peers and clients use to reach this node; default: the bound listen address.
     pub grpc_advertise: Option<String>,
     pub http_advertise: Option<String>,
@@ -138,8 +167,8 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     pub region: String,
     pub data_dir: PathBuf,
-    pub grpc_listen: SocketAddr,
-    pub http_listen: SocketAddr,
+    pub grpc_listen: ListenOn,
+    pub http_listen: ListenOn,
     pub grpc_advertise: Option<String>,
     pub http_advertise: Option<String>,
     pub profile: Profile,
@@ -168,6 +197,15 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error("socket `{name}` is given both as an address and as an inherited fd")]
+    ListenTwice { name: &'static str },
+    #[error("no listening socket is named `{name}` (known: {known})", known = LISTEN_SOCKETS.join(", "))]
+    UnknownSocket { name: String },
+    #[error(
+        "inherited fd {fd} for socket `{name}` is invalid: it must be 3 or above (0-2 are \
+         stdio) and name one socket only"
+    )]
+    BadListenFd { name: String, fd: RawFd },
     #[error("`{field}` = {value:?} must be host:port with a non-zero port")]
     BadAdvertise { field: &'static str, value: String },
     #[error(
@@ -235,8 +273,13 @@ impl RawNodeConfig {
         let data_dir = self
             .data_dir
             .ok_or(ConfigError::Missing { field: "data_dir" })?;
-        let grpc_listen = parse_addr("grpc_listen", self.grpc_listen.as_deref())?;
-        let http_listen = parse_addr("http_listen", self.http_listen.as_deref())?;
+        let mut fds = self.listen_fds;
+        check_listen_fds(&fds)?;
+        let grpc_listen = listen_on("grpc", "grpc_listen", &mut fds, self.grpc_listen)?;
+        let http_listen = listen_on("http", "http_listen", &mut fds, self.http_listen)?;
+        if let Some(name) = fds.into_keys().next() {
+            return Err(ConfigError::UnknownSocket { name });
+        }
         check_advertise("grpc_advertise", self.grpc_advertise.as_deref())?;
         check_advertise("http_advertise", self.http_advertise.as_deref())?;
 
@@ -344,6 +387,37 @@ impl Timing {
 fn at_least(field: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
     if value < min {
         return Err(ConfigError::TooSmall { field, value, min });
+    }
+    Ok(())
+}
+
+/// Socket `name` listens on its inherited fd (taken out of `fds`) or else on the address in
+/// `field`; naming both is an error.
+fn listen_on(
+    name: &'static str,
+    field: &'static str,
+    fds: &mut BTreeMap<String, RawFd>,
+    address: Option<String>,
+) -> Result<ListenOn, ConfigError> {
+    match (fds.remove(name), address) {
+        (Some(_), Some(_)) => Err(ConfigError::ListenTwice { name }),
+        (Some(fd), None) => Ok(ListenOn::InheritedFd(fd)),
+        (None, address) => parse_addr(field, address.as_deref()).map(ListenOn::Address),
+    }
+}
+
+/// Every inherited descriptor is above stdio and named once: adopting one fd twice would
+/// close it under the other listener.
+fn check_listen_fds(fds: &BTreeMap<String, RawFd>) -> Result<(), ConfigError> {
+    let mut seen = Vec::new();
+    for (name, &fd) in fds {
+        if fd < 3 || seen.contains(&fd) {
+            return Err(ConfigError::BadListenFd {
+                name: name.clone(),
+                fd,
+            });
+        }
+        seen.push(fd);
     }
     Ok(())
 }
@@ -513,6 +587,55 @@ mod tests {
             raw.validate(),
             Err(ConfigError::BadAdvertise { .. })
         ));
+    }
+
+    #[test]
+    fn inherited_sockets_replace_addresses_by_name() {
+        let fds = |pairs: &[(&str, RawFd)]| {
+            pairs
+                .iter()
+                .map(|(n, fd)| (n.to_string(), *fd))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let raw = RawNodeConfig {
+            grpc_listen: None,
+            listen_fds: fds(&[("grpc", 3)]),
+            ..minimal()
+        };
+        let config = raw.validate().expect("valid");
+        assert_eq!(config.grpc_listen, ListenOn::InheritedFd(3));
+        assert!(matches!(config.http_listen, ListenOn::Address(_)));
+
+        let twice = RawNodeConfig {
+            listen_fds: fds(&[("grpc", 3)]),
+            ..minimal()
+        };
+        assert_eq!(
+            twice.validate().unwrap_err(),
+            ConfigError::ListenTwice { name: "grpc" }
+        );
+        let unknown = RawNodeConfig {
+            listen_fds: fds(&[("gprc", 3)]),
+            ..minimal()
+        };
+        assert_eq!(
+            unknown.validate().unwrap_err(),
+            ConfigError::UnknownSocket {
+                name: "gprc".into()
+            }
+        );
+        for bad in [fds(&[("grpc", 1)]), fds(&[("grpc", 5), ("http", 5)])] {
+            let raw = RawNodeConfig {
+                grpc_listen: None,
+                http_listen: None,
+                listen_fds: bad,
+                ..minimal()
+            };
+            assert!(
+                matches!(raw.validate(), Err(ConfigError::BadListenFd { .. })),
+                "stdio and shared descriptors are refused"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! - [`codec`]: the only user of bincode; the CRC envelope for what is read back from disk.
 //! - [`raft_types`]: openraft type configuration.
 //! - [`local_cluster`]: starting `arbiter serve` children (used by `up`, tests, jepsen).
+//! - [`socket_handoff`]: listening sockets a supervisor binds once and hands to each child.
 //! - [`cli`]: the `arbiter` command line (serve, up, status, member, snapshot, lease, DR commands).
 
 pub mod backup;
@@ -46,4 +47,5 @@ pub mod network;
 pub mod node;
 pub mod proposer;
 pub mod raft_types;
+pub mod socket_handoff;
 pub mod store;

@@ -2,19 +2,99 @@
 //! cluster. Used by `arbiter up`, the integration tests and the jepsen harness, so all three
 //! start nodes the same way.
 //!
-//! Invariant: a [`NodeProcess`] owns its child; dropping it kills the child (SIGKILL) and reaps
-//! it, so a failing test never leaves a node running.
+//! Ports: the supervisor (this module's caller) binds every socket of a node once, in
+//! [`Listeners`], and hands the bound sockets to each start of the node as inherited
+//! descriptors (`arbiter serve --listen-fd grpc=FD --listen-fd http=FD`). A restarted node
+//! serves on the very same sockets, so its port is never free for anyone else to take.
+//!
+//! Invariants:
+//! - A [`NodeProcess`] owns its child; dropping it kills the child (SIGKILL) and reaps it, so
+//!   a failing test never leaves a node running.
+//! - Once a child is reaped, its sockets stop listening ([`HeldSocket::stop_listening`]): a
+//!   dead node refuses connections instead of letting peers hang in a backlog nobody serves.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{InitializeRequest, NodeInfo, NodeStatus};
 
-use crate::config::Profile;
+use crate::config::{Profile, LISTEN_SOCKETS};
 use crate::node::{read_ready, ReadyInfo, READY_FILE};
 use crate::raft_types::NodeId;
+use crate::socket_handoff::HeldSocket;
+
+/// A node's listening sockets, one per name in [`LISTEN_SOCKETS`], bound by the supervisor
+/// and shared by every start of the node (clones share the sockets).
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    sockets: Vec<(&'static str, Arc<HeldSocket>)>,
+}
+
+impl Listeners {
+    /// Binds each socket at `addr_of(name)` (port 0: a port the kernel picks).
+    pub fn bind(addr_of: impl Fn(&str) -> SocketAddr) -> Result<Listeners, LaunchError> {
+        let sockets = LISTEN_SOCKETS
+            .iter()
+            .map(|&name| {
+                let addr = addr_of(name);
+                HeldSocket::bind(addr)
+                    .map(|socket| (name, Arc::new(socket)))
+                    .map_err(|source| LaunchError::Bind { name, addr, source })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Listeners { sockets })
+    }
+
+    /// Every socket on 127.0.0.1 with a kernel-picked port.
+    pub fn loopback() -> Result<Listeners, LaunchError> {
+        Listeners::bind(|_| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    }
+
+    /// The bound address of socket `name` (one of [`LISTEN_SOCKETS`]).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.sockets
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, socket)| socket.local_addr())
+            // A caller naming a socket that does not exist is a bug in the harness.
+            .unwrap_or_else(|| panic!("no listening socket named {name:?}"))
+    }
+
+    pub fn grpc(&self) -> SocketAddr {
+        self.addr("grpc")
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.addr("http")
+    }
+
+    /// `--listen-fd NAME=FD` for each socket, and the descriptors the child must inherit.
+    fn handoff(&self) -> (Vec<String>, Vec<RawFd>) {
+        let mut args = Vec::new();
+        let mut fds = Vec::new();
+        for (name, socket) in &self.sockets {
+            args.push("--listen-fd".to_string());
+            args.push(format!("{name}={}", socket.raw_fd()));
+            fds.push(socket.raw_fd());
+        }
+        (args, fds)
+    }
+
+    /// After the child is reaped: refuse connections until the next start.
+    fn stop_listening(&self, id: NodeId) {
+        for (name, socket) in &self.sockets {
+            if let Err(error) = socket.stop_listening() {
+                tracing::warn!(node_id = id, socket = name, %error, "cannot stop listening");
+            }
+        }
+    }
+}
 
 /// How to start one node.
 #[derive(Debug, Clone)]
@@ -22,8 +102,8 @@ pub struct NodeSpec {
     pub id: NodeId,
     pub region: String,
     pub data_dir: PathBuf,
-    pub grpc_listen: String,
-    pub http_listen: String,
+    /// Bound once; every start of the node serves on these same sockets.
+    pub listeners: Listeners,
     /// What peers dial; `None` = the bound address (needed when a proxy sits in between).
     pub grpc_advertise: Option<String>,
     pub profile: Profile,
@@ -33,6 +113,13 @@ pub struct NodeSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    #[error("cannot bind the {name} socket at {addr}: {source}")]
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start {binary}: {source}")]
     Spawn {
         binary: String,
@@ -47,6 +134,11 @@ pub enum LaunchError {
     },
     #[error("node {id} was not ready within {secs} s; see {log}")]
     NotReady { id: NodeId, secs: u64, log: String },
+    #[error(
+        "initialize through {endpoint}: {reason}; outcome unknown (initialize is idempotent: \
+         retry, or check `arbiter status`)"
+    )]
+    InitializeUnknown { endpoint: String, reason: String },
     #[error("cannot reach node at {endpoint}: {reason}")]
     Rpc { endpoint: String, reason: String },
     #[error("no leader among {endpoints:?} within {secs} s")]
@@ -63,6 +155,23 @@ pub struct NodeProcess {
 }
 
 impl NodeSpec {
+    /// A `lan` node with every socket on loopback at a kernel-picked port, no extra flags.
+    pub fn on_loopback(
+        id: NodeId,
+        region: &str,
+        data_dir: PathBuf,
+    ) -> Result<NodeSpec, LaunchError> {
+        Ok(NodeSpec {
+            id,
+            region: region.to_string(),
+            data_dir,
+            listeners: Listeners::loopback()?,
+            grpc_advertise: None,
+            profile: Profile::Lan,
+            extra_args: Vec::new(),
+        })
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.data_dir.join("node.log")
     }
@@ -88,10 +197,6 @@ impl NodeSpec {
             .arg(&self.region)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .arg("--grpc-listen")
-            .arg(&self.grpc_listen)
-            .arg("--http-listen")
-            .arg(&self.http_listen)
             .arg("--profile")
             .arg(match self.profile {
                 Profile::Lan => "lan",
@@ -102,6 +207,22 @@ impl NodeSpec {
             .arg("--join");
         if let Some(advertise) = &self.grpc_advertise {
             cmd.arg("--grpc-advertise").arg(advertise);
+        }
+        let (handoff_args, fds) = self.listeners.handoff();
+        cmd.args(handoff_args);
+        // SAFETY: runs in the forked child before exec, where only async-signal-safe calls
+        // are allowed: fcntl(2) is, and iterating a Vec allocated before the fork does not
+        // allocate. Clearing FD_CLOEXEC in the child alone means this child inherits its own
+        // sockets and no other child (spawned concurrently) inherits them.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
         }
         cmd.args(&self.extra_args)
             .stdin(Stdio::null())
@@ -172,12 +293,20 @@ impl NodeProcess {
         }
     }
 
-    /// `Some(exit description)` once the child has exited.
+    /// `Some(exit description)` once the child has exited; the first such call reaps it and
+    /// makes its sockets stop listening.
     pub fn try_wait(&mut self) -> Result<Option<String>, LaunchError> {
-        match self.child.as_mut() {
-            Some(child) => Ok(child.try_wait()?.map(|s| s.to_string())),
-            None => Ok(Some("already reaped".into())),
-        }
+        let Some(child) = self.child.as_mut() else {
+            return Ok(Some("already reaped".into()));
+        };
+        let Some(status) = child.try_wait()? else {
+            return Ok(None);
+        };
+        // Forget the child: its pid may be reused, and a later call must not touch the
+        // sockets, which a restarted node may be listening on by then.
+        self.child = None;
+        self.spec.listeners.stop_listening(self.spec.id);
+        Ok(Some(status.to_string()))
     }
 
     /// Sends a signal to the child (e.g. `libc::SIGSTOP`).
@@ -190,11 +319,12 @@ impl NodeProcess {
         }
     }
 
-    /// `kill -9` and reap.
+    /// `kill -9`, reap, and make the node's ports refuse connections.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.spec.listeners.stop_listening(self.spec.id);
         }
     }
 
@@ -205,7 +335,6 @@ impl NodeProcess {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if matches!(self.try_wait(), Ok(Some(_))) {
-                self.child = None;
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -222,19 +351,41 @@ impl Drop for NodeProcess {
 }
 
 /// Bootstraps the cluster through `endpoint` (idempotent); returns whether it already was.
-pub async fn initialize(endpoint: &str, members: Vec<NodeInfo>) -> Result<bool, LaunchError> {
+/// Gives up after `timeout` with [`LaunchError::InitializeUnknown`]: a paused or unreachable
+/// node must not hang its supervisor.
+pub async fn initialize(
+    endpoint: &str,
+    members: Vec<NodeInfo>,
+    timeout: Duration,
+) -> Result<bool, LaunchError> {
     let rpc = |reason: String| LaunchError::Rpc {
         endpoint: endpoint.to_string(),
         reason,
     };
-    let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+    let call = async {
+        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+            .await
+            .map_err(|e| rpc(e.to_string()))?;
+        let reply = client
+            .initialize(InitializeRequest { members })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::DeadlineExceeded => LaunchError::InitializeUnknown {
+                    endpoint: endpoint.to_string(),
+                    reason: s.message().to_string(),
+                },
+                _ => rpc(s.message().to_string()),
+            })?;
+        Ok(reply.into_inner().already_initialized)
+    };
+    tokio::time::timeout(timeout, call)
         .await
-        .map_err(|e| rpc(e.to_string()))?;
-    let reply = client
-        .initialize(InitializeRequest { members })
-        .await
-        .map_err(|s| rpc(s.message().to_string()))?;
-    Ok(reply.into_inner().already_initialized)
+        .unwrap_or_else(|_| {
+            Err(LaunchError::InitializeUnknown {
+                endpoint: endpoint.to_string(),
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            })
+        })
 }
 
 /// Polls `endpoints` until one reports itself leader and the others agree; returns the

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::config::NodeConfig;
+use crate::config::{ListenOn, NodeConfig};
 use crate::dr::DrController;
 use crate::grpc::cluster_service::{fetch_status, ClusterApi};
 use crate::grpc::lease_service::LeaseApi;
@@ -37,6 +37,7 @@ use crate::leases::LeaseManager;
 use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
+use crate::socket_handoff::{adopt_listener, AdoptError};
 use crate::store::{self, StateMachineStore, StorageHealth, StoreError, SyncPolicy, WalCounters};
 use arbiter_core::replication::WriteRate;
 
@@ -78,12 +79,14 @@ pub struct ReadyInfo {
 pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {on}: {source}")]
     Bind {
-        addr: SocketAddr,
+        on: ListenOn,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve on an inherited socket: {0}")]
+    Adopt(#[from] AdoptError),
     #[error("cannot start raft: {0}")]
     Raft(String),
     #[error("cannot write {path}: {source}")]
@@ -392,10 +395,12 @@ async fn wait_for_peers(
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| NodeError::Bind { addr, source })
+async fn bind(on: ListenOn) -> Result<TcpListener, NodeError> {
+    let bind_error = |source| NodeError::Bind { on, source };
+    match on {
+        ListenOn::Address(addr) => TcpListener::bind(addr).await.map_err(bind_error),
+        ListenOn::InheritedFd(fd) => TcpListener::from_std(adopt_listener(fd)?).map_err(bind_error),
+    }
 }
 
 fn advertised(configured: &Option<String>, listener: &TcpListener) -> Result<String, NodeError> {
@@ -406,7 +411,7 @@ fn advertised(configured: &Option<String>, listener: &TcpListener) -> Result<Str
         .local_addr()
         .map(|a| a.to_string())
         .map_err(|source| NodeError::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            on: ListenOn::Address(SocketAddr::from(([0, 0, 0, 0], 0))),
             source,
         })
 }

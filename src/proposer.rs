@@ -1,11 +1,14 @@
 //! Group commit: many client commands, one log entry, one fsync.
 //!
 //! Invariant: every proposal gets exactly one answer — its outcome, a typed refusal to
-//! redirect, or a timeout that says the outcome is unknown — and never waits past the write
-//! deadline. Commands queue while earlier batches are in flight, so under load each log entry
-//! carries many commands (openraft 0.9 keeps one AppendEntries in flight per follower; at 70 ms
-//! RTT throughput comes only from batching).
+//! redirect, a refusal at a full queue (not applied), or a timeout that says the outcome is
+//! unknown — and never waits past the write deadline, counted from the call: waiting for room
+//! in the queue spends the same deadline as waiting for the commit. Commands queue while
+//! earlier batches are in flight, so under load each log entry carries many commands (openraft
+//! 0.9 keeps one AppendEntries in flight per follower; at 70 ms RTT throughput comes only from
+//! batching).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use arbiter_core::command::{Batch, Command, Outcome};
 use arbiter_core::{FencingToken, WallMillis};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 
 use crate::raft_types::{Member, NodeId, Raft};
 
@@ -31,8 +35,14 @@ pub enum WriteError {
         leader_id: Option<NodeId>,
         leader_addr: Option<String>,
     },
-    #[error("write not confirmed within {after_ms} ms; it may or may not have been applied")]
+    #[error(
+        "write not confirmed within {after_ms} ms; outcome unknown: it may or may not have \
+         been applied"
+    )]
     Timeout { after_ms: u64 },
+    /// The queue stayed full for the whole deadline: the command was never proposed.
+    #[error("node overloaded: no room in the write queue for {waited_ms} ms; not applied")]
+    Overloaded { waited_ms: u64 },
     #[error("node is shutting down")]
     ShuttingDown,
     #[error("raft: {0}")]
@@ -53,6 +63,22 @@ impl WriteError {
     }
 }
 
+/// Where batches are committed: the Raft log in a node, a stand-in in this module's tests.
+pub trait BatchLog: Clone + Send + Sync + 'static {
+    /// Appends `batch` and waits until it is applied; the outcomes are in command order.
+    fn commit(&self, batch: Batch)
+        -> impl Future<Output = Result<Vec<Outcome>, WriteError>> + Send;
+}
+
+impl BatchLog for Raft {
+    async fn commit(&self, batch: Batch) -> Result<Vec<Outcome>, WriteError> {
+        self.client_write(batch)
+            .await
+            .map(|response| response.data)
+            .map_err(write_error)
+    }
+}
+
 struct Pending {
     command: Command,
     reply: oneshot::Sender<Result<Outcome, WriteError>>,
@@ -66,9 +92,13 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching task; it ends when every `Proposer` clone is dropped.
-    pub fn start(raft: Raft, timeout: Duration) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(raft, rx, timeout));
+    pub fn start(log: impl BatchLog, timeout: Duration) -> Self {
+        Proposer::with_queue_depth(log, timeout, QUEUE_DEPTH)
+    }
+
+    fn with_queue_depth(log: impl BatchLog, timeout: Duration, depth: usize) -> Self {
+        let (tx, rx) = mpsc::channel(depth);
+        tokio::spawn(run(log, rx, timeout));
         Proposer { tx, timeout }
     }
 
@@ -77,26 +107,36 @@ impl Proposer {
         self.timeout
     }
 
-    /// Proposes one command and waits for its applied outcome.
+    /// Proposes one command and waits for its applied outcome, at most the write deadline.
     pub async fn propose(&self, command: Command) -> Result<Outcome, WriteError> {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Pending { command, reply })
-            .await
-            .map_err(|_| WriteError::ShuttingDown)?;
-        // The batch task enforces the deadline; this outer one only guards against a lost
-        // reply (e.g. the task was aborted at shutdown).
-        match tokio::time::timeout(self.timeout * 2, rx).await {
+        // A full queue means batches are stuck or arriving faster than they commit; waiting
+        // for room must not outlast the deadline either.
+        match tokio::time::timeout_at(deadline, self.tx.send(Pending { command, reply })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(WriteError::ShuttingDown),
+            Err(_) => {
+                return Err(WriteError::Overloaded {
+                    waited_ms: millis(started.elapsed()),
+                })
+            }
+        }
+        // Queued: from here on the command may be proposed, so running out of time leaves
+        // its outcome unknown. The batch task has its own deadline per batch; this one bounds
+        // the caller's wait, whenever its batch started.
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(WriteError::ShuttingDown),
             Err(_) => Err(WriteError::Timeout {
-                after_ms: self.timeout.as_millis() as u64,
+                after_ms: millis(self.timeout),
             }),
         }
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, timeout: Duration) {
+async fn run(log: impl BatchLog, mut rx: mpsc::Receiver<Pending>, timeout: Duration) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         // Wait for a free slot first, then take everything queued meanwhile.
@@ -113,23 +153,28 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, timeout: Duration) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        // A caller that already got its timeout has been told "outcome unknown"; leaving its
+        // command out keeps a backlog of abandoned commands from delaying live ones.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let log = log.clone();
         tokio::spawn(async move {
-            commit(&raft, batch, timeout).await;
+            commit(&log, batch, timeout).await;
             drop(permit);
         });
     }
 }
 
-async fn commit(raft: &Raft, pending: Vec<Pending>, timeout: Duration) {
+async fn commit(log: &impl BatchLog, pending: Vec<Pending>, timeout: Duration) {
     let (commands, replies): (Vec<_>, Vec<_>) =
         pending.into_iter().map(|p| (p.command, p.reply)).unzip();
     let batch = Batch::new(wall_now(), commands);
-    let result = match tokio::time::timeout(timeout, raft.client_write(batch)).await {
-        Ok(Ok(response)) => Ok(response.data),
-        Ok(Err(e)) => Err(write_error(e)),
+    let result = match tokio::time::timeout(timeout, log.commit(batch)).await {
+        Ok(result) => result,
         Err(_) => Err(WriteError::Timeout {
-            after_ms: timeout.as_millis() as u64,
+            after_ms: millis(timeout),
         }),
     };
     match result {
@@ -156,6 +201,10 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> WriteE
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The leader's wall clock, stamped into each batch for audit timestamps.
 pub fn wall_now() -> WallMillis {
     let ms = std::time::SystemTime::now()
@@ -163,4 +212,81 @@ pub fn wall_now() -> WallMillis {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     WallMillis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log whose commits never finish: a leader that lost its quorum.
+    #[derive(Clone)]
+    struct StalledLog;
+
+    impl BatchLog for StalledLog {
+        async fn commit(&self, _batch: Batch) -> Result<Vec<Outcome>, WriteError> {
+            std::future::pending().await
+        }
+    }
+
+    fn command() -> Command {
+        Command::SetHealthCooldown { cooldown_ms: 1 }
+    }
+
+    const DEADLINE: Duration = Duration::from_millis(300);
+    /// Scheduling slack on a loaded machine; far below "forever".
+    const MARGIN: Duration = Duration::from_secs(2);
+
+    #[tokio::test]
+    async fn a_write_to_a_stalled_log_ends_by_its_deadline_with_outcome_unknown() {
+        let proposer = Proposer::start(StalledLog, DEADLINE);
+        let started = Instant::now();
+        let error = proposer.propose(command()).await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(error, WriteError::Timeout { after_ms: 300 });
+        assert!(error.to_string().contains("outcome unknown"), "{error}");
+        assert!(
+            took >= DEADLINE && took < DEADLINE + MARGIN,
+            "took {took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_admission_by_the_deadline_instead_of_blocking() {
+        // Queue depth 1 and four stalled batches of at most two commands each (the queue
+        // never holds more than one while a batch forms): twenty callers cannot all get in.
+        let proposer = Proposer::with_queue_depth(StalledLog, DEADLINE, 1);
+        let calls = (0..20).map(|_| {
+            let proposer = proposer.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = proposer.propose(command()).await;
+                (result, started.elapsed())
+            })
+        });
+        let (mut overloaded, mut unknown) = (0, 0);
+        for call in futures::future::join_all(calls).await {
+            let (result, took) = call.expect("task");
+            assert!(took < DEADLINE + MARGIN, "a caller waited {took:?}");
+            match result {
+                Err(WriteError::Overloaded { waited_ms }) => {
+                    assert!(waited_ms >= 300, "refused only at the deadline");
+                    overloaded += 1;
+                }
+                Err(WriteError::Timeout { .. }) => unknown += 1,
+                other => panic!("unexpected answer from a stalled log: {other:?}"),
+            }
+        }
+        assert!(overloaded > 0, "some callers found the queue full");
+        assert!(
+            unknown > 0,
+            "the admitted ones time out with outcome unknown"
+        );
+    }
+
+    #[test]
+    fn the_admission_refusal_says_nothing_was_applied() {
+        let refusal = WriteError::Overloaded { waited_ms: 5 }.to_string();
+        assert!(refusal.contains("not applied"), "{refusal}");
+        assert!(WriteError::Overloaded { waited_ms: 5 }.is_retryable());
+    }
 }

@@ -126,8 +126,9 @@ async fn a_flipped_byte_in_the_snapshot_stops_that_node_and_the_others_serve() {
     write_leases(&cluster, "before", 30).await;
     let victim = a_follower(&cluster).await;
     let endpoint = cluster.specs[TestCluster::index(victim)]
-        .grpc_listen
-        .clone();
+        .listeners
+        .grpc()
+        .to_string();
     eventually(
         "the follower to build a snapshot",
         Duration::from_secs(30),

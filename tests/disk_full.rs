@@ -115,8 +115,9 @@ async fn a_full_disk_pauses_one_node_which_catches_up_when_space_returns() {
         .expect("a follower");
     let data_dir = cluster.specs[TestCluster::index(victim)].data_dir.clone();
     let endpoint = cluster.specs[TestCluster::index(victim)]
-        .grpc_listen
-        .clone();
+        .listeners
+        .grpc()
+        .to_string();
 
     cluster.kill(victim);
     let _tmpfs = match Tmpfs::mount_over(&data_dir, "8m") {

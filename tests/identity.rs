@@ -7,9 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use arbiter::config::Profile;
 use arbiter::identity::IDENTITY_FILE;
-use arbiter::local_cluster::{wait_for_leader, NodeSpec};
+use arbiter::local_cluster::{wait_for_leader, Listeners, NodeSpec};
 use common::serve::{
     assert_new_tokens_above, rejoin_args, run_arbiter, serve_command, serve_until_exit,
     wait_for_log, wait_until_voter,
@@ -85,13 +84,10 @@ async fn a_wiped_voter_refuses_to_start_and_rejoins_with_the_same_state() {
     tracing::info!(victim, "phase: --rejoin, at a new address");
     let rejoin = rejoin_args(&cluster, victim);
     let spec = &mut cluster.specs[i];
-    spec.grpc_listen = "127.0.0.1:0".into();
-    spec.http_listen = "127.0.0.1:0".into();
+    spec.listeners = Listeners::loopback().expect("bind new sockets");
     spec.extra_args.extend(rejoin);
     cluster.restart(victim).await;
     let rejoined = cluster.node(victim).ready.clone();
-    cluster.specs[i].grpc_listen = rejoined.grpc_addr.clone();
-    cluster.specs[i].http_listen = rejoined.http_addr.clone();
     let voter = wait_until_voter(&cluster, victim, WAIT).await;
     assert_eq!(voter.grpc_addr, rejoined.grpc_addr, "at its new address");
     let (_, digest) = converged(&cluster, WAIT).await;
@@ -123,15 +119,13 @@ async fn a_wiped_voter_refuses_to_start_and_rejoins_with_the_same_state() {
 async fn bootstrap_never_initializes_over_an_existing_cluster() {
     init_tracing();
     let dir = tempfile::tempdir().expect("temp dir");
-    let spec = |id: u64| NodeSpec {
-        id,
-        region: REGIONS[(id as usize - 1) % REGIONS.len()].to_string(),
-        data_dir: dir.path().join(format!("node-{id}")),
-        grpc_listen: "127.0.0.1:0".into(),
-        http_listen: "127.0.0.1:0".into(),
-        grpc_advertise: None,
-        profile: Profile::Lan,
-        extra_args: Vec::new(),
+    let spec = |id: u64| {
+        NodeSpec::on_loopback(
+            id,
+            REGIONS[(id as usize - 1) % REGIONS.len()],
+            dir.path().join(format!("node-{id}")),
+        )
+        .expect("bind the node's sockets")
     };
 
     tracing::info!("phase: nodes 2 and 3 wait (--join); node 1 bootstraps all three");
@@ -263,7 +257,7 @@ async fn nodes_of_different_clusters_refuse_each_other() {
             .map(|n| n.ready.http_addr.clone())
             .expect("running");
         restore.push("--member".into());
-        restore.push(peer_flag(spec, &spec.grpc_listen, &http));
+        restore.push(peer_flag(spec, &spec.listeners.grpc().to_string(), &http));
     }
     let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
     let (ok, text) = run_arbiter(&restore);
@@ -305,7 +299,7 @@ async fn nodes_of_different_clusters_refuse_each_other() {
         .specs
         .iter()
         .filter(|s| s.id != stranger)
-        .map(|s| s.grpc_listen.clone())
+        .map(|s| s.listeners.grpc().to_string())
         .collect();
     let now = wait_for_leader(&members, WAIT).await.expect("our leader");
     assert_eq!(

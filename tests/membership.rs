@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use arbiter::config::Profile;
 use arbiter::local_cluster::NodeSpec;
 use common::*;
 
@@ -42,16 +41,8 @@ async fn a_node_joins_as_learner_then_voter_and_leaves() {
     }
 
     tracing::info!("phase: start node 4 (uninitialized) and add it");
-    let spec = NodeSpec {
-        id: 4,
-        region: "us-east-1".into(),
-        data_dir: cluster.dir.path().join("node-4"),
-        grpc_listen: "127.0.0.1:0".into(),
-        http_listen: "127.0.0.1:0".into(),
-        grpc_advertise: None,
-        profile: Profile::Lan,
-        extra_args: Vec::new(),
-    };
+    let spec = NodeSpec::on_loopback(4, "us-east-1", cluster.dir.path().join("node-4"))
+        .expect("bind node 4's sockets");
     let fourth = spec
         .start(&binary(), Duration::from_secs(30))
         .await

@@ -26,7 +26,10 @@ fn restore_args(file: &std::path::Path, cluster: &TestCluster) -> Vec<String> {
         args.push("--member".into());
         args.push(format!(
             "{}={}@{},{}",
-            spec.id, spec.region, spec.grpc_listen, node.ready.http_addr
+            spec.id,
+            spec.region,
+            spec.listeners.grpc(),
+            node.ready.http_addr
         ));
     }
     args

@@ -4,17 +4,20 @@
 //! Invariant: nodes reach each other only through the [`Network`] (node i dials peer j at the
 //! proxy for link i→j via `--dial`), and clients reach a node only through its client proxies,
 //! whose addresses are also what the Raft membership advertises — so a leader hint sends a
-//! client to a proxy, never around it. A node keeps its ports and data directory across
-//! restarts, so the proxies in front of it stay valid. With `lazyfs`, each data directory is
-//! its own lazyfs mount, crashed only while its node is dead.
+//! client to a proxy, never around it. A node keeps its sockets and data directory across
+//! restarts, so the proxies in front of it stay valid: the cluster binds each node's sockets
+//! once and hands them to every start of the node (`local_cluster::Listeners`), so no port is
+//! ever released and re-bound. A killed node's ports refuse connections until it restarts.
+//! With `lazyfs`, each data directory is its own lazyfs mount, crashed only while its node
+//! is dead.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use arbiter::config::Profile;
-use arbiter::local_cluster::{self, LaunchError, NodeProcess, NodeSpec};
+use arbiter::local_cluster::{self, LaunchError, Listeners, NodeProcess, NodeSpec};
 use arbiter_client::proto::NodeInfo;
 use arbiter_core::NodeId;
 use serde_json::{json, Value};
@@ -28,8 +31,6 @@ use crate::proxy::{LinkProxy, ProxyError};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace for SIGTERM at the end of the run before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// A restart that fails (the port not yet free, say) is tried this many times.
-const RESTART_ATTEMPTS: usize = 3;
 
 /// Everything needed to start the cluster.
 #[derive(Debug, Clone)]
@@ -48,8 +49,6 @@ pub struct ClusterConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot find a free loopback port: {0}")]
-    Ports(#[source] std::io::Error),
     #[error("cannot start the proxies: {0}")]
     Proxy(#[from] ProxyError),
     #[error(transparent)]
@@ -79,13 +78,16 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Picks ports, starts the proxies and the nodes, bootstraps the cluster and waits for a
-    /// leader every node agrees on.
+    /// Binds every node's sockets, starts the proxies and the nodes, bootstraps the cluster
+    /// and waits for a leader every node agrees on.
     pub async fn start(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
         let ids: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let mut addresses = BTreeMap::new();
+        let mut listeners = BTreeMap::new();
         for &id in &ids {
-            let (grpc, http) = (free_port()?, free_port()?);
+            let bound = Listeners::loopback()?;
+            let (grpc, http) = (bound.grpc(), bound.http());
+            listeners.insert(id, bound);
             addresses.insert(
                 id,
                 Addresses {
@@ -120,8 +122,7 @@ impl Cluster {
                     id,
                     region: region_of(id).to_string(),
                     data_dir: config.root.join(format!("n{id}")),
-                    grpc_listen: a.grpc.to_string(),
-                    http_listen: a.http.to_string(),
+                    listeners: listeners[&id].clone(),
                     grpc_advertise: Some(a.client_grpc.local_addr().to_string()),
                     profile: config.profile,
                     extra_args,
@@ -157,7 +158,7 @@ impl Cluster {
             cluster.processes.insert(*id, Some(process?));
         }
         let first = cluster.addresses[&ids[0]].grpc.to_string();
-        local_cluster::initialize(&first, cluster.members()).await?;
+        local_cluster::initialize(&first, cluster.members(), START_TIMEOUT).await?;
         cluster.wait_for_leader().await?;
         Ok(cluster)
     }
@@ -329,7 +330,7 @@ impl Cluster {
         let Some((first, endpoint)) = first.zip(endpoint) else {
             return Ok(Value::Null);
         };
-        match local_cluster::initialize(&endpoint, self.members()).await {
+        match local_cluster::initialize(&endpoint, self.members(), START_TIMEOUT).await {
             Ok(already) => Ok(json!({ "reinitialized": !already })),
             Err(e) => Err(vec![(first, format!("initialize after restart: {e}"))]),
         }
@@ -356,15 +357,8 @@ impl Cluster {
         let restarts = dead.iter().map(|id| {
             let spec = &self.specs[id];
             async move {
-                let mut last = String::new();
-                for _ in 0..RESTART_ATTEMPTS {
-                    match spec.start(binary, START_TIMEOUT).await {
-                        Ok(process) => return (spec.id, Ok(process)),
-                        Err(e) => last = e.to_string(),
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                (spec.id, Err(last))
+                let started = spec.start(binary, START_TIMEOUT).await;
+                (spec.id, started.map_err(|e| e.to_string()))
             }
         });
         let mut failed = Vec::new();
@@ -401,12 +395,4 @@ impl Cluster {
             .filter_map(|mount| mount.unmount().err())
             .collect()
     }
-}
-
-/// A loopback port free right now. The listener is closed before the node binds it; nothing
-/// else on this machine is expected to grab it in between.
-fn free_port() -> Result<SocketAddr, ClusterError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map_err(ClusterError::Ports)
 }

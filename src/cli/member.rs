@@ -1,7 +1,12 @@
 //! `arbiter member add|remove`: grow or shrink the voter set. A new node joins as a learner,
 //! catches up, then becomes a voter; a removed node leaves the membership (and may then be
 //! stopped). Requests go to the leader, found through `GetStatus`.
+//!
+//! Every call has a deadline. A change the leader did not confirm in time (its write deadline
+//! passed, or no answer within [`CALL_TIMEOUT`]) may still commit: the command says the
+//! outcome is unknown and exits with [`OUTCOME_UNKNOWN`].
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +14,7 @@ use anyhow::{anyhow, bail, Context};
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo, NodeStatus};
 use clap::{Args, Subcommand};
+use tonic::{Code, Status};
 
 use super::status::fetch_status;
 use super::up::{ClusterArgs, Port};
@@ -48,6 +54,45 @@ pub struct RemoveArgs {
     cluster: ClusterArgs,
 }
 
+/// Exit code of a change that was sent but not confirmed: it may or may not have happened.
+const OUTCOME_UNKNOWN: u8 = 3;
+/// Longest wait for one membership call: above the server's write deadline (wan: 8 s), so the
+/// leader's own `DEADLINE_EXCEEDED` normally comes first; this covers a leader that is frozen.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How a membership call ended, when it did not fail outright.
+enum Answer<T> {
+    Confirmed(T),
+    /// Sent, not confirmed in time; the reason.
+    Unknown(String),
+}
+
+/// Sends one membership call with [`CALL_TIMEOUT`]; a timeout on either side is `Unknown`.
+async fn send<T>(
+    what: &str,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> anyhow::Result<Answer<T>> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(response)) => Ok(Answer::Confirmed(response.into_inner())),
+        Ok(Err(status)) if status.code() == Code::DeadlineExceeded => {
+            Ok(Answer::Unknown(format!("{what}: {}", status.message())))
+        }
+        Ok(Err(status)) => Err(status_error(status)),
+        Err(_) => Ok(Answer::Unknown(format!(
+            "{what}: no answer from the leader within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn outcome_unknown(reason: &str) -> ExitCode {
+    eprintln!(
+        "error: {reason}\noutcome unknown: the change may or may not have been applied; run \
+         `arbiter status` to see the membership before retrying"
+    );
+    ExitCode::from(OUTCOME_UNKNOWN)
+}
+
 /// The leader's status, as the reachable members among `endpoints` report it.
 pub(super) async fn leader(endpoints: &[String]) -> anyhow::Result<NodeStatus> {
     for _ in 0..50 {
@@ -74,9 +119,14 @@ pub(super) async fn leader(endpoints: &[String]) -> anyhow::Result<NodeStatus> {
 pub(super) async fn client(
     status: &NodeStatus,
 ) -> anyhow::Result<ClusterServiceClient<tonic::transport::Channel>> {
-    ClusterServiceClient::connect(format!("http://{}", status.grpc_addr))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", status.grpc_addr))
+        .with_context(|| format!("leader address {:?}", status.grpc_addr))?
+        .connect_timeout(Duration::from_secs(3));
+    let channel = endpoint
+        .connect()
         .await
-        .with_context(|| format!("connecting to the leader at {}", status.grpc_addr))
+        .with_context(|| format!("connecting to the leader at {}", status.grpc_addr))?;
+    Ok(ClusterServiceClient::new(channel))
 }
 
 pub(super) fn status_error(s: tonic::Status) -> anyhow::Error {
@@ -96,27 +146,31 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
                 "adding node {} as a learner (waits until it has caught up)...",
                 args.id
             );
-            client
-                .add_learner(AddLearnerRequest {
-                    node: Some(NodeInfo {
-                        node_id: args.id,
-                        region: args.region.clone(),
-                        grpc_addr: args.grpc.clone(),
-                        http_addr: args.http.clone(),
-                    }),
-                })
-                .await
-                .map_err(status_error)?;
+            let request = AddLearnerRequest {
+                node: Some(NodeInfo {
+                    node_id: args.id,
+                    region: args.region.clone(),
+                    grpc_addr: args.grpc.clone(),
+                    http_addr: args.http.clone(),
+                }),
+            };
+            if let Answer::Unknown(reason) =
+                send("adding the learner", client.add_learner(request)).await?
+            {
+                return Ok(outcome_unknown(&reason));
+            }
             if args.learner {
                 println!("node {} joined as a learner", args.id);
                 return Ok(ExitCode::SUCCESS);
             }
             let mut voters: Vec<u64> = leader.voters.iter().map(|v| v.node_id).collect();
             voters.push(args.id);
-            client
-                .change_membership(ChangeMembershipRequest { voters })
-                .await
-                .map_err(status_error)?;
+            let request = ChangeMembershipRequest { voters };
+            if let Answer::Unknown(reason) =
+                send("promoting to voter", client.change_membership(request)).await?
+            {
+                return Ok(outcome_unknown(&reason));
+            }
             println!("node {} is a voter", args.id);
         }
         MemberCommand::Remove(args) => {
@@ -135,11 +189,13 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             if voters.is_empty() {
                 bail!("refusing to remove the last voter");
             }
-            client(&leader)
-                .await?
-                .change_membership(ChangeMembershipRequest { voters })
-                .await
-                .map_err(status_error)?;
+            let mut client = client(&leader).await?;
+            let request = ChangeMembershipRequest { voters };
+            if let Answer::Unknown(reason) =
+                send("removing the node", client.change_membership(request)).await?
+            {
+                return Ok(outcome_unknown(&reason));
+            }
             println!("node {} removed; it can be stopped now", args.id);
         }
     }

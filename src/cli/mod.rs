@@ -28,6 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one arbiter node.
+    // Boxed: the node's flags dwarf every other command's.
     Serve(Box<serve::ServeArgs>),
     /// Start a local three-node cluster on loopback (embedded default config).
     Up(up::UpArgs),

@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// Address peers and clients dial for gRPC (default: the bound listen address).
     #[arg(long)]
     grpc_advertise: Option<String>,
+    /// Serve socket NAME (grpc, http) on inherited descriptor FD instead of binding its
+    /// --NAME-listen address: NAME=FD (repeatable). A supervisor that binds the sockets once
+    /// and hands them to every restart uses this, so a node's port is never released.
+    #[arg(long = "listen-fd", value_parser = parse_listen_fd)]
+    listen_fds: Vec<(String, i32)>,
     #[arg(long)]
     http_advertise: Option<String>,
     #[arg(long, value_enum)]
@@ -84,6 +89,14 @@ fn parse_dial(s: &str) -> Result<(u64, String), String> {
     Ok((id, addr.to_string()))
 }
 
+fn parse_listen_fd(s: &str) -> Result<(String, i32), String> {
+    let (name, fd) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=FD, got {s:?}"))?;
+    let fd = fd.parse().map_err(|_| format!("bad descriptor in {s:?}"))?;
+    Ok((name.to_string(), fd))
+}
+
 pub(super) fn parse_peer(s: &str) -> Result<PeerConfig, String> {
     let err = || format!("expected ID=REGION@GRPC_ADDR,HTTP_ADDR, got {s:?}");
     let (id, rest) = s.split_once('=').ok_or_else(err)?;
@@ -134,6 +147,7 @@ impl ServeArgs {
             raw.peers = self.peers;
         }
         raw.dial.extend(self.dial);
+        raw.listen_fds.extend(self.listen_fds);
         Ok(raw)
     }
 }

@@ -3,6 +3,7 @@
 //! second `up` on the same data dir resumes the same cluster), writes `cluster.json`, prints
 //! the endpoints and stops all three on Ctrl-C. A child that dies is reported, not restarted.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,12 +13,14 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Profile;
-use crate::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec};
+use crate::local_cluster::{initialize, wait_for_leader, Listeners, NodeProcess, NodeSpec};
 use crate::raft_types::NodeId;
 
 pub const DEFAULT_DATA_DIR: &str = "arbiter-data";
 const EMBEDDED_CLUSTER: &str = include_str!("../../deploy/local-cluster.toml");
 const CLUSTER_FILE: &str = "cluster.json";
+/// Bootstrap answers once the membership entry is stored; a node that takes longer is stuck.
+const INITIALIZE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -156,12 +159,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for node in &def.nodes {
+        let port = |offset: u64| {
+            // The definition was checked above to keep base+1080+id within u16.
+            u16::try_from(u64::from(base) + offset + node.id).unwrap_or(0)
+        };
+        let listeners = Listeners::bind(|name| {
+            let port = match name {
+                "grpc" => port(0),
+                "http" => port(1080),
+                // Sockets clients never dial by number take any free port.
+                _ => 0,
+            };
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+        })?;
         let spec = NodeSpec {
             id: node.id,
             region: node.region.clone(),
             data_dir: args.data_dir.join(format!("node-{}", node.id)),
-            grpc_listen: format!("127.0.0.1:{}", u64::from(base) + node.id),
-            http_listen: format!("127.0.0.1:{}", u64::from(base) + 1080 + node.id),
+            listeners,
             grpc_advertise: None,
             profile: def.profile,
             extra_args: Vec::new(),
@@ -171,7 +186,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let members = nodes.iter().map(NodeProcess::info).collect();
-    let already = initialize(&nodes[0].ready.grpc_addr, members).await?;
+    let already = initialize(&nodes[0].ready.grpc_addr, members, INITIALIZE_TIMEOUT).await?;
     let endpoints: Vec<String> = nodes.iter().map(|n| n.ready.grpc_addr.clone()).collect();
     let leader = wait_for_leader(&endpoints, Duration::from_secs(30)).await?;
 

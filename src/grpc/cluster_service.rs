@@ -4,8 +4,13 @@
 //! Invariant: a node receives the cluster id (`JoinCluster`) only as a member of a brand-new
 //! cluster (from its initializer) or when it is being added as a *learner* — never while it is
 //! a voter — so an empty data dir can never turn into a voter that forgot what it voted for.
+//!
+//! Invariant: bootstrap and membership changes wait on the Raft core like writes do, and end
+//! by the same write deadline; a call that runs out of it answers `DEADLINE_EXCEEDED`, outcome
+//! unknown (the change may still commit), never hangs with a paused or partitioned quorum.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -26,7 +31,8 @@ use super::status::not_leader;
 use crate::codec;
 use crate::identity::ClusterId;
 use crate::node::NodeContext;
-use crate::raft_types::{Member, NodeId};
+use crate::proposer::WriteError;
+use crate::raft_types::{Member, NodeId, Raft};
 
 pub struct ClusterApi {
     node: Arc<NodeContext>,
@@ -79,6 +85,21 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> S
         RaftError::Fatal(f) => {
             tracing::error!(error = %f, "membership change failed");
             Status::unavailable("raft is shutting down")
+        }
+    }
+}
+
+/// Bootstraps the cluster unless it already is; returns whether it already was.
+async fn initialize(raft: Raft, members: BTreeMap<NodeId, Member>) -> Result<bool, Status> {
+    match raft.initialize(members).await {
+        Ok(()) => Ok(false),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(true),
+        Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+            Err(Status::invalid_argument(e.to_string()))
+        }
+        Err(RaftError::Fatal(f)) => {
+            tracing::error!(error = %f, "initialize failed");
+            Err(Status::unavailable("raft is shutting down"))
         }
     }
 }
@@ -137,12 +158,16 @@ impl ClusterService for ClusterApi {
                 Status::failed_precondition("this node has no cluster identity yet")
             })?;
         hand_identity(id, &member.grpc_addr, &cluster_id).await?;
+        // Blocking: answers once the learner has caught up, so the deadline covers that too.
+        let raft = self.node.raft.clone();
         let response = self
             .node
-            .raft
-            .add_learner(id, member, true)
-            .await
-            .map_err(membership_error)?;
+            .within_write_deadline(async move {
+                raft.add_learner(id, member, true)
+                    .await
+                    .map_err(membership_error)
+            })
+            .await?;
         Ok(Response::new(MembershipResponse {
             log_index: response.log_id.index,
         }))
@@ -156,12 +181,15 @@ impl ClusterService for ClusterApi {
         if voters.is_empty() {
             return Err(Status::invalid_argument("voters must not be empty"));
         }
+        let raft = self.node.raft.clone();
         let response = self
             .node
-            .raft
-            .change_membership(voters, false)
-            .await
-            .map_err(membership_error)?;
+            .within_write_deadline(async move {
+                raft.change_membership(voters, false)
+                    .await
+                    .map_err(membership_error)
+            })
+            .await?;
         Ok(Response::new(MembershipResponse {
             log_index: response.log_id.index,
         }))
@@ -287,6 +315,33 @@ async fn hand_identity(id: NodeId, grpc_addr: &str, cluster_id: &ClusterId) -> R
 }
 
 impl NodeContext {
+    /// Runs `call` to completion in a task of its own and waits for it until the write
+    /// deadline; past it, answers `DEADLINE_EXCEEDED` (outcome unknown).
+    ///
+    /// The task is not cancelled at the deadline: openraft's `change_membership` drives the
+    /// second step (joint → new config) from the caller's future, so dropping it would strand
+    /// the cluster in the joint configuration. Letting it finish is what "outcome unknown"
+    /// promises: the change may still complete.
+    async fn within_write_deadline<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, Status>> + Send + 'static,
+    ) -> Result<T, Status> {
+        let deadline = self.proposer.timeout();
+        match tokio::time::timeout(deadline, tokio::spawn(call)).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => {
+                tracing::error!(error = %join_error, "administrative call failed");
+                Err(Status::internal(
+                    "administrative call failed; see the node log",
+                ))
+            }
+            Err(_) => Err(WriteError::Timeout {
+                after_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            }
+            .into()),
+        }
+    }
+
     /// Bootstraps the cluster unless it already is; returns whether it already was. A new
     /// cluster gets a new cluster id, which every member persists before Raft starts.
     pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<bool, Status> {
@@ -308,17 +363,8 @@ impl NodeContext {
             hand_identity(*id, &member.grpc_addr, &cluster_id).await?;
         }
         tracing::info!(cluster_id = %cluster_id, members = members.len(), "initializing a new cluster");
-        match self.raft.initialize(members).await {
-            Ok(()) => Ok(false),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(true),
-            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
-                Err(Status::invalid_argument(e.to_string()))
-            }
-            Err(RaftError::Fatal(f)) => {
-                tracing::error!(error = %f, "initialize failed");
-                Err(Status::unavailable("raft is shutting down"))
-            }
-        }
+        let raft = self.raft.clone();
+        self.within_write_deadline(initialize(raft, members)).await
     }
 
     pub fn status(&self) -> NodeStatus {

@@ -2,8 +2,9 @@
 //!
 //! Invariant: a client can always tell what to do from the status alone — `UNAVAILABLE` with
 //! the leader in metadata (`x-arbiter-leader-id`, `x-arbiter-leader-addr`) and in the encoded
-//! `NotLeader` details means "retry there"; `DEADLINE_EXCEEDED` means the outcome is unknown;
-//! bad input is `INVALID_ARGUMENT`. Internals are logged, not leaked.
+//! `NotLeader` details means "retry there"; `UNAVAILABLE` without a leader means "not applied,
+//! retry later" (shutting down, or the write queue stayed full); `DEADLINE_EXCEEDED` means the
+//! outcome is unknown; bad input is `INVALID_ARGUMENT`. Internals are logged, not leaked.
 
 use arbiter_client::proto::NotLeader;
 use arbiter_client::{LEADER_ADDR_HEADER, LEADER_ID_HEADER};
@@ -40,7 +41,9 @@ impl From<WriteError> for Status {
                 leader_addr,
             } => not_leader(*leader_id, leader_addr.as_deref()),
             WriteError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
-            WriteError::ShuttingDown => Status::unavailable(e.to_string()),
+            WriteError::ShuttingDown | WriteError::Overloaded { .. } => {
+                Status::unavailable(e.to_string())
+            }
             WriteError::Raft(detail) => {
                 tracing::error!(%detail, "raft write failed");
                 Status::internal("raft write failed; see the node log")

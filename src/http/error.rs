@@ -12,7 +12,7 @@
 //! | 404 | no such tenant, task, failover or route |
 //! | 405 | the route exists, the method does not |
 //! | 409 | refused by the replicated state (failback gate, failover in progress, locked tenant, no weights) |
-//! | 503 | not the leader: `leaderHttpAddr` says where to retry (`null` during an election), or shutting down |
+//! | 503 | not the leader: `leaderHttpAddr` says where to retry (`null` during an election), shutting down, or the write queue stayed full (not applied) |
 //! | 504 | the write was not confirmed in time; it may or may not have been applied |
 //! | 500 | our bug: logged here, never leaked |
 //!
@@ -68,7 +68,9 @@ impl ApiError {
                 leader_http_addr: leader_http_addr(node, leader_id),
             },
             WriteError::Timeout { .. } => ApiError::Timeout(e.to_string()),
-            WriteError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            WriteError::ShuttingDown | WriteError::Overloaded { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
             WriteError::Raft(detail) => ApiError::Internal(format!("raft: {detail}")),
         }
     }

@@ -1,10 +1,17 @@
 //! Shared integration-test harness: a cluster of real `arbiter serve` processes on loopback,
 //! in a temp dir, torn down (processes killed, dir removed) when dropped.
+//!
+//! Ports: each node's sockets are bound once, when the cluster starts, and handed to every
+//! (re)start of that node (`NodeSpec::listeners`, see `arbiter::local_cluster`), so a
+//! restarted node comes back at the same address without ever releasing its port. A killed
+//! or stopped node refuses connections until it is restarted.
+//!
+//! Waiting: every wait polls a condition until a deadline (`eventually`, `wait_for_leader`,
+//! the ready file in `NodeSpec::start`); none sleeps and hopes.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::time::Duration;
 
-use arbiter::config::Profile;
 use arbiter::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec};
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{NodeStatus, StatusRequest};
@@ -30,36 +37,32 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Starts `n` nodes on port 0, bootstraps them and waits for a leader.
+    /// Starts `n` nodes on loopback (kernel-picked ports, held for the cluster's life),
+    /// bootstraps them and waits for a leader.
     pub async fn start(n: usize, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         let mut specs = Vec::new();
         for i in 0..n {
             let id = i as u64 + 1;
-            let mut spec = NodeSpec {
+            let mut spec = NodeSpec::on_loopback(
                 id,
-                region: REGIONS[i % REGIONS.len()].to_string(),
-                data_dir: dir.path().join(format!("node-{id}")),
-                grpc_listen: "127.0.0.1:0".into(),
-                http_listen: "127.0.0.1:0".into(),
-                grpc_advertise: None,
-                profile: Profile::Lan,
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            };
+                REGIONS[i % REGIONS.len()],
+                dir.path().join(format!("node-{id}")),
+            )
+            .expect("bind the node's sockets");
+            spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
             let process = spec
                 .start(&binary(), Duration::from_secs(30))
                 .await
                 .expect("node starts");
-            // Pin the ports the OS chose, so a restarted node comes back at the same address.
-            spec.grpc_listen = process.ready.grpc_addr.clone();
-            spec.http_listen = process.ready.http_addr.clone();
             specs.push(spec);
             nodes.push(Some(process));
         }
         let cluster = TestCluster { dir, nodes, specs };
         let members = cluster.running().map(NodeProcess::info).collect();
-        initialize(&cluster.specs[0].grpc_listen, members)
+        let first = cluster.specs[0].listeners.grpc().to_string();
+        initialize(&first, members, Duration::from_secs(30))
             .await
             .expect("initialize");
         cluster.leader(Duration::from_secs(20)).await;
@@ -72,7 +75,10 @@ impl TestCluster {
 
     /// gRPC endpoints of every node, running or not.
     pub fn endpoints(&self) -> Vec<String> {
-        self.specs.iter().map(|s| s.grpc_listen.clone()).collect()
+        self.specs
+            .iter()
+            .map(|s| s.listeners.grpc().to_string())
+            .collect()
     }
 
     pub fn running_endpoints(&self) -> Vec<String> {
@@ -97,6 +103,7 @@ impl TestCluster {
         }
     }
 
+    /// Starts node `id` again on the sockets it had, so it serves at the same addresses.
     pub async fn restart(&mut self, id: u64) {
         let i = Self::index(id);
         assert!(self.nodes[i].is_none(), "node {id} is still running");
@@ -112,14 +119,18 @@ impl TestCluster {
     }
 }
 
+/// One node's status, or `None` if it does not answer within 2 s (a paused node completes
+/// the TCP handshake and then says nothing, so the connect is inside the deadline too).
 pub async fn status(endpoint: &str) -> Option<NodeStatus> {
-    let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-        .await
-        .ok()?;
-    tokio::time::timeout(Duration::from_secs(2), client.get_status(StatusRequest {}))
+    let call = async {
+        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+            .await
+            .ok()?;
+        client.get_status(StatusRequest {}).await.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), call)
         .await
         .ok()?
-        .ok()
         .map(|r| r.into_inner())
 }
 
@@ -183,22 +194,31 @@ pub async fn acquire_any(
     Err(last_error)
 }
 
-/// The current fencing epoch of `resource` as the leader sees it (0 = never leased).
+/// The current fencing epoch of `resource` as the leader sees it (0 = never leased), asking
+/// every endpoint in turn until one answers; `None` if none does within 10 s (a read fails
+/// while a leader cannot confirm its term, which a loaded machine makes likelier).
 pub async fn epoch_of(endpoints: &[String], resource: &str) -> Option<u64> {
     use arbiter_client::proto::lease_service_client::LeaseServiceClient;
     use arbiter_client::proto::GetLeaseRequest;
-    for endpoint in endpoints {
-        let Ok(mut client) = LeaseServiceClient::connect(format!("http://{endpoint}")).await else {
-            continue;
-        };
-        let request = GetLeaseRequest {
-            resource: resource.into(),
-        };
-        if let Ok(Ok(reply)) =
-            tokio::time::timeout(Duration::from_secs(3), client.current_epoch(request)).await
-        {
-            return Some(reply.into_inner().epoch);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        for endpoint in endpoints {
+            let call = async {
+                let mut client = LeaseServiceClient::connect(format!("http://{endpoint}"))
+                    .await
+                    .ok()?;
+                let request = GetLeaseRequest {
+                    resource: resource.into(),
+                };
+                client.current_epoch(request).await.ok()
+            };
+            // Connect and call share the deadline: a paused node must not stall the caller.
+            if let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(3), call).await {
+                return Some(reply.into_inner().epoch);
+            }
         }
+        // Only followers, or a leader still confirming its term, answered: ask again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
 }

@@ -59,7 +59,7 @@ pub fn rejoin_args(cluster: &TestCluster, id: u64) -> Vec<String> {
         .specs
         .iter()
         .filter(|s| s.id != id)
-        .map(|s| s.grpc_listen.clone())
+        .map(|s| s.listeners.grpc().to_string())
         .collect();
     vec!["--rejoin".into(), "--endpoints".into(), others.join(",")]
 }

@@ -490,12 +490,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_node_and_a_frozen_node_are_skipped() {
-        // A port nobody listens on.
-        let dead = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string();
+        // A port nobody listens on: bound (so nothing else takes it) but never listening, so
+        // connects are refused. Held until the test ends.
+        let dead_socket = tokio::net::TcpSocket::new_v4().unwrap();
+        dead_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let dead = dead_socket.local_addr().unwrap().to_string();
         let frozen = MockArbiter::default();
         frozen.on_acquire(Answer::Silent);
         let (_, live) = granting().await;
