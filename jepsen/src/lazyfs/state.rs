@@ -340,7 +340,7 @@ impl State {
     }
 
     /// Moves `parent`/`name` into the trash (so its removal can be undone); returns where.
-    fn to_trash(&mut self, parent: u64, name: &OsStr) -> Result<PathBuf> {
+    fn move_to_trash(&mut self, parent: u64, name: &OsStr) -> Result<PathBuf> {
         let from = self.backing.join(self.child_relative(parent, name)?);
         let trashed = self.trash.join(self.next_trash.to_string());
         self.next_trash += 1;
@@ -369,7 +369,7 @@ impl State {
             self.names.remove(&(parent, name.to_os_string()));
             return fs::remove_file(path);
         }
-        let trashed = self.to_trash(parent, name)?;
+        let trashed = self.move_to_trash(parent, name)?;
         self.journal.record(Change::Removed {
             path: relative,
             trashed,
@@ -400,7 +400,7 @@ impl State {
                     }
                     _ => {}
                 }
-                Some(self.to_trash(new_parent, new_name)?)
+                Some(self.move_to_trash(new_parent, new_name)?)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
