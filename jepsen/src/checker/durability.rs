@@ -9,7 +9,10 @@
 //!   latest writes acknowledged before the marker (those no other acknowledged write followed in
 //!   real time), or a value some unacknowledged or later write may have written — never an
 //!   overwritten value, and never the initial `null` once a write was acknowledged. Written values
-//!   must be unique per key for this to be exact.
+//!   must be unique per key for this to be exact;
+//! - the cluster comes back at all: a whole-cluster restart whose heal failed (a node refused to
+//!   start on what the crash left of its data) is an anomaly, not a window nothing can be said
+//!   about — losing the state a node needs to start is losing acknowledged data.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -40,6 +43,8 @@ pub enum DurabilityAnomaly {
         returned: Value,
         latest: Vec<OpIndex>,
     },
+    /// The nodes killed by restart `restart` (its marker op `marker`) never all came back.
+    NotBack { restart: String, marker: OpIndex },
 }
 
 impl fmt::Display for DurabilityAnomaly {
@@ -66,6 +71,10 @@ impl fmt::Display for DurabilityAnomaly {
                 "register {key}: read {read} after restart {restart} returned {returned}, \
                  older than acknowledged write(s) {latest:?}"
             ),
+            DurabilityAnomaly::NotBack { restart, marker } => write!(
+                f,
+                "restart {restart} (op {marker}): the cluster never came back (its heal failed)"
+            ),
         }
     }
 }
@@ -77,6 +86,7 @@ impl Anomaly for DurabilityAnomaly {
             DurabilityAnomaly::RegisterRegressed { read, latest, .. } => std::iter::once(*read)
                 .chain(latest.iter().copied())
                 .collect(),
+            DurabilityAnomaly::NotBack { marker, .. } => vec![*marker],
         }
     }
 }
@@ -85,7 +95,7 @@ impl Anomaly for DurabilityAnomaly {
 pub struct DurabilityReport {
     /// Whole-cluster restarts whose heal completed.
     pub restarts: usize,
-    /// Whole-cluster restarts never healed: nothing after them can be judged.
+    /// Whole-cluster restarts never healed (each one is also a `NotBack` anomaly).
     pub unhealed: usize,
     /// Reads after a restart that were held to acknowledged data.
     pub reads_checked: usize,
@@ -139,7 +149,14 @@ pub fn check(history: &History, windows: &[NemesisWindow]) -> DurabilityReport {
         restarts: restarts.len(),
         unhealed: restart_windows.len() - restarts.len(),
         reads_checked: 0,
-        anomalies: Vec::new(),
+        anomalies: restart_windows
+            .iter()
+            .filter(|w| w.healed.is_none())
+            .map(|w| DurabilityAnomaly::NotBack {
+                restart: w.id.clone(),
+                marker: w.started,
+            })
+            .collect(),
     };
     let logs = by_key(
         history
@@ -274,6 +291,11 @@ mod tests {
 
     /// Kill every node at `at`, everyone back at `at + 100`.
     fn restart(s: &mut Script, at: u64) {
+        restart_healed_as(s, at, OpType::Ok);
+    }
+
+    /// Kill every node at `at`; the heal at `at + 100` completes as `healed`.
+    fn restart_healed_as(s: &mut Script, at: u64, healed: OpType) -> Op {
         let fault = serde_json::to_value(Fault::KillAll).unwrap();
         let kill = s.op(Op::invoke(Process::Nemesis, F::Nemesis, "f0", fault), at);
         s.op(kill.complete(OpType::Ok, Value::Null), at + 1);
@@ -281,7 +303,8 @@ mod tests {
             Op::invoke(Process::Nemesis, F::Heal, "f0", Value::Null),
             at + 50,
         );
-        s.op(heal.complete(OpType::Ok, Value::Null), at + 100);
+        s.op(heal.complete(healed, Value::Null), at + 100);
+        kill
     }
 
     fn run(s: Script) -> DurabilityReport {
@@ -345,5 +368,23 @@ mod tests {
         read(&mut s, "b", 300);
         read(&mut s, "a", 310);
         assert!(run(s).anomalies.is_empty());
+    }
+
+    /// Regression: with syncs skipped, a power loss left nodes unable to start; the run saw no
+    /// read after the restart and passed. A cluster that does not come back is caught.
+    #[test]
+    fn a_cluster_that_never_comes_back_is_caught() {
+        let mut s = Script::default();
+        append(&mut s, 1, 0);
+        let kill = restart_healed_as(&mut s, 100, OpType::Fail);
+        let report = run(s);
+        assert_eq!(report.unhealed, 1);
+        assert_eq!(
+            report.anomalies,
+            vec![DurabilityAnomaly::NotBack {
+                restart: "f0".into(),
+                marker: kill.index,
+            }]
+        );
     }
 }
