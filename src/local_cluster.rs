@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{InitializeRequest, NodeInfo, NodeStatus};
+use arbiter_client::ClientOptions;
 
 use crate::config::Profile;
 use crate::node::{read_ready, ReadyInfo, READY_FILE};
 use crate::raft_types::NodeId;
+use crate::tls::TlsPaths;
 
 /// How to start one node.
 #[derive(Debug, Clone)]
@@ -24,8 +26,12 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     pub grpc_listen: String,
     pub http_listen: String,
+    pub peer_listen: String,
     /// What peers dial; `None` = the bound address (needed when a proxy sits in between).
     pub grpc_advertise: Option<String>,
+    pub peer_advertise: Option<String>,
+    /// The node's certificates; `None` = plain TCP (loopback only).
+    pub tls: Option<TlsPaths>,
     pub profile: Profile,
     /// Further `arbiter serve` flags, e.g. `--snapshot-every 20`.
     pub extra_args: Vec<String>,
@@ -92,6 +98,8 @@ impl NodeSpec {
             .arg(&self.grpc_listen)
             .arg("--http-listen")
             .arg(&self.http_listen)
+            .arg("--peer-listen")
+            .arg(&self.peer_listen)
             .arg("--profile")
             .arg(match self.profile {
                 Profile::Lan => "lan",
@@ -99,6 +107,17 @@ impl NodeSpec {
             });
         if let Some(advertise) = &self.grpc_advertise {
             cmd.arg("--grpc-advertise").arg(advertise);
+        }
+        if let Some(advertise) = &self.peer_advertise {
+            cmd.arg("--peer-advertise").arg(advertise);
+        }
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls-ca")
+                .arg(&tls.ca)
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
         }
         cmd.args(&self.extra_args)
             .stdin(Stdio::null())
@@ -115,6 +134,8 @@ impl NodeSpec {
                 region: self.region.clone(),
                 grpc_addr: String::new(),
                 http_addr: String::new(),
+                peer_addr: String::new(),
+                tls: self.tls.is_some(),
                 pid: child.id(),
             },
             child: Some(child),
@@ -140,6 +161,11 @@ impl NodeProcess {
                 .clone()
                 .unwrap_or_else(|| self.ready.grpc_addr.clone()),
             http_addr: self.ready.http_addr.clone(),
+            peer_addr: self
+                .spec
+                .peer_advertise
+                .clone()
+                .unwrap_or_else(|| self.ready.peer_addr.clone()),
         }
     }
 
@@ -219,14 +245,17 @@ impl Drop for NodeProcess {
 }
 
 /// Bootstraps the cluster through `endpoint` (idempotent); returns whether it already was.
-pub async fn initialize(endpoint: &str, members: Vec<NodeInfo>) -> Result<bool, LaunchError> {
+pub async fn initialize(
+    endpoint: &str,
+    members: Vec<NodeInfo>,
+    options: &ClientOptions,
+) -> Result<bool, LaunchError> {
     let rpc = |reason: String| LaunchError::Rpc {
         endpoint: endpoint.to_string(),
         reason,
     };
-    let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-        .await
-        .map_err(|e| rpc(e.to_string()))?;
+    let channel = arbiter_client::channel(endpoint, options).map_err(|e| rpc(e.to_string()))?;
+    let mut client = ClusterServiceClient::new(channel);
     let reply = client
         .initialize(InitializeRequest { members })
         .await
@@ -239,13 +268,14 @@ pub async fn initialize(endpoint: &str, members: Vec<NodeInfo>) -> Result<bool, 
 pub async fn wait_for_leader(
     endpoints: &[String],
     timeout: Duration,
+    options: &ClientOptions,
 ) -> Result<NodeStatus, LaunchError> {
     let deadline = Instant::now() + timeout;
     loop {
         let statuses = futures::future::join_all(
             endpoints
                 .iter()
-                .map(|e| crate::cli::fetch_status(e.clone())),
+                .map(|e| crate::cli::fetch_status(e.clone(), options)),
         )
         .await;
         let reachable: Vec<NodeStatus> = statuses.into_iter().filter_map(Result::ok).collect();

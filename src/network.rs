@@ -1,4 +1,6 @@
-//! Raft transport, client side: openraft's `RaftNetwork` over tonic.
+//! Raft transport, client side: openraft's `RaftNetwork` over tonic, to each peer's **peer
+//! port**. With TLS, the node presents its own certificate and verifies the peer's against the
+//! name `arbiter-node-<peer id>` ([`crate::tls::peer_server_name`]), whatever address it dials.
 //!
 //! Invariant: one tonic `Channel` per peer address, created once and cached. A lazily
 //! connected channel reconnects by itself after the peer restarts, so no request ever pays
@@ -25,6 +27,7 @@ use crate::codec;
 use crate::grpc::raft_proto::raft_service_client::RaftServiceClient;
 use crate::grpc::raft_proto::RaftPayload;
 use crate::raft_types::{Member, NodeId, TypeConfig};
+use crate::tls::NodeTls;
 
 /// Largest Raft message accepted or sent: generous for AppendEntries batches and snapshot
 /// chunks (openraft chunks snapshots at `snapshot_max_chunk_size`, 3 MiB by default).
@@ -38,6 +41,8 @@ pub struct Network {
     dial_overrides: Arc<HashMap<NodeId, String>>,
     connect_timeout: Duration,
     backoff: Duration,
+    /// `None`: plain TCP (loopback or `--insecure`).
+    tls: Option<Arc<NodeTls>>,
 }
 
 impl Network {
@@ -45,25 +50,30 @@ impl Network {
         connect_timeout: Duration,
         backoff: Duration,
         dial_overrides: HashMap<NodeId, String>,
+        tls: Option<Arc<NodeTls>>,
     ) -> Self {
         Network {
             channels: Arc::default(),
             dial_overrides: Arc::new(dial_overrides),
             connect_timeout,
             backoff,
+            tls,
         }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
         // Held only for a map lookup or insert; never across an await.
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls.clone(), target)),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -76,9 +86,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let addr = self
             .dial_overrides
             .get(&target)
-            .unwrap_or(&node.grpc_addr)
+            .unwrap_or(if node.peer_addr.is_empty() {
+                &node.grpc_addr
+            } else {
+                &node.peer_addr
+            })
             .clone();
-        let client = self.channel(&addr).map(|channel| {
+        let client = self.channel(target, &addr).map(|channel| {
             RaftServiceClient::new(channel)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -89,6 +103,38 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             backoff: self.backoff,
         }
     }
+}
+
+/// Dials `uri`'s host and port and runs a TLS handshake with the node's current dial
+/// configuration (so a SIGHUP reload applies to the next connection), expecting the server to
+/// be node `target`.
+fn tls_connector(
+    tls: Arc<NodeTls>,
+    target: NodeId,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Send
+       + Clone
+       + 'static {
+    tower::service_fn(move |uri: tonic::transport::Uri| {
+        let tls = tls.clone();
+        async move {
+            let authority = uri
+                .authority()
+                .ok_or_else(|| std::io::Error::other(format!("no host:port in {uri}")))?
+                .to_string();
+            let tcp = tokio::net::TcpStream::connect(authority).await?;
+            tcp.set_nodelay(true)?;
+            let connector = tokio_rustls::TlsConnector::from(tls.dial());
+            let stream = connector
+                .connect(crate::tls::peer_server_name(target), tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        }
+    })
 }
 
 pub struct PeerClient {

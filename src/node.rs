@@ -1,5 +1,9 @@
-//! One arbiter node: storage, Raft, the gRPC and HTTP servers, and the leader's background
-//! duties, started together and stopped together.
+//! One arbiter node: storage, Raft, the peer, gRPC and HTTP servers, and the leader's
+//! background duties, started together and stopped together.
+//!
+//! Three ports: **peer** (Raft RPCs only; mutual TLS with node certificates), **client gRPC**
+//! and **client HTTP** (TLS; a client certificate is optional). Without `[tls]` all three are
+//! plain TCP, which [`crate::config`] allows only on loopback or with `insecure`.
 //!
 //! Invariant: one way to stop. [`run`] serves until its `shutdown` future resolves, then stops
 //! accepting requests, drains in-flight ones for at most [`DRAIN_DEADLINE`], shuts Raft down
@@ -30,6 +34,8 @@ use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
 use crate::store::{self, StateMachineStore, StoreError};
+use crate::tls::incoming::{self, TlsListener};
+use crate::tls::{NodeTls, PortKind, TlsError};
 use arbiter_core::replication::WriteRate;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -44,6 +50,7 @@ pub struct NodeContext {
     pub region: String,
     pub grpc_addr: String,
     pub http_addr: String,
+    pub peer_addr: String,
     pub raft: Raft,
     pub state: StateMachineStore,
     pub proposer: Proposer,
@@ -59,6 +66,10 @@ pub struct ReadyInfo {
     pub region: String,
     pub grpc_addr: String,
     pub http_addr: String,
+    /// The peer (Raft) port's address.
+    pub peer_addr: String,
+    /// Whether the ports speak TLS.
+    pub tls: bool,
     pub pid: u32,
 }
 
@@ -82,14 +93,34 @@ pub enum NodeError {
     },
     #[error("server failed: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Runs a node until `shutdown` resolves.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let tls = match &config.tls {
+        Some(paths) => {
+            let tls = NodeTls::load(paths.clone())?;
+            crate::tls::reload_on_sighup(tls.clone());
+            Some(tls)
+        }
+        None => {
+            if config.insecure {
+                tracing::warn!(
+                    "INSECURE: --insecure set and no [tls]: Raft, leases and the DR API are served \
+                     over plain TCP, unauthenticated peers can join the Raft traffic"
+                );
+            }
+            None
+        }
+    };
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
+    let peer_listener = bind(config.peer_listen).await?;
     let grpc_addr = advertised(&config.grpc_advertise, &grpc_listener)?;
     let http_addr = advertised(&config.http_advertise, &http_listener)?;
+    let peer_addr = advertised(&config.peer_advertise, &peer_listener)?;
 
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::ReadyFile {
         path: config.data_dir.clone(),
@@ -101,6 +132,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         Duration::from_millis(config.timing.heartbeat_ms.max(100)),
         Duration::from_millis(config.timing.peer_backoff_ms),
         config.dial.clone().into_iter().collect(),
+        tls.clone(),
     );
     let raft_config = config
         .raft_config()
@@ -140,6 +172,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         region: config.region.clone(),
         grpc_addr: grpc_addr.clone(),
         http_addr: http_addr.clone(),
+        peer_addr: peer_addr.clone(),
         proposer,
         leases,
         dr,
@@ -149,8 +182,24 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let grpc = tokio::spawn(serve_grpc(node.clone(), grpc_listener, stop_rx.clone()));
-    let http = tokio::spawn(crate::http::serve(node.clone(), http_listener, stop_rx));
+    let peer = tokio::spawn(serve_peer(
+        node.clone(),
+        peer_listener,
+        tls.clone(),
+        stop_rx.clone(),
+    ));
+    let grpc = tokio::spawn(serve_grpc(
+        node.clone(),
+        grpc_listener,
+        tls.clone(),
+        stop_rx.clone(),
+    ));
+    let http = tokio::spawn(serve_http(
+        node.clone(),
+        http_listener,
+        tls.clone(),
+        stop_rx,
+    ));
 
     if config.bootstrap {
         let mut members: std::collections::BTreeMap<NodeId, Member> =
@@ -161,6 +210,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 region: config.region.clone(),
                 grpc_addr: grpc_addr.clone(),
                 http_addr: http_addr.clone(),
+                peer_addr: peer_addr.clone(),
             },
         );
         match node.initialize(members).await {
@@ -176,6 +226,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             region: config.region.clone(),
             grpc_addr,
             http_addr,
+            peer_addr,
+            tls: tls.is_some(),
             pid: std::process::id(),
         },
     )?;
@@ -205,6 +257,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     tracing::info!("shutting down: draining requests");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        let _ = peer.await;
         let _ = grpc.await;
         let _ = http.await;
     })
@@ -261,24 +314,83 @@ pub fn read_ready(dir: &Path) -> Option<ReadyInfo> {
     serde_json::from_str(&text).ok()
 }
 
-async fn serve_grpc(
+/// The peer port: the Raft transport only. With TLS, only node certificates of the cluster CA
+/// get through the handshake ([`crate::tls`]).
+async fn serve_peer(
     node: Arc<NodeContext>,
     listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<NodeTls>>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let raft_service = RaftServiceServer::new(RaftTransport::new(node.raft.clone()))
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(raft_service)
+        .add_service(raft_service);
+    serve_tonic(router, listener, tls.map(|t| (t, PortKind::Peer)), stop).await
+}
+
+/// The client gRPC port: cluster administration, leases, replication, routing.
+async fn serve_grpc(
+    node: Arc<NodeContext>,
+    listener: TcpListener,
+    tls: Option<Arc<NodeTls>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
         .add_service(LeaseServiceServer::new(LeaseApi::new(node.leases.clone())))
         .add_service(crate::grpc::replication_service::server(&node))
-        .add_service(crate::grpc::routing_service::server(&node, &stop))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(|e| NodeError::Serve(e.to_string()))
+        .add_service(crate::grpc::routing_service::server(&node, &stop));
+    serve_tonic(router, listener, tls.map(|t| (t, PortKind::Grpc)), stop).await
+}
+
+/// Serves `router` on `listener`, over TLS when `tls` is given, until `stop` turns true.
+async fn serve_tonic(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<(Arc<NodeTls>, PortKind)>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let mut on_stop = stop.clone();
+    let stopped = async move {
+        let _ = on_stop.wait_for(|s| *s).await;
+    };
+    let served = match tls {
+        Some((tls, port)) => {
+            use futures::StreamExt;
+            let streams = incoming::accept(listener, tls, port, stop);
+            let streams =
+                tokio_stream::wrappers::ReceiverStream::new(streams).map(Ok::<_, std::io::Error>);
+            router.serve_with_incoming_shutdown(streams, stopped).await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
+                .await
+        }
+    };
+    served.map_err(|e| NodeError::Serve(e.to_string()))
+}
+
+/// The client HTTP port.
+async fn serve_http(
+    node: Arc<NodeContext>,
+    listener: TcpListener,
+    tls: Option<Arc<NodeTls>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    match tls {
+        Some(tls) => {
+            let local = listener.local_addr().map_err(|source| NodeError::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
+            let streams = incoming::accept(listener, tls, PortKind::Http, stop.clone());
+            crate::http::serve(node, TlsListener::new(streams, local), stop).await
+        }
+        None => crate::http::serve(node, listener, stop).await,
+    }
 }

@@ -16,6 +16,8 @@ pub struct Member {
     pub region: String,
     pub grpc_addr: String,
     pub http_addr: String,
+    /// Where peers send Raft RPCs (the peer port, mutual TLS).
+    pub peer_addr: String,
 }
 
 impl fmt::Display for Member {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo, NodeStatus};
+use arbiter_client::{AuthChannel, ClientOptions};
 use clap::{Args, Subcommand};
 
 use super::status::fetch_status;
@@ -33,6 +34,9 @@ pub struct AddArgs {
     /// The new node's advertised HTTP address.
     #[arg(long)]
     http: String,
+    /// The new node's advertised peer (Raft) address [default: its gRPC address].
+    #[arg(long)]
+    peer: Option<String>,
     /// Leave it a learner (it replicates but does not vote).
     #[arg(long)]
     learner: bool,
@@ -49,18 +53,18 @@ pub struct RemoveArgs {
 }
 
 /// The leader's status, as the reachable members report it.
-async fn leader(cluster: &ClusterArgs) -> anyhow::Result<NodeStatus> {
+async fn leader(cluster: &ClusterArgs, options: &ClientOptions) -> anyhow::Result<NodeStatus> {
     let endpoints = cluster.endpoints(Port::Grpc);
     for _ in 0..50 {
         for endpoint in &endpoints {
-            let Ok(status) = fetch_status(endpoint.clone()).await else {
+            let Ok(status) = fetch_status(endpoint.clone(), options).await else {
                 continue;
             };
             if status.role == "Leader" {
                 return Ok(status);
             }
             if !status.leader_grpc_addr.is_empty() {
-                if let Ok(leader) = fetch_status(status.leader_grpc_addr.clone()).await {
+                if let Ok(leader) = fetch_status(status.leader_grpc_addr.clone(), options).await {
                     if leader.role == "Leader" {
                         return Ok(leader);
                     }
@@ -72,12 +76,13 @@ async fn leader(cluster: &ClusterArgs) -> anyhow::Result<NodeStatus> {
     bail!("no leader found among {}", endpoints.join(","))
 }
 
-async fn client(
+fn client(
     status: &NodeStatus,
-) -> anyhow::Result<ClusterServiceClient<tonic::transport::Channel>> {
-    ClusterServiceClient::connect(format!("http://{}", status.grpc_addr))
-        .await
-        .with_context(|| format!("connecting to the leader at {}", status.grpc_addr))
+    options: &ClientOptions,
+) -> anyhow::Result<ClusterServiceClient<AuthChannel>> {
+    let channel = arbiter_client::channel(&status.grpc_addr, options)
+        .with_context(|| format!("connecting to the leader at {}", status.grpc_addr))?;
+    Ok(ClusterServiceClient::new(channel))
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {
@@ -87,12 +92,13 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
     match command {
         MemberCommand::Add(args) => {
-            let leader = leader(&args.cluster).await?;
+            let options = args.cluster.credentials().client_options()?;
+            let leader = leader(&args.cluster, &options).await?;
             if leader.voters.iter().any(|v| v.node_id == args.id) {
                 println!("node {} is already a voter", args.id);
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut client = client(&leader).await?;
+            let mut client = client(&leader, &options)?;
             eprintln!(
                 "adding node {} as a learner (waits until it has caught up)...",
                 args.id
@@ -104,6 +110,7 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
                         region: args.region.clone(),
                         grpc_addr: args.grpc.clone(),
                         http_addr: args.http.clone(),
+                        peer_addr: args.peer.clone().unwrap_or_default(),
                     }),
                 })
                 .await
@@ -121,7 +128,8 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             println!("node {} is a voter", args.id);
         }
         MemberCommand::Remove(args) => {
-            let leader = leader(&args.cluster).await?;
+            let options = args.cluster.credentials().client_options()?;
+            let leader = leader(&args.cluster, &options).await?;
             let voters: Vec<u64> = leader
                 .voters
                 .iter()
@@ -136,8 +144,7 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             if voters.is_empty() {
                 bail!("refusing to remove the last voter");
             }
-            client(&leader)
-                .await?
+            client(&leader, &options)?
                 .change_membership(ChangeMembershipRequest { voters })
                 .await
                 .map_err(status_error)?;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::{PeerConfig, Profile, RawNodeConfig};
+use crate::tls::TlsPaths;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -30,6 +31,24 @@ pub struct ServeArgs {
     grpc_advertise: Option<String>,
     #[arg(long)]
     http_advertise: Option<String>,
+    /// Peer (Raft) listen address, e.g. 0.0.0.0:9001; port 0 = any.
+    #[arg(long)]
+    peer_listen: Option<String>,
+    /// Address peers dial for Raft (default: the bound peer listen address).
+    #[arg(long)]
+    peer_advertise: Option<String>,
+    /// Cluster CA certificate(s), PEM (with --tls-cert and --tls-key: TLS on every port).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate, PEM (DNS SAN arbiter-node-<id>).
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key, PEM.
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+    /// Serve plain TCP on non-loopback addresses without TLS (logged loudly).
+    #[arg(long)]
+    insecure: bool,
     #[arg(long, value_enum)]
     profile: Option<Profile>,
     #[arg(long)]
@@ -47,7 +66,7 @@ pub struct ServeArgs {
     /// Initialize a fresh cluster with this node and the --peer list as voters (idempotent).
     #[arg(long)]
     bootstrap: bool,
-    /// A bootstrap peer: ID=REGION@GRPC_ADDR,HTTP_ADDR (repeatable).
+    /// A bootstrap peer: ID=REGION@GRPC_ADDR,HTTP_ADDR[,PEER_ADDR] (repeatable).
     #[arg(long = "peer", value_parser = parse_peer)]
     peers: Vec<PeerConfig>,
     /// Dial peer ID at ADDR instead of its advertised address: ID=ADDR (repeatable).
@@ -64,15 +83,20 @@ fn parse_dial(s: &str) -> Result<(u64, String), String> {
 }
 
 fn parse_peer(s: &str) -> Result<PeerConfig, String> {
-    let err = || format!("expected ID=REGION@GRPC_ADDR,HTTP_ADDR, got {s:?}");
+    let err = || format!("expected ID=REGION@GRPC_ADDR,HTTP_ADDR[,PEER_ADDR], got {s:?}");
     let (id, rest) = s.split_once('=').ok_or_else(err)?;
     let (region, addrs) = rest.split_once('@').ok_or_else(err)?;
-    let (grpc, http) = addrs.split_once(',').ok_or_else(err)?;
+    let (grpc, rest) = addrs.split_once(',').ok_or_else(err)?;
+    let (http, peer) = match rest.split_once(',') {
+        Some((http, peer)) => (http, Some(peer.to_string())),
+        None => (rest, None),
+    };
     Ok(PeerConfig {
         id: id.parse().map_err(|_| err())?,
         region: region.to_string(),
         grpc: grpc.to_string(),
         http: http.to_string(),
+        peer,
     })
 }
 
@@ -93,6 +117,8 @@ impl ServeArgs {
             http_listen,
             grpc_advertise,
             http_advertise,
+            peer_listen,
+            peer_advertise,
             profile,
             heartbeat_ms,
             election_min_ms,
@@ -101,6 +127,10 @@ impl ServeArgs {
             snapshot_every,
             keep_logs
         );
+        if let (Some(ca), Some(cert), Some(key)) = (self.tls_ca, self.tls_cert, self.tls_key) {
+            raw.tls = Some(TlsPaths { ca, cert, key });
+        }
+        raw.insecure |= self.insecure;
         raw.bootstrap |= self.bootstrap;
         if !self.peers.is_empty() {
             raw.peers = self.peers;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{NodeStatus, StatusRequest};
+use arbiter_client::ClientOptions;
 use clap::Args;
 use serde::Serialize;
 
@@ -34,8 +35,10 @@ struct Unreachable {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let endpoints = args.cluster.endpoints(Port::Grpc);
+    let options = args.cluster.credentials().client_options()?;
     let replies =
-        futures::future::join_all(endpoints.iter().map(|e| fetch_status(e.clone()))).await;
+        futures::future::join_all(endpoints.iter().map(|e| fetch_status(e.clone(), &options)))
+            .await;
     let mut report = Report {
         leader: None,
         nodes: Vec::new(),
@@ -64,11 +67,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub async fn fetch_status(endpoint: String) -> Result<NodeStatus, String> {
+/// One node's own view, with `options`' TLS and token, within 3 s.
+pub async fn fetch_status(endpoint: String, options: &ClientOptions) -> Result<NodeStatus, String> {
     let call = async {
-        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let channel = arbiter_client::channel(&endpoint, options).map_err(|e| e.to_string())?;
+        let mut client = ClusterServiceClient::new(channel);
         client
             .get_status(StatusRequest {})
             .await

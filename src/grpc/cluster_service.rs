@@ -43,6 +43,12 @@ fn member_of(info: &NodeInfo) -> Result<(NodeId, Member), Status> {
             region: info.region.clone(),
             grpc_addr: info.grpc_addr.clone(),
             http_addr: info.http_addr.clone(),
+            // A member named without a peer address is dialled at its gRPC address.
+            peer_addr: if info.peer_addr.is_empty() {
+                info.grpc_addr.clone()
+            } else {
+                info.peer_addr.clone()
+            },
         },
     ))
 }
@@ -53,6 +59,7 @@ fn info_of(id: NodeId, member: &Member) -> NodeInfo {
         region: member.region.clone(),
         grpc_addr: member.grpc_addr.clone(),
         http_addr: member.http_addr.clone(),
+        peer_addr: member.peer_addr.clone(),
     }
 }
 
@@ -202,6 +209,7 @@ impl NodeContext {
             state_digest: digest,
             grpc_addr: self.grpc_addr.clone(),
             http_addr: self.http_addr.clone(),
+            peer_addr: self.peer_addr.clone(),
         }
     }
 }
