@@ -71,7 +71,14 @@ impl Network {
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         let channel = match &self.tls {
-            Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls.clone(), target)),
+            Some(tls) => {
+                let tls = tls.clone();
+                // The current dial configuration per connection: a SIGHUP reload applies to the
+                // next reconnect.
+                let connector =
+                    crate::tls::connector(move || tls.dial(), crate::tls::peer_server_name(target));
+                endpoint.connect_with_connector_lazy(connector)
+            }
             None => endpoint.connect_lazy(),
         };
         channels.insert(addr.to_string(), channel.clone());
@@ -103,38 +110,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             backoff: self.backoff,
         }
     }
-}
-
-/// Dials `uri`'s host and port and runs a TLS handshake with the node's current dial
-/// configuration (so a SIGHUP reload applies to the next connection), expecting the server to
-/// be node `target`.
-fn tls_connector(
-    tls: Arc<NodeTls>,
-    target: NodeId,
-) -> impl tower::Service<
-    tonic::transport::Uri,
-    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    Error = std::io::Error,
-    Future = impl Send,
-> + Send
-       + Clone
-       + 'static {
-    tower::service_fn(move |uri: tonic::transport::Uri| {
-        let tls = tls.clone();
-        async move {
-            let authority = uri
-                .authority()
-                .ok_or_else(|| std::io::Error::other(format!("no host:port in {uri}")))?
-                .to_string();
-            let tcp = tokio::net::TcpStream::connect(authority).await?;
-            tcp.set_nodelay(true)?;
-            let connector = tokio_rustls::TlsConnector::from(tls.dial());
-            let stream = connector
-                .connect(crate::tls::peer_server_name(target), tcp)
-                .await?;
-            Ok(hyper_util::rt::TokioIo::new(stream))
-        }
-    })
 }
 
 pub struct PeerClient {

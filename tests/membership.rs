@@ -5,8 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use arbiter::config::Profile;
-use arbiter::local_cluster::NodeSpec;
 use common::*;
 
 fn member(args: &[&str], endpoints: &str) -> (bool, String) {
@@ -14,6 +12,7 @@ fn member(args: &[&str], endpoints: &str) -> (bool, String) {
         .arg("member")
         .args(args)
         .args(["--endpoints", endpoints])
+        .args(cli_credentials())
         .output()
         .expect("run arbiter member");
     let text = format!(
@@ -42,16 +41,7 @@ async fn a_node_joins_as_learner_then_voter_and_leaves() {
     }
 
     tracing::info!("phase: start node 4 (uninitialized) and add it");
-    let spec = NodeSpec {
-        id: 4,
-        region: "us-east-1".into(),
-        data_dir: cluster.dir.path().join("node-4"),
-        grpc_listen: "127.0.0.1:0".into(),
-        http_listen: "127.0.0.1:0".into(),
-        grpc_advertise: None,
-        profile: Profile::Lan,
-        extra_args: Vec::new(),
-    };
+    let spec = node_spec(cluster.dir.path(), 4, "us-east-1", &[]);
     let fourth = spec
         .start(&binary(), Duration::from_secs(30))
         .await
@@ -68,6 +58,8 @@ async fn a_node_joins_as_learner_then_voter_and_leaves() {
             &fourth.ready.grpc_addr,
             "--http",
             &fourth.ready.http_addr,
+            "--peer",
+            &fourth.ready.peer_addr,
         ],
         &joined,
     );

@@ -113,16 +113,16 @@ impl ClusterArgs {
 #[derive(Args, Debug, Clone)]
 pub struct CredentialArgs {
     /// CA certificate(s) (PEM) the nodes' certificates must chain to [default: <data-dir>/ca.pem].
-    #[arg(long, env = "ARBITER_CA")]
+    #[arg(long, env = "ARBITER_CA", global = true)]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM), for identities authenticated by certificate.
-    #[arg(long, requires = "key")]
+    #[arg(long, requires = "key", global = true)]
     pub cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, requires = "cert")]
+    #[arg(long, requires = "cert", global = true)]
     pub key: Option<PathBuf>,
     /// File with one bearer token [default: <data-dir>/operator.token].
-    #[arg(long, env = "ARBITER_TOKEN_FILE")]
+    #[arg(long, env = "ARBITER_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
 }
 

@@ -74,6 +74,7 @@ impl ClientCredentials {
                 self.identity
                     .as_ref()
                     .map(|(c, k)| (c.as_path(), k.as_path())),
+                super::Alpn::Http1,
             )?),
             None => None,
         };

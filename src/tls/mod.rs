@@ -174,17 +174,22 @@ fn build(paths: &TlsPaths) -> Result<Configs, TlsError> {
 }
 
 /// A client configuration trusting the CA(s) in `ca`, presenting `identity` (cert, key) if
-/// given. For the CLI's and the harnesses' HTTPS requests (`alpn` = `http/1.1`).
+/// given.
 pub fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
+    alpn: Alpn,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = Arc::new(read_roots(ca)?);
     let identity = match identity {
         Some((cert, key)) => Some((read_certs(cert)?, read_key(key)?)),
         None => None,
     };
-    client_config_from(roots, identity, &[ALPN_HTTP1])
+    let alpn = match alpn {
+        Alpn::H2 => ALPN_H2,
+        Alpn::Http1 => ALPN_HTTP1,
+    };
+    client_config_from(roots, identity, &[alpn])
 }
 
 fn client_config_from(
@@ -205,6 +210,50 @@ fn client_config_from(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// A tonic connector that dials the URI's host:port and runs a TLS handshake with the
+/// configuration `config` returns at that moment, verifying the server as `server_name`
+/// (whatever address is dialled, so a proxy in between changes nothing).
+pub fn connector<F>(
+    config: F,
+    server_name: ServerName<'static>,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Send
+       + Clone
+       + 'static
+where
+    F: Fn() -> Arc<ClientConfig> + Send + Sync + Clone + 'static,
+{
+    tower::service_fn(move |uri: tonic::transport::Uri| {
+        let config = config();
+        let server_name = server_name.clone();
+        async move {
+            let authority = uri
+                .authority()
+                .ok_or_else(|| std::io::Error::other(format!("no host:port in {uri}")))?
+                .to_string();
+            let tcp = tokio::net::TcpStream::connect(authority).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        }
+    })
+}
+
+/// Which protocol a client configuration offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// gRPC.
+    H2,
+    /// The HTTP/1.1 client ([`crate::http_client`]).
+    Http1,
 }
 
 /// The server name a peer's certificate is verified against.

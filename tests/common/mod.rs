@@ -1,13 +1,20 @@
 //! Shared integration-test harness: a cluster of real `arbiter serve` processes on loopback,
 //! in a temp dir, torn down (processes killed, dir removed) when dropped.
+//!
+//! TLS is on, as in production: every node serves its certificate from [`certs`] and every
+//! helper here (gRPC and HTTP) presents the operator's credentials (CA + bearer token).
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use arbiter::certs::DevCerts;
 use arbiter::config::Profile;
+use arbiter::http_client::HttpClient;
 use arbiter::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec};
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{NodeStatus, StatusRequest};
+use arbiter_client::ClientOptions;
 
 pub const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
 
@@ -20,6 +27,77 @@ pub fn init_tracing() {
         .with_env_filter("info,openraft=warn")
         .with_test_writer()
         .try_init();
+}
+
+/// Node ids the test CA has certificates for.
+const CERTIFIED_NODES: u64 = 5;
+
+/// The CA, node certificates (ids 1-5), operator certificate and token every cluster of this
+/// test binary uses. Made once per test binary in cargo's per-target temp dir (kept between
+/// runs, so reruns reuse it; `cargo clean` removes it), not in /tmp.
+pub fn certs() -> &'static DevCerts {
+    static CERTS: OnceLock<DevCerts> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tls-{}", env!("CARGO_CRATE_NAME")));
+        let nodes: Vec<(u64, String)> = (1..=CERTIFIED_NODES)
+            .map(|id| (id, REGIONS[(id as usize - 1) % REGIONS.len()].to_string()))
+            .collect();
+        DevCerts::ensure(&dir, &nodes).expect("test certificates")
+    })
+}
+
+/// SDK options with the operator's credentials (TLS + token).
+pub fn client_options() -> ClientOptions {
+    certs()
+        .operator()
+        .client_options()
+        .expect("operator credentials")
+}
+
+/// A gRPC channel to one node with the operator's credentials.
+pub fn grpc_channel(
+    addr: &str,
+) -> Result<arbiter_client::AuthChannel, arbiter_client::ClientError> {
+    arbiter_client::channel(addr, &client_options())
+}
+
+/// The HTTPS client with the operator's credentials.
+pub fn http() -> HttpClient {
+    certs()
+        .operator()
+        .http_client()
+        .expect("operator credentials")
+}
+
+/// The CLI flags that give a child `arbiter` command the operator's credentials.
+pub fn cli_credentials() -> Vec<String> {
+    let operator = certs().operator();
+    let ca = operator.ca.expect("ca");
+    let token = operator.token_file.expect("token");
+    vec![
+        "--ca".into(),
+        ca.display().to_string(),
+        "--token-file".into(),
+        token.display().to_string(),
+    ]
+}
+
+/// How to start node `id` in `dir` on loopback port 0, with TLS.
+pub fn node_spec(dir: &std::path::Path, id: u64, region: &str, extra_args: &[&str]) -> NodeSpec {
+    NodeSpec {
+        id,
+        region: region.to_string(),
+        data_dir: dir.join(format!("node-{id}")),
+        grpc_listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        peer_listen: "127.0.0.1:0".into(),
+        grpc_advertise: None,
+        peer_advertise: None,
+        tls: Some(certs().node_tls(id)),
+        profile: Profile::Lan,
+        extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 pub struct TestCluster {
@@ -37,16 +115,7 @@ impl TestCluster {
         let mut specs = Vec::new();
         for i in 0..n {
             let id = i as u64 + 1;
-            let mut spec = NodeSpec {
-                id,
-                region: REGIONS[i % REGIONS.len()].to_string(),
-                data_dir: dir.path().join(format!("node-{id}")),
-                grpc_listen: "127.0.0.1:0".into(),
-                http_listen: "127.0.0.1:0".into(),
-                grpc_advertise: None,
-                profile: Profile::Lan,
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            };
+            let mut spec = node_spec(dir.path(), id, REGIONS[i % REGIONS.len()], extra_args);
             let process = spec
                 .start(&binary(), Duration::from_secs(30))
                 .await
@@ -54,12 +123,13 @@ impl TestCluster {
             // Pin the ports the OS chose, so a restarted node comes back at the same address.
             spec.grpc_listen = process.ready.grpc_addr.clone();
             spec.http_listen = process.ready.http_addr.clone();
+            spec.peer_listen = process.ready.peer_addr.clone();
             specs.push(spec);
             nodes.push(Some(process));
         }
         let cluster = TestCluster { dir, nodes, specs };
         let members = cluster.running().map(NodeProcess::info).collect();
-        initialize(&cluster.specs[0].grpc_listen, members)
+        initialize(&cluster.specs[0].grpc_listen, members, &client_options())
             .await
             .expect("initialize");
         cluster.leader(Duration::from_secs(20)).await;
@@ -81,7 +151,7 @@ impl TestCluster {
 
     /// Waits until the running nodes agree on a leader; returns its status.
     pub async fn leader(&self, timeout: Duration) -> NodeStatus {
-        wait_for_leader(&self.running_endpoints(), timeout)
+        wait_for_leader(&self.running_endpoints(), timeout, &client_options())
             .await
             .expect("a leader is elected")
     }
@@ -113,9 +183,8 @@ impl TestCluster {
 }
 
 pub async fn status(endpoint: &str) -> Option<NodeStatus> {
-    let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-        .await
-        .ok()?;
+    let channel = grpc_channel(endpoint).ok()?;
+    let mut client = ClusterServiceClient::new(channel);
     tokio::time::timeout(Duration::from_secs(2), client.get_status(StatusRequest {}))
         .await
         .ok()?
@@ -157,9 +226,8 @@ pub async fn acquire_any(
     while tokio::time::Instant::now() < deadline {
         for endpoint in endpoints {
             let call = async {
-                let mut client = LeaseServiceClient::connect(format!("http://{endpoint}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let channel = grpc_channel(endpoint).map_err(|e| e.to_string())?;
+                let mut client = LeaseServiceClient::new(channel);
                 client
                     .acquire(AcquireRequest {
                         resource: resource.into(),
@@ -188,9 +256,10 @@ pub async fn epoch_of(endpoints: &[String], resource: &str) -> Option<u64> {
     use arbiter_client::proto::lease_service_client::LeaseServiceClient;
     use arbiter_client::proto::GetLeaseRequest;
     for endpoint in endpoints {
-        let Ok(mut client) = LeaseServiceClient::connect(format!("http://{endpoint}")).await else {
+        let Ok(channel) = grpc_channel(endpoint) else {
             continue;
         };
+        let mut client = LeaseServiceClient::new(channel);
         let request = GetLeaseRequest {
             resource: resource.into(),
         };
