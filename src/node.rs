@@ -129,7 +129,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let (log_store, sm_store) = store::open(&config.data_dir)?;
     let committed = log_store.committed_index();
     let network = Network::new(
-        Duration::from_millis(config.timing.heartbeat_ms.max(100)),
+        // Connect covers the TLS handshake too (several round trips and signature checks), which
+        // on a loaded host can take far longer than a heartbeat; each RPC still has openraft's
+        // own deadline, so a longer connect budget never delays noticing a dead peer.
+        Duration::from_millis(config.timing.heartbeat_ms.max(1_000)),
         Duration::from_millis(config.timing.peer_backoff_ms),
         config.dial.clone().into_iter().collect(),
         tls.clone(),
