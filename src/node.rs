@@ -33,7 +33,7 @@ use crate::leases::LeaseManager;
 use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
-use crate::store::{self, StateMachineStore, StoreError};
+use crate::store::{self, StateMachineStore, StorageHealth, StoreError, SyncPolicy, WalCounters};
 use crate::tls::incoming::{self, TlsListener};
 use crate::tls::{NodeTls, PortKind, TlsError};
 use arbiter_core::replication::WriteRate;
@@ -57,6 +57,9 @@ pub struct NodeContext {
     pub leases: LeaseManager,
     pub dr: DrController,
     pub committed: Arc<AtomicU64>,
+    /// A storage failure the node is waiting out (e.g. out of space), for status.
+    pub storage_health: StorageHealth,
+    pub wal_counters: Arc<WalCounters>,
 }
 
 /// Written to `<data_dir>/ready.json` when the node serves: how to reach it.
@@ -126,8 +129,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         path: config.data_dir.clone(),
         source,
     })?;
-    let (log_store, sm_store) = store::open(&config.data_dir)?;
+    if config.storage.sync == SyncPolicy::UnsafeNoFsync {
+        tracing::error!(
+            data_dir = %config.data_dir.display(),
+            "UNSAFE: --unsafe-no-fsync is set: storage is never fsynced, acknowledged writes \
+             can be lost on a crash; use only as a crash-test negative control"
+        );
+    }
+    let (log_store, sm_store) = store::open(&config.data_dir, config.storage)?;
     let committed = log_store.committed_index();
+    let storage_health = log_store.health();
+    let wal_counters = log_store.counters();
     let network = Network::new(
         // Connect covers the TLS handshake too (several round trips and signature checks), which
         // on a loaded host can take far longer than a heartbeat; each RPC still has openraft's
@@ -182,6 +194,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         raft: raft.clone(),
         state: sm_store,
         committed,
+        storage_health,
+        wal_counters,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
