@@ -456,7 +456,7 @@ mod tests {
         let unsafe_raw: RawNodeConfig = toml::from_str(
             "node_id = 1\nregion = \"us-east-1\"\ndata_dir = \"/tmp/x\"\n\
              grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             unsafe_no_fsync = true\nwal_segment_bytes = 1048576\n",
+             peer_listen = \"127.0.0.1:0\"\nunsafe_no_fsync = true\nwal_segment_bytes = 1048576\n",
         )
         .expect("parses");
         let config = unsafe_raw.validate().expect("valid");
