@@ -195,7 +195,7 @@ async fn a_node_without_tls_serves_only_on_loopback() {
     initialize(&node.ready.grpc_addr, vec![node.info()], &plain)
         .await
         .expect("initialize over plain TCP");
-    let leader = wait_for_leader(&[node.ready.grpc_addr.clone()], WAIT, &plain)
+    let leader = wait_for_leader(std::slice::from_ref(&node.ready.grpc_addr), WAIT, &plain)
         .await
         .expect("a leader over plain TCP");
     assert_eq!(leader.node_id, 1);

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one arbiter node.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Start a local three-node cluster on loopback (embedded default config).
     Up(up::UpArgs),
     /// Make a cluster CA, node and client certificates, and the operator token.
@@ -60,7 +60,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Up(args) => up::run(args).await,
             Command::Certs(command) => certs::run(command),
             Command::Status(args) => status::run(args).await,
