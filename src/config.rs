@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::dr::config::{DrConfig, DrConfigError, RawDrConfig};
 use crate::raft_types::{Member, NodeId};
 
@@ -102,6 +103,12 @@ pub struct RawNodeConfig {
     /// The DR controller: regions, probes, hysteresis, drivers (`[dr]`).
     #[serde(default)]
     pub dr: RawDrConfig,
+    /// Identities: tokens file, inline tokens, certificate subjects (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Serve without any identities configured (every caller is an anonymous operator).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +128,8 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     pub dial: BTreeMap<NodeId, String>,
     pub dr: DrConfig,
+    pub auth: AuthConfig,
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -245,6 +254,8 @@ impl RawNodeConfig {
             peers: self.peers,
             dial: self.dial,
             dr: self.dr.validate()?,
+            auth: self.auth,
+            insecure: self.insecure,
         })
     }
 }

@@ -12,6 +12,8 @@
 //!  peers ◀──network (tonic)── openraft ──▶ grpc::raft_service (server side)
 //! ```
 //!
+//! - [`auth`]: identities (bearer tokens, client certificates), roles, the one permission
+//!   table and the layers that enforce it in front of both edges.
 //! - [`config`]: file/flag config validated into `NodeConfig`; `lan` and `wan` timing.
 //! - [`dr`]: the DR controller (probe consensus → failover workflow), drivers, probe agent.
 //! - [`gateway`]: a stand-in regional gateway serving the seed's health check, for drills.
@@ -27,6 +29,7 @@
 //! - [`local_cluster`]: starting `arbiter serve` children (used by `up`, tests, jepsen).
 //! - [`cli`]: the `arbiter` command line (serve, up, status, member, lease, DR commands).
 
+pub mod auth;
 pub mod cli;
 pub mod codec;
 pub mod config;

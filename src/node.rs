@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::auth::grpc_layer::GrpcAuthLayer;
+use crate::auth::{Auth, AuthSetupError};
 use crate::config::NodeConfig;
 use crate::dr::DrController;
 use crate::grpc::cluster_service::ClusterApi;
@@ -50,6 +52,8 @@ pub struct NodeContext {
     pub leases: LeaseManager,
     pub dr: DrController,
     pub committed: Arc<AtomicU64>,
+    /// Who callers are and what they may do; shared by both edges.
+    pub auth: Arc<Auth>,
 }
 
 /// Written to `<data_dir>/ready.json` when the node serves: how to reach it.
@@ -82,10 +86,14 @@ pub enum NodeError {
     },
     #[error("server failed: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
 }
 
 /// Runs a node until `shutdown` resolves.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    // Before any port is bound: a node that cannot tell callers apart must not serve them.
+    let auth = Arc::new(Auth::new(config.auth.clone(), config.insecure)?);
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
     let grpc_addr = advertised(&config.grpc_advertise, &grpc_listener)?;
@@ -146,7 +154,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         raft: raft.clone(),
         state: sm_store,
         committed,
+        auth: auth.clone(),
     });
+    tokio::spawn(reload_on_sighup(auth));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let grpc = tokio::spawn(serve_grpc(node.clone(), grpc_listener, stop_rx.clone()));
@@ -271,9 +281,13 @@ async fn serve_grpc(
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(GrpcAuthLayer::new(node.auth.clone()))
         .add_service(raft_service)
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
-        .add_service(LeaseServiceServer::new(LeaseApi::new(node.leases.clone())))
+        .add_service(LeaseServiceServer::new(LeaseApi::new(
+            node.leases.clone(),
+            node.auth.clone(),
+        )))
         .add_service(crate::grpc::replication_service::server(&node))
         .add_service(crate::grpc::routing_service::server(&node, &stop))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -281,4 +295,22 @@ async fn serve_grpc(
         })
         .await
         .map_err(|e| NodeError::Serve(e.to_string()))
+}
+
+/// Token rotation: SIGHUP re-reads the tokens file; a file that fails to load leaves the
+/// previous identities in force (and says why), so a typo never locks everyone out.
+async fn reload_on_sighup(auth: Arc<Auth>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; tokens are read at start only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match auth.reload() {
+            Ok(identities) => tracing::info!(identities, "SIGHUP: identities reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous identities")
+            }
+        }
+    }
 }

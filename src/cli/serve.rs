@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// Dial peer ID at ADDR instead of its advertised address: ID=ADDR (repeatable).
     #[arg(long = "dial", value_parser = parse_dial)]
     dial: Vec<(u64, String)>,
+    /// Tokens file (`[[tokens]]` entries with SHA-256 digests); re-read on SIGHUP.
+    #[arg(long)]
+    auth_tokens_file: Option<PathBuf>,
+    /// Serve even with no identities configured: every caller becomes an anonymous operator.
+    /// For throwaway experiments only; logged loudly.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn parse_dial(s: &str) -> Result<(u64, String), String> {
@@ -106,6 +113,10 @@ impl ServeArgs {
             raw.peers = self.peers;
         }
         raw.dial.extend(self.dial);
+        if self.auth_tokens_file.is_some() {
+            raw.auth.tokens_file = self.auth_tokens_file;
+        }
+        raw.insecure |= self.insecure;
         Ok(raw)
     }
 }

@@ -11,7 +11,18 @@ use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
+use crate::auth::AuthError;
 use crate::proposer::WriteError;
+
+/// Refused by the auth layer or a handler's `authorize` (already logged and counted there).
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Status {
+        match &e {
+            AuthError::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
+            AuthError::Forbidden { .. } => Status::permission_denied(e.to_string()),
+        }
+    }
+}
 
 impl From<WriteError> for Status {
     fn from(e: WriteError) -> Status {

@@ -73,6 +73,7 @@ pub async fn serve(
 
 fn router(node: Arc<NodeContext>) -> Router {
     let telemetry = Arc::new(Telemetry::default());
+    let auth = node.auth.clone();
     let state = AppState {
         node,
         telemetry: telemetry.clone(),
@@ -109,6 +110,11 @@ fn router(node: Arc<NodeContext>) -> Router {
             "/v1/leases/{resource}/validate",
             get(leases::validate_token),
         )
+        // Route-level, so the layer sees the matched route template the permission table names.
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::http_layer::require,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
