@@ -21,6 +21,8 @@ pub enum HttpError {
     Timeout { url: String, after_ms: u64 },
     #[error("{url}: malformed response: {reason}")]
     Malformed { url: String, reason: String },
+    #[error("the bearer token is empty or contains control characters")]
+    BadToken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,14 +56,33 @@ fn split_url(url: &str) -> Result<(&str, &str), HttpError> {
     Ok((authority, path))
 }
 
-/// Sends one request and reads the whole response, within `timeout`.
+/// Sends one request without credentials and reads the whole response, within `timeout`.
 pub async fn request(
     method: &str,
     url: &str,
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
+    request_as(None, method, url, body, timeout).await
+}
+
+/// [`request`] with `Authorization: Bearer <token>` when `token` is given.
+pub async fn request_as(
+    token: Option<&str>,
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
     let (authority, path) = split_url(url)?;
+    let authorization = match token.map(str::trim) {
+        // A token is one header value: control characters would split the request.
+        Some(t) if t.is_empty() || t.chars().any(|c| c.is_control()) => {
+            return Err(HttpError::BadToken)
+        }
+        Some(t) => format!("Authorization: Bearer {t}\r\n"),
+        None => String::new(),
+    };
     let exchange = async {
         let io = |e: std::io::Error| HttpError::Io {
             url: url.to_string(),
@@ -71,7 +92,7 @@ pub async fn request(
         let body = body.unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+             Content-Type: application/json\r\n{authorization}Content-Length: {}\r\n\r\n",
             body.len()
         );
         stream.write_all(head.as_bytes()).await.map_err(io)?;

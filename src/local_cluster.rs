@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{InitializeRequest, NodeInfo, NodeStatus};
+use arbiter_client::{authorized, BearerToken};
 
 use crate::config::Profile;
 use crate::node::{read_ready, ReadyInfo, READY_FILE};
@@ -219,14 +220,21 @@ impl Drop for NodeProcess {
 }
 
 /// Bootstraps the cluster through `endpoint` (idempotent); returns whether it already was.
-pub async fn initialize(endpoint: &str, members: Vec<NodeInfo>) -> Result<bool, LaunchError> {
+pub async fn initialize(
+    endpoint: &str,
+    token: Option<BearerToken>,
+    members: Vec<NodeInfo>,
+) -> Result<bool, LaunchError> {
     let rpc = |reason: String| LaunchError::Rpc {
         endpoint: endpoint.to_string(),
         reason,
     };
-    let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|e| rpc(e.to_string()))?
+        .connect()
         .await
         .map_err(|e| rpc(e.to_string()))?;
+    let mut client = ClusterServiceClient::new(authorized(channel, token));
     let reply = client
         .initialize(InitializeRequest { members })
         .await
@@ -238,6 +246,7 @@ pub async fn initialize(endpoint: &str, members: Vec<NodeInfo>) -> Result<bool, 
 /// leader's status.
 pub async fn wait_for_leader(
     endpoints: &[String],
+    token: Option<BearerToken>,
     timeout: Duration,
 ) -> Result<NodeStatus, LaunchError> {
     let deadline = Instant::now() + timeout;
@@ -245,7 +254,7 @@ pub async fn wait_for_leader(
         let statuses = futures::future::join_all(
             endpoints
                 .iter()
-                .map(|e| crate::cli::fetch_status(e.clone())),
+                .map(|e| crate::cli::fetch_status(e.clone(), token.clone())),
         )
         .await;
         let reachable: Vec<NodeStatus> = statuses.into_iter().filter_map(Result::ok).collect();

@@ -7,6 +7,7 @@
 //! - [`directory`]: tokens file, inline tokens and certificate identities → [`Caller`].
 //! - [`permissions`]: the one permission table (every gRPC method and HTTP route) and the
 //!   binding rule.
+//! - [`issue`]: new tokens appended (durably) to a tokens file.
 //! - [`denials`]: refusals, logged and counted.
 //! - [`http_layer`], [`grpc_layer`]: the axum middleware and the tower layer in front of the
 //!   handlers of each edge; both call [`Auth::admit`].
@@ -29,6 +30,7 @@ mod denials;
 pub mod directory;
 pub mod grpc_layer;
 pub mod http_layer;
+pub mod issue;
 pub mod permissions;
 mod role;
 pub mod token;

@@ -163,7 +163,8 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
     let body = body
         .map(|b| serde_json::to_vec(&without_nulls(b)))
         .transpose()?;
-    let response = call(&endpoints, method, &path, body.as_deref()).await?;
+    let token = target.cluster.token();
+    let response = call(&endpoints, token.as_deref(), method, &path, body.as_deref()).await?;
     let answer: Value = serde_json::from_slice(&response.body).unwrap_or_else(
         |_| json!({ "error": String::from_utf8_lossy(&response.body).trim().to_string() }),
     );
@@ -193,6 +194,7 @@ fn endpoints(target: &Target) -> Vec<String> {
 /// answer that is not a redirect, else the last redirect or connection error.
 async fn call(
     endpoints: &[String],
+    token: Option<&str>,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
@@ -206,7 +208,7 @@ async fn call(
             let mut redirects = 0;
             while let Some(addr) = queue.pop_front() {
                 let url = format!("http://{addr}{path}");
-                match http_client::request(method, &url, body, REQUEST_TIMEOUT).await {
+                match http_client::request_as(token, method, &url, body, REQUEST_TIMEOUT).await {
                     Ok(response) if response.status == 503 => {
                         let leader = serde_json::from_slice::<Value>(&response.body)
                             .ok()

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arbiter_client::{
-    ArbiterClient, ClientOptions, FencingToken, HolderId, LeaseInfo, LeaseSpec, Refusal, ResourceId,
+    ArbiterClient, BearerToken, ClientOptions, FencingToken, HolderId, LeaseInfo, LeaseSpec,
+    Refusal, ResourceId,
 };
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
+use super::up::{resolve_endpoints, resolve_token, Port, DEFAULT_DATA_DIR};
 
 /// Exit status of a request the arbiter refused.
 const REFUSED: u8 = 2;
@@ -42,6 +43,9 @@ struct Target {
     /// Print one JSON object instead of a line of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token to authenticate with. Default: the data dir's operator.token.
+    #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,7 +156,13 @@ impl Report {
 
 pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
     let endpoints = endpoints(&args.target);
-    let client = ArbiterClient::connect(endpoints.clone(), ClientOptions::default())
+    let options = ClientOptions {
+        token: resolve_token(args.target.token.as_deref(), &args.target.data_dir)
+            .map(|t| BearerToken::new(&t))
+            .transpose()?,
+        ..ClientOptions::default()
+    };
+    let client = ArbiterClient::connect(endpoints.clone(), options)
         .await
         .with_context(|| format!("connecting to {}", endpoints.join(",")))?;
     let report = match args.command {

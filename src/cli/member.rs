@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 
 use super::status::fetch_status;
 use super::up::{ClusterArgs, Port};
+use arbiter_client::{authorized, AuthChannel};
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
@@ -53,14 +54,16 @@ async fn leader(cluster: &ClusterArgs) -> anyhow::Result<NodeStatus> {
     let endpoints = cluster.endpoints(Port::Grpc);
     for _ in 0..50 {
         for endpoint in &endpoints {
-            let Ok(status) = fetch_status(endpoint.clone()).await else {
+            let Ok(status) = fetch_status(endpoint.clone(), cluster.bearer()?).await else {
                 continue;
             };
             if status.role == "Leader" {
                 return Ok(status);
             }
             if !status.leader_grpc_addr.is_empty() {
-                if let Ok(leader) = fetch_status(status.leader_grpc_addr.clone()).await {
+                if let Ok(leader) =
+                    fetch_status(status.leader_grpc_addr.clone(), cluster.bearer()?).await
+                {
                     if leader.role == "Leader" {
                         return Ok(leader);
                     }
@@ -74,10 +77,16 @@ async fn leader(cluster: &ClusterArgs) -> anyhow::Result<NodeStatus> {
 
 async fn client(
     status: &NodeStatus,
-) -> anyhow::Result<ClusterServiceClient<tonic::transport::Channel>> {
-    ClusterServiceClient::connect(format!("http://{}", status.grpc_addr))
+    cluster: &ClusterArgs,
+) -> anyhow::Result<ClusterServiceClient<AuthChannel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", status.grpc_addr))?
+        .connect()
         .await
-        .with_context(|| format!("connecting to the leader at {}", status.grpc_addr))
+        .with_context(|| format!("connecting to the leader at {}", status.grpc_addr))?;
+    Ok(ClusterServiceClient::new(authorized(
+        channel,
+        cluster.bearer()?,
+    )))
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {
@@ -92,7 +101,7 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
                 println!("node {} is already a voter", args.id);
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut client = client(&leader).await?;
+            let mut client = client(&leader, &args.cluster).await?;
             eprintln!(
                 "adding node {} as a learner (waits until it has caught up)...",
                 args.id
@@ -136,7 +145,7 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             if voters.is_empty() {
                 bail!("refusing to remove the last voter");
             }
-            client(&leader)
+            client(&leader, &args.cluster)
                 .await?
                 .change_membership(ChangeMembershipRequest { voters })
                 .await

@@ -29,6 +29,9 @@ pub struct ProbeArgs {
     interval_ms: u64,
     #[arg(long, default_value_t = 800)]
     timeout_ms: u64,
+    /// Bearer token of a `probe` identity for this vantage point.
+    #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 pub async fn run_probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -58,6 +61,7 @@ pub async fn run_probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         arbiters: args.arbiters,
         interval: Duration::from_millis(args.interval_ms),
         timeout: Duration::from_millis(args.timeout_ms),
+        token: args.token,
     };
     probe_agent::run(config, super::shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)

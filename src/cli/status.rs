@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::up::{ClusterArgs, Port};
+use arbiter_client::{authorized, BearerToken};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -34,8 +35,13 @@ struct Unreachable {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let endpoints = args.cluster.endpoints(Port::Grpc);
-    let replies =
-        futures::future::join_all(endpoints.iter().map(|e| fetch_status(e.clone()))).await;
+    let token = args.cluster.bearer()?;
+    let replies = futures::future::join_all(
+        endpoints
+            .iter()
+            .map(|e| fetch_status(e.clone(), token.clone())),
+    )
+    .await;
     let mut report = Report {
         leader: None,
         nodes: Vec::new(),
@@ -64,11 +70,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub async fn fetch_status(endpoint: String) -> Result<NodeStatus, String> {
+pub async fn fetch_status(
+    endpoint: String,
+    token: Option<BearerToken>,
+) -> Result<NodeStatus, String> {
     let call = async {
-        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .map_err(|e| format!("bad endpoint: {e}"))?
+            .connect()
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        let mut client = ClusterServiceClient::new(authorized(channel, token));
         client
             .get_status(StatusRequest {})
             .await

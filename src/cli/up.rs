@@ -11,9 +11,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::issue::{write_operator_credentials, OPERATOR_TOKEN_FILE, TOKENS_FILE};
 use crate::config::Profile;
 use crate::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec};
 use crate::raft_types::NodeId;
+use arbiter_client::BearerToken;
 
 pub const DEFAULT_DATA_DIR: &str = "arbiter-data";
 const EMBEDDED_CLUSTER: &str = include_str!("../../deploy/local-cluster.toml");
@@ -80,15 +82,38 @@ pub struct ClusterArgs {
     /// ports (gRPC 7001-7003, HTTP 8081-8083).
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
-    /// Data dir of `arbiter up`, to find cluster.json.
+    /// Data dir of `arbiter up`, to find cluster.json and operator.token.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Bearer token to authenticate with. Default: the data dir's operator.token.
+    #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl ClusterArgs {
     pub fn endpoints(&self, port: Port) -> Vec<String> {
         resolve_endpoints(&self.endpoints, &self.data_dir, port)
     }
+
+    /// The token to send: `--token`/`ARBITER_TOKEN`, else the operator token `arbiter up` wrote.
+    pub fn token(&self) -> Option<String> {
+        resolve_token(self.token.as_deref(), &self.data_dir)
+    }
+
+    /// [`Self::token`], ready for the SDK.
+    pub fn bearer(&self) -> anyhow::Result<Option<BearerToken>> {
+        Ok(self.token().map(|t| BearerToken::new(&t)).transpose()?)
+    }
+}
+
+/// The token a client command sends: `explicit` if given, else the operator token `arbiter up`
+/// wrote into `data_dir`, else none.
+pub fn resolve_token(explicit: Option<&str>, data_dir: &Path) -> Option<String> {
+    explicit.map(str::to_string).or_else(|| {
+        std::fs::read_to_string(data_dir.join(OPERATOR_TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_string())
+    })
 }
 
 /// Which of a node's addresses a command dials.
@@ -119,6 +144,20 @@ pub fn resolve_endpoints(explicit: &[String], data_dir: &Path, port: Port) -> Ve
         Port::Http => 8080,
     };
     (1..=3).map(|i| format!("127.0.0.1:{}", base + i)).collect()
+}
+
+/// The tokens file and operator token of the cluster in `data_dir`: kept from an earlier `up`
+/// (so a resumed cluster keeps its token), else made now.
+fn local_credentials(data_dir: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let tokens_file = data_dir.join(TOKENS_FILE);
+    if let Ok(token) = std::fs::read_to_string(data_dir.join(OPERATOR_TOKEN_FILE)) {
+        if tokens_file.exists() {
+            return Ok((tokens_file, token.trim().to_string()));
+        }
+    }
+    let token = crate::auth::token::generate();
+    let tokens_file = write_operator_credentials(data_dir, &token)?;
+    Ok((tokens_file, token))
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -153,6 +192,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let binary = std::env::current_exe().context("locating the arbiter binary")?;
+    let (tokens_file, token) = local_credentials(&args.data_dir)?;
+    let bearer = Some(BearerToken::new(&token)?);
 
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for node in &def.nodes {
@@ -164,16 +205,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             http_listen: format!("127.0.0.1:{}", u64::from(base) + 1080 + node.id),
             grpc_advertise: None,
             profile: def.profile,
-            extra_args: Vec::new(),
+            extra_args: vec![
+                "--auth-tokens-file".into(),
+                tokens_file.display().to_string(),
+            ],
         };
         eprintln!("starting node {} ({})...", spec.id, spec.region);
         nodes.push(spec.start(&binary, Duration::from_secs(30)).await?);
     }
 
     let members = nodes.iter().map(NodeProcess::info).collect();
-    let already = initialize(&nodes[0].ready.grpc_addr, members).await?;
+    let already = initialize(&nodes[0].ready.grpc_addr, bearer.clone(), members).await?;
     let endpoints: Vec<String> = nodes.iter().map(|n| n.ready.grpc_addr.clone()).collect();
-    let leader = wait_for_leader(&endpoints, Duration::from_secs(30)).await?;
+    let leader = wait_for_leader(&endpoints, bearer, Duration::from_secs(30)).await?;
 
     let cluster = ClusterFile {
         nodes: nodes
@@ -210,6 +254,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("cluster file: {}", cluster_path.display());
+    println!(
+        "operator token: {} (the CLI reads it from there; tokens file: {})",
+        args.data_dir.join(OPERATOR_TOKEN_FILE).display(),
+        tokens_file.display()
+    );
     println!("try: arbiter status    (Ctrl-C stops the cluster)");
 
     supervise(&mut nodes).await;

@@ -21,6 +21,9 @@ pub struct ProbeAgentConfig {
     pub arbiters: Vec<String>,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Bearer token of a `probe` identity whose vantage is `vantage` (the arbiter refuses
+    /// reports for any other vantage point).
+    pub token: Option<String>,
 }
 
 /// What an agent sends to `POST /v1/probes/report`.
@@ -85,6 +88,7 @@ pub async fn probe(vantage: &str, region: &str, url: &str, timeout: Duration) ->
 /// Sends a report to the leader, trying `preferred` first and then every arbiter; returns the
 /// address that took it.
 async fn deliver(
+    token: Option<&str>,
     report: &ProbeReportBody,
     arbiters: &[String],
     preferred: Option<&str>,
@@ -97,7 +101,9 @@ async fn deliver(
         .chain(arbiters.iter().cloned());
     for addr in candidates {
         let url = format!("http://{addr}/v1/probes/report");
-        if let Ok(response) = http_client::request("POST", &url, Some(&body), timeout).await {
+        if let Ok(response) =
+            http_client::request_as(token, "POST", &url, Some(&body), timeout).await
+        {
             if response.is_success() {
                 return Some(addr);
             }
@@ -123,7 +129,15 @@ pub async fn run(config: ProbeAgentConfig, shutdown: impl std::future::Future<Ou
             .iter()
             .map(|(region, url)| probe(&config.vantage, region, url, config.timeout));
         for report in futures::future::join_all(probes).await {
-            match deliver(&report, &config.arbiters, leader.as_deref(), config.timeout).await {
+            match deliver(
+                config.token.as_deref(),
+                &report,
+                &config.arbiters,
+                leader.as_deref(),
+                config.timeout,
+            )
+            .await
+            {
                 Some(addr) => leader = Some(addr),
                 None => {
                     tracing::warn!(vantage = %config.vantage, region = %report.region, "no arbiter took the report");

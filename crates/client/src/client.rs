@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use crate::backoff::Backoff;
+use crate::credentials::{authorized, AuthChannel, BearerToken};
 use crate::endpoints::Endpoints;
 use crate::error::ClientError;
 use crate::lease::{
@@ -40,6 +40,9 @@ pub struct ClientOptions {
     pub initial_backoff: Duration,
     /// Longest pause between retries.
     pub max_backoff: Duration,
+    /// Sent as `authorization: Bearer …` with every call (nodes refuse calls without
+    /// credentials). `None` sends nothing, for a node started `--insecure`.
+    pub token: Option<BearerToken>,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +53,7 @@ impl Default for ClientOptions {
             call_deadline: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(1),
+            token: None,
         }
     }
 }
@@ -315,8 +319,9 @@ impl ArbiterClient {
     /// one attempt each.
     pub async fn cluster_status(&self) -> Vec<EndpointStatus> {
         let timeout = self.options.attempt_timeout;
+        let token = &self.options.token;
         let asks = self.endpoints.nodes().into_iter().map(|node| async move {
-            let mut client = ClusterServiceClient::new(node.channel);
+            let mut client = ClusterServiceClient::new(authorized(node.channel, token.clone()));
             let status =
                 match tokio::time::timeout(timeout, client.get_status(StatusRequest {})).await {
                     Ok(Ok(reply)) => Ok(reply.into_inner()),
@@ -340,7 +345,7 @@ impl ArbiterClient {
         mut attempt: F,
     ) -> Result<Sent<T>, ClientError>
     where
-        F: FnMut(LeaseServiceClient<Channel>) -> Fut,
+        F: FnMut(LeaseServiceClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let started = Instant::now();
@@ -359,8 +364,14 @@ impl ArbiterClient {
             attempts += 1;
             let sent_at = Instant::now();
             let first = *first_sent_at.get_or_insert(sent_at);
-            let outcome =
-                tokio::time::timeout(timeout, attempt(LeaseServiceClient::new(node.channel))).await;
+            let outcome = tokio::time::timeout(
+                timeout,
+                attempt(LeaseServiceClient::new(authorized(
+                    node.channel,
+                    self.options.token.clone(),
+                ))),
+            )
+            .await;
             let error = match outcome {
                 Ok(Ok(reply)) => {
                     self.endpoints.confirm(index);

@@ -37,6 +37,7 @@ pub use arbiter_core::{crdt, hlc, types};
 
 mod backoff;
 pub mod client;
+pub mod credentials;
 mod endpoints;
 pub mod error;
 pub mod fenced_resource;
@@ -46,6 +47,7 @@ pub mod lease_keeper;
 mod mock_arbiter;
 
 pub use client::{ArbiterClient, ClientOptions, EndpointStatus};
+pub use credentials::{authorized, AuthChannel, BearerToken};
 pub use error::ClientError;
 pub use fenced_resource::{FencedResource, StaleToken};
 pub use lease::{
