@@ -72,9 +72,15 @@ fn seed(text: &str) -> Value {
 /// One request to one node; the body parsed as JSON (`null` when empty).
 async fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
     let url = format!("http://{addr}{path}");
-    let response = http_client::request(method, &url, body, Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let response = http_client::request_as(
+        Some(operator_token()),
+        method,
+        &url,
+        body,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let value = if response.body.is_empty() {
         Value::Null
     } else {
@@ -381,10 +387,10 @@ async fn seed_http_contracts_hold_and_bad_input_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_coordinator_keeps_epochs_forward_and_names_bad_input() {
     let (cluster, leader) = dr_cluster().await;
-    let mut coordinator =
-        ReplicationCoordinatorClient::connect(format!("http://{}", leader.grpc_addr))
-            .await
-            .expect("connect");
+    let mut coordinator = authorized_channel(format!("http://{}", leader.grpc_addr))
+        .await
+        .map(ReplicationCoordinatorClient::new)
+        .expect("connect");
     let report = |region: &str, epoch: i64, checksum: &str| CheckpointRequest {
         source_region: region.into(),
         last_committed_epoch: epoch,
@@ -495,10 +501,10 @@ async fn replication_coordinator_keeps_epochs_forward_and_names_bad_input() {
 
     tracing::info!("phase 4: a follower redirects instead of answering");
     let follower = follower_of(&cluster, &leader);
-    let mut at_follower =
-        ReplicationCoordinatorClient::connect(format!("http://{}", follower.ready.grpc_addr))
-            .await
-            .expect("connect follower");
+    let mut at_follower = authorized_channel(format!("http://{}", follower.ready.grpc_addr))
+        .await
+        .map(ReplicationCoordinatorClient::new)
+        .expect("connect follower");
     let redirected = at_follower
         .report_checkpoint(report("us-east-1", 14, "sha-14"))
         .await
@@ -510,6 +516,7 @@ async fn replication_coordinator_keeps_epochs_forward_and_names_bad_input() {
 async fn cli(args: &[&str], endpoint: &str) -> String {
     let output = tokio::process::Command::new(binary())
         .args(args)
+        .env("ARBITER_TOKEN", operator_token())
         .args(["--endpoints", endpoint])
         .output()
         .await
@@ -559,8 +566,9 @@ async fn routing_table_reads_writes_watch_and_failover_log() {
     let follower = follower_of(&cluster, &leader);
 
     tracing::info!("phase 1: an edge router's watch starts with the whole table");
-    let mut routing = RoutingServiceClient::connect(format!("http://{}", leader.grpc_addr))
+    let mut routing = authorized_channel(format!("http://{}", leader.grpc_addr))
         .await
+        .map(RoutingServiceClient::new)
         .expect("connect");
     let mut watch = routing
         .watch(WatchRequest {
@@ -649,10 +657,10 @@ async fn routing_table_reads_writes_watch_and_failover_log() {
     let (status, redirect) = http(&follower.ready.http_addr, "GET", "/v1/regions", None).await;
     assert_eq!(status, 503, "{redirect}");
     assert_eq!(redirect["leaderHttpAddr"], json!(api), "{redirect}");
-    let mut at_follower =
-        RoutingServiceClient::connect(format!("http://{}", follower.ready.grpc_addr))
-            .await
-            .expect("connect follower");
+    let mut at_follower = authorized_channel(format!("http://{}", follower.ready.grpc_addr))
+        .await
+        .map(RoutingServiceClient::new)
+        .expect("connect follower");
     let refused = at_follower
         .watch(WatchRequest {
             active_region: None,

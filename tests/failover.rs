@@ -58,8 +58,9 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
         use arbiter_client::proto::lease_service_client::LeaseServiceClient;
         use arbiter_client::proto::AcquireRequest;
         let leader = drill.cluster.leader(Duration::from_secs(5)).await;
-        let mut client = LeaseServiceClient::connect(format!("http://{}", leader.grpc_addr))
+        let mut client = authorized_channel(format!("http://{}", leader.grpc_addr))
             .await
+            .map(LeaseServiceClient::new)
             .expect("connect");
         let reply = client
             .acquire(AcquireRequest {

@@ -24,6 +24,7 @@ async fn client(endpoints: Vec<String>) -> ArbiterClient {
     let options = ClientOptions {
         attempt_timeout: Duration::from_secs(1),
         call_deadline: Duration::from_secs(5),
+        token: operator_bearer(),
         ..ClientOptions::default()
     };
     ArbiterClient::connect(endpoints, options)
@@ -413,6 +414,7 @@ async fn cli(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
     let output = tokio::process::Command::new(binary())
         .arg("lease")
         .args(args)
+        .env("ARBITER_TOKEN", operator_token())
         .arg("--endpoints")
         .arg(cluster.endpoints().join(","))
         .output()

@@ -13,6 +13,7 @@ fn member(args: &[&str], endpoints: &str) -> (bool, String) {
     let output = std::process::Command::new(binary())
         .arg("member")
         .args(args)
+        .env("ARBITER_TOKEN", operator_token())
         .args(["--endpoints", endpoints])
         .output()
         .expect("run arbiter member");
@@ -50,7 +51,10 @@ async fn a_node_joins_as_learner_then_voter_and_leaves() {
         http_listen: "127.0.0.1:0".into(),
         grpc_advertise: None,
         profile: Profile::Lan,
-        extra_args: Vec::new(),
+        extra_args: vec![
+            "--auth-tokens-file".into(),
+            cluster.tokens_file.display().to_string(),
+        ],
     };
     let fourth = spec
         .start(&binary(), Duration::from_secs(30))

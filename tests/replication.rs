@@ -26,9 +26,15 @@ const BREACHING_LAG_MS: u64 = 6_000;
 async fn call(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let bytes = body.map(|b| serde_json::to_vec(&b).expect("encode"));
     let url = format!("http://{addr}{path}");
-    let response = http_client::request(method, &url, bytes.as_deref(), Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let response = http_client::request_as(
+        Some(operator_token()),
+        method,
+        &url,
+        bytes.as_deref(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     if response.body.is_empty() {
         return (response.status, Value::Null);
     }
@@ -227,8 +233,9 @@ async fn link_lag_feeds_sync_metrics_rpo_monitor_and_failover_estimate() {
     assert_eq!(listed(&api, east, west).await, Some(link));
 
     tracing::info!("phase 4: the source's checkpoints and the link give GetSyncMetrics");
-    let mut coordinator = ReplicationCoordinatorClient::connect(format!("http://{grpc}"))
+    let mut coordinator = authorized_channel(format!("http://{grpc}"))
         .await
+        .map(ReplicationCoordinatorClient::new)
         .expect("connect");
     let epochs: Vec<i64> = (received - 2..=sent).step_by(4).collect();
     let first_report_ms = 1_770_289_920_000;
@@ -379,8 +386,9 @@ target = "us-east-1"
     );
 
     tracing::info!("and the coordinator answers for them instead of NOT_FOUND");
-    let mut coordinator = ReplicationCoordinatorClient::connect(format!("http://{grpc}"))
+    let mut coordinator = authorized_channel(format!("http://{grpc}"))
         .await
+        .map(ReplicationCoordinatorClient::new)
         .expect("connect");
     let metrics = coordinator
         .get_sync_metrics(SyncMetricsRequest {

@@ -190,7 +190,7 @@ const GRPC: &[(&str, Access)] = &[
 
 /// gRPC services every method of which has the same access.
 const GRPC_SERVICES: &[(&str, Access)] = &[
-    ("/arbiter.v1.RaftService/", Access::Peer),
+    ("/arbiter.raft.v1.RaftService/", Access::Peer),
     ("/grpc.health.v1.Health/", Access::Public),
 ];
 
@@ -569,10 +569,31 @@ mod tests {
         }
     }
 
+    /// The table spells service paths by hand; this pins them to the generated names, so a
+    /// renamed package cannot silently fall through to the operator-only default.
+    #[test]
+    fn table_names_every_generated_service() {
+        use arbiter_client::proto::{
+            cluster_service_server, lease_service_server, replication, routing_service_server,
+        };
+        for name in [
+            cluster_service_server::SERVICE_NAME,
+            lease_service_server::SERVICE_NAME,
+            routing_service_server::SERVICE_NAME,
+            replication::replication_coordinator_server::SERVICE_NAME,
+            crate::grpc::raft_proto::raft_service_server::SERVICE_NAME,
+        ] {
+            let prefix = format!("/{name}/");
+            let listed = GRPC.iter().any(|(path, _)| path.starts_with(&prefix))
+                || GRPC_SERVICES.iter().any(|(path, _)| *path == prefix);
+            assert!(listed, "{name} is missing from the permission table");
+        }
+    }
+
     #[test]
     fn every_route_is_listed_and_unlisted_ones_need_an_operator() {
         assert_eq!(
-            grpc_access("/arbiter.v1.RaftService/AppendEntries"),
+            grpc_access("/arbiter.raft.v1.RaftService/AppendEntries"),
             Access::Peer
         );
         assert_eq!(grpc_access("/grpc.health.v1.Health/Check"), Access::Public);

@@ -1,9 +1,10 @@
 //! Command line: `arbiter serve`, `up`, `status`, `member`, `lease`, `failover`, `failback`,
-//! `regions`, `tenants`, `events`, `probe`, `gateway`.
+//! `regions`, `tenants`, `events`, `probe`, `gateway`, `auth token`.
 //!
 //! `anyhow` lives here and in tests only: this is the binary's edge, where errors become a
 //! message and an exit code.
 
+mod auth;
 mod dr;
 mod lease;
 mod member;
@@ -40,6 +41,9 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Run a stand-in regional gateway serving the seed's health check (for drills).
     Gateway(probe::GatewayArgs),
+    /// Issue bearer tokens.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     #[command(flatten)]
     Dr(dr::DrCommand),
 }
@@ -63,6 +67,7 @@ pub fn main() -> ExitCode {
             Command::Probe(args) => probe::run_probe(args).await,
             Command::Gateway(args) => probe::run_gateway(args).await,
             Command::Lease(args) => lease::run(args).await,
+            Command::Auth(command) => auth::run(command).await,
             Command::Dr(command) => dr::run(command).await,
         }
     });

@@ -72,6 +72,7 @@ impl Drill {
                 arbiters: arbiters.clone(),
                 interval: probe_interval,
                 timeout: probe_interval.mul_f64(0.8),
+                token: Some(super::operator_token().to_string()),
             };
             tokio::spawn(probe_agent::run(config, async {
                 let _ = stopped.await;
@@ -101,9 +102,14 @@ impl Drill {
         loop {
             for addr in self.http_endpoints() {
                 let url = format!("http://{addr}{path}");
-                let Ok(r) =
-                    http_client::request(method, &url, body.as_deref(), Duration::from_secs(3))
-                        .await
+                let Ok(r) = http_client::request_as(
+                    Some(super::operator_token()),
+                    method,
+                    &url,
+                    body.as_deref(),
+                    Duration::from_secs(3),
+                )
+                .await
                 else {
                     continue;
                 };

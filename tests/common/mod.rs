@@ -4,10 +4,15 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use arbiter::auth::issue::{issue, write_operator_credentials, TokenGrant};
 use arbiter::config::Profile;
 use arbiter::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec};
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{NodeStatus, StatusRequest};
+use arbiter_client::{authorized, AuthChannel, BearerToken};
 
 pub const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
 
@@ -22,8 +27,29 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The operator token of every test cluster in this test binary: made once, so helpers that
+/// only know an address can authenticate too.
+pub fn operator_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(arbiter::auth::token::generate)
+}
+
+pub fn operator_bearer() -> Option<BearerToken> {
+    Some(BearerToken::new(operator_token()).expect("generated tokens are valid"))
+}
+
+/// A channel to `url` that sends the operator token.
+pub async fn authorized_channel(url: String) -> Result<AuthChannel, tonic::transport::Error> {
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
+    Ok(authorized(channel, operator_bearer()))
+}
+
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
+    /// The nodes' tokens file (`--auth-tokens-file`); [`TestCluster::issue`] adds to it.
+    pub tokens_file: PathBuf,
     /// `None` while a node is stopped.
     pub nodes: Vec<Option<NodeProcess>>,
     pub specs: Vec<NodeSpec>,
@@ -33,6 +59,13 @@ impl TestCluster {
     /// Starts `n` nodes on port 0, bootstraps them and waits for a leader.
     pub async fn start(n: usize, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let tokens_file =
+            write_operator_credentials(dir.path(), operator_token()).expect("tokens file");
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        extra_args.extend([
+            "--auth-tokens-file".into(),
+            tokens_file.display().to_string(),
+        ]);
         let mut nodes = Vec::new();
         let mut specs = Vec::new();
         for i in 0..n {
@@ -45,7 +78,7 @@ impl TestCluster {
                 http_listen: "127.0.0.1:0".into(),
                 grpc_advertise: None,
                 profile: Profile::Lan,
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                extra_args: extra_args.clone(),
             };
             let process = spec
                 .start(&binary(), Duration::from_secs(30))
@@ -57,9 +90,14 @@ impl TestCluster {
             specs.push(spec);
             nodes.push(Some(process));
         }
-        let cluster = TestCluster { dir, nodes, specs };
+        let cluster = TestCluster {
+            dir,
+            tokens_file,
+            nodes,
+            specs,
+        };
         let members = cluster.running().map(NodeProcess::info).collect();
-        initialize(&cluster.specs[0].grpc_listen, members)
+        initialize(&cluster.specs[0].grpc_listen, operator_bearer(), members)
             .await
             .expect("initialize");
         cluster.leader(Duration::from_secs(20)).await;
@@ -81,7 +119,7 @@ impl TestCluster {
 
     /// Waits until the running nodes agree on a leader; returns its status.
     pub async fn leader(&self, timeout: Duration) -> NodeStatus {
-        wait_for_leader(&self.running_endpoints(), timeout)
+        wait_for_leader(&self.running_endpoints(), operator_bearer(), timeout)
             .await
             .expect("a leader is elected")
     }
@@ -110,11 +148,40 @@ impl TestCluster {
     pub fn node(&self, id: u64) -> &NodeProcess {
         self.nodes[Self::index(id)].as_ref().expect("node running")
     }
+
+    /// Issues a token for `grant` into the cluster's tokens file and has every running node
+    /// reload it (SIGHUP); returns once every node accepts it.
+    pub async fn issue(&self, grant: TokenGrant) -> String {
+        let token = issue(&self.tokens_file, &grant).expect("issue a token");
+        for node in self.running() {
+            node.signal(libc::SIGHUP);
+        }
+        let bearer = BearerToken::new(&token).expect("valid token");
+        for node in self.running() {
+            let endpoint = node.ready.grpc_addr.clone();
+            eventually(
+                "every node to load the new token",
+                Duration::from_secs(10),
+                || {
+                    let (endpoint, bearer) = (endpoint.clone(), bearer.clone());
+                    // Any answer but UNAUTHENTICATED means the token is known.
+                    async move {
+                        arbiter::cli::fetch_status(endpoint, Some(bearer))
+                            .await
+                            .ok()
+                    }
+                },
+            )
+            .await;
+        }
+        token
+    }
 }
 
 pub async fn status(endpoint: &str) -> Option<NodeStatus> {
-    let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
+    let mut client = authorized_channel(format!("http://{endpoint}"))
         .await
+        .map(ClusterServiceClient::new)
         .ok()?;
     tokio::time::timeout(Duration::from_secs(2), client.get_status(StatusRequest {}))
         .await
@@ -157,8 +224,9 @@ pub async fn acquire_any(
     while tokio::time::Instant::now() < deadline {
         for endpoint in endpoints {
             let call = async {
-                let mut client = LeaseServiceClient::connect(format!("http://{endpoint}"))
+                let mut client = authorized_channel(format!("http://{endpoint}"))
                     .await
+                    .map(LeaseServiceClient::new)
                     .map_err(|e| e.to_string())?;
                 client
                     .acquire(AcquireRequest {
@@ -188,7 +256,10 @@ pub async fn epoch_of(endpoints: &[String], resource: &str) -> Option<u64> {
     use arbiter_client::proto::lease_service_client::LeaseServiceClient;
     use arbiter_client::proto::GetLeaseRequest;
     for endpoint in endpoints {
-        let Ok(mut client) = LeaseServiceClient::connect(format!("http://{endpoint}")).await else {
+        let Ok(mut client) = authorized_channel(format!("http://{endpoint}"))
+            .await
+            .map(LeaseServiceClient::new)
+        else {
             continue;
         };
         let request = GetLeaseRequest {
