@@ -30,7 +30,8 @@ REGIONS=(us-east-1 us-west-2 eu-central-1)
 die() { echo "netfault: $*" >&2; exit 1; }
 ns() { echo "arbf-n$1"; }
 node_ip() { echo "$NET.$1"; }
-in_br() { ip netns exec "$BR" "$@"; }
+# Commands in the observer namespace authenticate with the cluster's operator token.
+in_br() { ip netns exec "$BR" env ARBITER_TOKEN="$(cat "$DIR/operator.token" 2>/dev/null)" "$@"; }
 
 require_root() {
   [ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces and nftables)"
@@ -47,6 +48,11 @@ up() {
   if is_up; then echo "already up"; return 0; fi
   if [ -z "${ARBITER_BIN:-}" ] && [ ! -x "$BIN" ]; then cargo build --release --quiet; fi
   mkdir -p "$DIR"
+  # One tokens file for every node; the token itself only in operator.token (owner-only).
+  if [ ! -s "$DIR/operator.token" ]; then
+    (umask 077 && "$BIN" auth token --identity operator --role operator \
+      --tokens-file "$DIR/tokens.toml" >"$DIR/operator.token" 2>/dev/null)
+  fi
   ip netns add "$BR"
   in_br ip link add br0 type bridge
   in_br ip link set br0 up
@@ -64,7 +70,8 @@ up() {
   done
   for i in 1 2 3; do
     local args=(serve --node-id "$i" --region "${REGIONS[$((i - 1))]}" --data-dir "$DIR/node-$i"
-      --grpc-listen "$(node_ip "$i"):7000" --http-listen "$(node_ip "$i"):8080" --profile lan)
+      --grpc-listen "$(node_ip "$i"):7000" --http-listen "$(node_ip "$i"):8080" --profile lan
+      --auth-tokens-file "$DIR/tokens.toml")
     if [ "$i" -eq 1 ]; then
       args+=(--bootstrap
         --peer "2=${REGIONS[1]}@$(node_ip 2):7000,$(node_ip 2):8080"

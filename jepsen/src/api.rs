@@ -69,6 +69,8 @@ pub enum Retry {
 /// name the same addresses). Shared by all workers: they share the leader guess too.
 pub struct ApiClient {
     nodes: Vec<String>,
+    /// Bearer token sent with every request.
+    token: String,
     leader: AtomicUsize,
     attempt_timeout: Duration,
 }
@@ -79,9 +81,10 @@ const ATTEMPTS_PER_NODE: usize = 2;
 const ELECTION_PAUSE: Duration = Duration::from_millis(100);
 
 impl ApiClient {
-    pub fn new(nodes: Vec<String>, attempt_timeout: Duration) -> ApiClient {
+    pub fn new(nodes: Vec<String>, token: String, attempt_timeout: Duration) -> ApiClient {
         ApiClient {
             nodes,
+            token,
             leader: AtomicUsize::new(0),
             attempt_timeout,
         }
@@ -115,7 +118,8 @@ impl ApiClient {
             }
             let index = self.leader.load(Ordering::Relaxed) % self.nodes.len();
             let url = format!("http://{}{path}", self.nodes[index]);
-            let sent = http_client::request(
+            let sent = http_client::request_as(
+                Some(&self.token),
                 method,
                 &url,
                 body.as_deref().map(str::as_bytes),

@@ -12,9 +12,11 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use arbiter::auth::issue::write_operator_credentials;
 use arbiter::config::Profile;
 use arbiter::local_cluster::{self, LaunchError, NodeProcess, NodeSpec};
 use arbiter_client::proto::NodeInfo;
+use arbiter_client::BearerToken;
 use arbiter_core::NodeId;
 use serde_json::{json, Value};
 
@@ -67,6 +69,8 @@ pub struct Cluster {
     /// `None` while a node is killed.
     processes: BTreeMap<NodeId, Option<NodeProcess>>,
     network: Network,
+    /// The run's operator token (its digest is in `<root>/tokens.toml`, which every node reads).
+    token: String,
 }
 
 impl Cluster {
@@ -74,6 +78,10 @@ impl Cluster {
     /// leader every node agrees on.
     pub async fn start(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
         let ids: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        std::fs::create_dir_all(&config.root).map_err(LaunchError::Io)?;
+        let token = arbiter::auth::token::generate();
+        let tokens_file = write_operator_credentials(&config.root, &token)
+            .map_err(|e| LaunchError::Io(std::io::Error::other(e)))?;
         let mut addresses = BTreeMap::new();
         for &id in &ids {
             let (grpc, http) = (free_port()?, free_port()?);
@@ -97,6 +105,8 @@ impl Cluster {
             let mut extra_args = vec![
                 "--http-advertise".to_string(),
                 a.client_http.local_addr().to_string(),
+                "--auth-tokens-file".to_string(),
+                tokens_file.display().to_string(),
             ];
             for &peer in ids.iter().filter(|p| **p != id) {
                 if let Some(proxy) = network.addr(id, peer) {
@@ -126,6 +136,7 @@ impl Cluster {
             addresses,
             processes: BTreeMap::new(),
             network,
+            token,
         };
         let started = futures::future::join_all(
             cluster
@@ -138,9 +149,18 @@ impl Cluster {
             cluster.processes.insert(*id, Some(process?));
         }
         let first = cluster.addresses[&ids[0]].grpc.to_string();
-        local_cluster::initialize(&first, cluster.members()).await?;
+        local_cluster::initialize(&first, cluster.bearer(), cluster.members()).await?;
         cluster.wait_for_leader().await?;
         Ok(cluster)
+    }
+
+    /// The run's operator token, for the workload clients.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn bearer(&self) -> Option<BearerToken> {
+        BearerToken::new(&self.token).ok()
     }
 
     /// The membership: what each node advertises is its client proxies.
@@ -167,7 +187,8 @@ impl Cluster {
             .filter(|(_, p)| p.is_some())
             .map(|(id, _)| self.addresses[id].grpc.to_string())
             .collect();
-        let status = local_cluster::wait_for_leader(&endpoints, START_TIMEOUT).await?;
+        let status =
+            local_cluster::wait_for_leader(&endpoints, self.bearer(), START_TIMEOUT).await?;
         Ok(status.node_id)
     }
 
@@ -227,8 +248,10 @@ impl Cluster {
             .filter(|(_, p)| p.is_some())
             .map(|(id, _)| {
                 let url = format!("http://{}/v1/cluster/status", self.addresses[id].http);
+                let token = self.token.as_str();
                 async move {
-                    let response = arbiter::http_client::request(
+                    let response = arbiter::http_client::request_as(
+                        Some(token),
                         "GET",
                         &url,
                         None,

@@ -224,6 +224,7 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         recorder: recorder.clone(),
         api: Arc::new(ApiClient::new(
             cluster.client_http_endpoints(),
+            cluster.token().to_string(),
             pacing.http_timeout,
         )),
         deadline: Deadline(Instant::now() + FINAL_READS_WITHIN),
@@ -318,8 +319,11 @@ impl Workloads {
         } else {
             Fencing::Enforce
         }));
-        let client =
-            ArbiterClient::connect(cluster.client_grpc_endpoints(), pacing.client.clone()).await?;
+        let options = ClientOptions {
+            token: cluster.bearer(),
+            ..pacing.client.clone()
+        };
+        let client = ArbiterClient::connect(cluster.client_grpc_endpoints(), options).await?;
         let leases = Arc::new(LeaseSetup {
             client,
             resources: LEASE_RESOURCES.iter().map(|r| r.to_string()).collect(),
