@@ -37,6 +37,10 @@ use arbiter_core::replication::WriteRate;
 /// How long in-flight requests may take to finish after shutdown begins.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Concurrent gRPC requests (and streams) one connection may have in flight. The SDK shares one
+/// connection per node among all its callers, so this is sized for a busy proxy, not one call.
+const MAX_REQUESTS_PER_CONNECTION: usize = 1024;
+
 /// Name of the file a node writes into its data dir once it is serving.
 pub const READY_FILE: &str = "ready.json";
 
@@ -281,6 +285,10 @@ async fn serve_grpc(
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // One connection cannot hold more than this many requests (or streams) open: excess
+        // requests wait for a slot instead of growing the server's work without bound.
+        .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
+        .max_concurrent_streams(Some(MAX_REQUESTS_PER_CONNECTION as u32))
         .layer(GrpcAuthLayer::new(node.auth.clone()))
         .add_service(raft_service)
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
