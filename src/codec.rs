@@ -1,10 +1,13 @@
 //! The one place that knows the byte format of everything arbiter writes to disk or sends
 //! between nodes: bincode 2 (serde) with the standard configuration.
 //!
-//! Invariant: nothing else in the crate calls bincode, so the format can change here, behind
-//! the on-disk format version checked by the store. Every decode (network or disk) is bounded
-//! by [`MAX_DECODE_BYTES`]: a forged or corrupt length prefix is a [`CodecError::Decode`],
-//! never an attempt to allocate what it claims.
+//! Invariants: nothing else in the crate calls bincode, so the format can change here, behind
+//! the on-disk format version checked by the store. Whatever a node writes to disk and reads
+//! back outside the WAL (metadata, snapshots) goes through [`encode_checked`] /
+//! [`decode_checked`]: a CRC-32 envelope, so a flipped byte is reported, never decoded into a
+//! plausible wrong value.
+//! Every decode (network or disk) is bounded by [`MAX_DECODE_BYTES`]: a forged or corrupt
+//! length prefix is a [`CodecError::Decode`], never an attempt to allocate what it claims.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,7 +27,18 @@ pub enum CodecError {
         #[source]
         source: bincode::error::DecodeError,
     },
+    #[error("{what} fails its checksum (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        what: &'static str,
+        stored: u32,
+        computed: u32,
+    },
+    #[error("{what} is too short ({len} bytes) to hold its checksum")]
+    Truncated { what: &'static str, len: usize },
 }
+
+/// Bytes of the checksum that [`encode_checked`] puts in front of the payload.
+const CHECKSUM_BYTES: usize = 4;
 
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
@@ -41,6 +55,38 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     bincode::serde::decode_from_slice(bytes, config)
         .map(|(value, _)| value)
         .map_err(|source| CodecError::Decode { what, source })
+}
+
+/// Encodes `value` behind a CRC-32 (little-endian) of the encoded bytes.
+pub fn encode_checked<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
+    let payload = encode(what, value)?;
+    let mut bytes = Vec::with_capacity(CHECKSUM_BYTES + payload.len());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Verifies the checksum written by [`encode_checked`], then decodes.
+pub fn decode_checked<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    let Some((stored, payload)) = bytes.split_first_chunk::<CHECKSUM_BYTES>() else {
+        return Err(CodecError::Truncated {
+            what,
+            len: bytes.len(),
+        });
+    };
+    let stored = u32::from_le_bytes(*stored);
+    let computed = crc32fast::hash(payload);
+    if stored != computed {
+        return Err(CodecError::Checksum {
+            what,
+            stored,
+            computed,
+        });
+    }
+    decode(what, payload)
 }
 
 /// FNV-1a over bytes: a stable digest (unlike `DefaultHasher`, identical across processes and
@@ -95,5 +141,30 @@ mod tests {
     fn truncated_input_is_a_typed_error() {
         let bytes = encode("value", &"hello world".to_string()).expect("encode");
         assert!(decode::<String>("truncated", &bytes[..4]).is_err());
+    }
+
+    #[test]
+    fn a_checked_value_round_trips() {
+        let bytes = encode_checked("test value", &(7u64, "lease".to_string())).expect("encode");
+        let back: (u64, String) = decode_checked("test value", &bytes).expect("decode");
+        assert_eq!(back, (7, "lease".to_string()));
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_checked_value_is_refused() {
+        let bytes = encode_checked("test value", &(7u64, "lease".to_string())).expect("encode");
+        for position in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[position] ^= 0x01;
+            let result = decode_checked::<(u64, String)>("test value", &flipped);
+            assert!(
+                matches!(result, Err(CodecError::Checksum { .. })),
+                "flip at {position} not caught: {result:?}"
+            );
+        }
+        assert!(matches!(
+            decode_checked::<u64>("test value", &bytes[..2]),
+            Err(CodecError::Truncated { len: 2, .. })
+        ));
     }
 }

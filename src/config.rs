@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthConfig;
 use crate::dr::config::{DrConfig, DrConfigError, RawDrConfig};
 use crate::raft_types::{Member, NodeId};
+use crate::store::{StoreOptions, SyncPolicy};
 
 /// Raft timing presets. openraft 0.9 uses the heartbeat interval as the AppendEntries and
 /// ReadIndex timeout, and `election_timeout_max` as the leader lease, so the WAN profile must
@@ -92,6 +93,11 @@ pub struct RawNodeConfig {
     pub snapshot_every: Option<u64>,
     /// Entries kept in the log behind a snapshot for slow followers (default 1,000).
     pub keep_logs: Option<u64>,
+    /// Preallocated size of a WAL segment file (default 64 MiB).
+    pub wal_segment_bytes: Option<u64>,
+    /// UNSAFE: skip every fsync of the storage. Only a negative control for crash tests.
+    #[serde(default)]
+    pub unsafe_no_fsync: bool,
     /// Initialize a fresh cluster with this node and `peers` as voters (idempotent).
     #[serde(default)]
     pub bootstrap: bool,
@@ -124,6 +130,7 @@ pub struct NodeConfig {
     pub timing: Timing,
     pub snapshot_every: u64,
     pub keep_logs: u64,
+    pub storage: StoreOptions,
     pub bootstrap: bool,
     pub peers: Vec<PeerConfig>,
     pub dial: BTreeMap<NodeId, String>,
@@ -224,6 +231,18 @@ impl RawNodeConfig {
         let snapshot_every = self.snapshot_every.unwrap_or(10_000);
         at_least("snapshot_every", snapshot_every, 10)?;
         let keep_logs = self.keep_logs.unwrap_or(1_000);
+        let wal_segment_bytes = self
+            .wal_segment_bytes
+            .unwrap_or(crate::store::wal::DEFAULT_SEGMENT_BYTES);
+        at_least("wal_segment_bytes", wal_segment_bytes, 64 * 1024)?;
+        let storage = StoreOptions {
+            sync: if self.unsafe_no_fsync {
+                SyncPolicy::UnsafeNoFsync
+            } else {
+                SyncPolicy::Durable
+            },
+            wal_segment_bytes,
+        };
 
         let mut seen = vec![node_id];
         for peer in &self.peers {
@@ -250,6 +269,7 @@ impl RawNodeConfig {
             timing,
             snapshot_every,
             keep_logs,
+            storage,
             bootstrap: self.bootstrap,
             peers: self.peers,
             dial: self.dial,
@@ -378,6 +398,21 @@ mod tests {
         let config = minimal().validate().expect("valid");
         assert_eq!(config.profile, Profile::Lan);
         assert_eq!(config.timing, Profile::Lan.timing());
+    }
+
+    #[test]
+    fn storage_is_durable_unless_the_config_asks_for_unsafe_no_fsync() {
+        let config = minimal().validate().expect("valid");
+        assert_eq!(config.storage.sync, SyncPolicy::Durable);
+        let unsafe_raw: RawNodeConfig = toml::from_str(
+            "node_id = 1\nregion = \"us-east-1\"\ndata_dir = \"/tmp/x\"\n\
+             grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             unsafe_no_fsync = true\nwal_segment_bytes = 1048576\n",
+        )
+        .expect("parses");
+        let config = unsafe_raw.validate().expect("valid");
+        assert_eq!(config.storage.sync, SyncPolicy::UnsafeNoFsync);
+        assert_eq!(config.storage.wal_segment_bytes, 1 << 20);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::leases::LeaseManager;
 use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
-use crate::store::{self, StateMachineStore, StoreError};
+use crate::store::{self, StateMachineStore, StorageHealth, StoreError, SyncPolicy, WalCounters};
 use arbiter_core::replication::WriteRate;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -58,6 +58,9 @@ pub struct NodeContext {
     pub committed: Arc<AtomicU64>,
     /// Who callers are and what they may do; shared by both edges.
     pub auth: Arc<Auth>,
+    /// A storage failure the node is waiting out (e.g. out of space), for status.
+    pub storage_health: StorageHealth,
+    pub wal_counters: Arc<WalCounters>,
 }
 
 /// Written to `<data_dir>/ready.json` when the node serves: how to reach it.
@@ -107,8 +110,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         path: config.data_dir.clone(),
         source,
     })?;
-    let (log_store, sm_store) = store::open(&config.data_dir)?;
+    if config.storage.sync == SyncPolicy::UnsafeNoFsync {
+        tracing::error!(
+            data_dir = %config.data_dir.display(),
+            "UNSAFE: --unsafe-no-fsync is set: storage is never fsynced, acknowledged writes \
+             can be lost on a crash; use only as a crash-test negative control"
+        );
+    }
+    let (log_store, sm_store) = store::open(&config.data_dir, config.storage)?;
     let committed = log_store.committed_index();
+    let storage_health = log_store.health();
+    let wal_counters = log_store.counters();
     let network = Network::new(
         Duration::from_millis(config.timing.heartbeat_ms.max(100)),
         Duration::from_millis(config.timing.peer_backoff_ms),
@@ -159,6 +171,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         state: sm_store,
         committed,
         auth: auth.clone(),
+        storage_health,
+        wal_counters,
     });
     tokio::spawn(reload_on_sighup(auth));
 

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     snapshot_every: Option<u64>,
     #[arg(long)]
     keep_logs: Option<u64>,
+    #[arg(long)]
+    wal_segment_bytes: Option<u64>,
+    /// UNSAFE, for crash-test negative controls only: skip every fsync of the storage.
+    #[arg(long, hide = true)]
+    unsafe_no_fsync: bool,
     /// Initialize a fresh cluster with this node and the --peer list as voters (idempotent).
     #[arg(long)]
     bootstrap: bool,
@@ -106,9 +111,11 @@ impl ServeArgs {
             election_max_ms,
             write_timeout_ms,
             snapshot_every,
-            keep_logs
+            keep_logs,
+            wal_segment_bytes
         );
         raw.bootstrap |= self.bootstrap;
+        raw.unsafe_no_fsync |= self.unsafe_no_fsync;
         if !self.peers.is_empty() {
             raw.peers = self.peers;
         }

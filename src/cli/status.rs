@@ -126,6 +126,12 @@ fn print_table(report: &Report) {
             n.voters.len(),
             n.state_digest
         );
+        if !n.storage_error.is_empty() {
+            println!(
+                "     node {} STORAGE ERROR (not acknowledging writes): {}",
+                n.node_id, n.storage_error
+            );
+        }
     }
     for u in &report.unreachable {
         println!(

@@ -202,6 +202,9 @@ impl NodeContext {
             state_digest: digest,
             grpc_addr: self.grpc_addr.clone(),
             http_addr: self.http_addr.clone(),
+            storage_error: self.storage_health.get().unwrap_or_default(),
+            wal_syncs: self.wal_counters.syncs.load(Ordering::Relaxed),
+            wal_entries: self.wal_counters.entries.load(Ordering::Relaxed),
         }
     }
 }

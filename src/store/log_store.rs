@@ -1,9 +1,16 @@
-//! The Raft log on sled.
+//! The Raft log: entries in the [`Wal`], vote / committed / purge point in sled.
 //!
-//! Invariant: an append is reported to openraft (`log_io_completed`) only after the entries
-//! are fsynced, and a vote is fsynced before `save_vote` returns. Appends are fsynced by one
-//! flusher thread that coalesces every append queued behind the current fsync into the next
-//! one: group fsync, so the log's write rate is not one fsync per entry.
+//! Invariants:
+//! - An append is reported to openraft (`log_io_completed`) only after fdatasync of every WAL
+//!   segment it touched and fsync of the WAL dir if a segment was created. One flusher thread
+//!   does the syncing and coalesces every append queued behind the current sync into the next
+//!   one: one sync per group commit, not one per entry.
+//! - A vote is durable (sled flush + fsync of sled's files) before `save_vote` returns; the purge
+//!   point is durable before any segment is deleted; truncate is durable before it returns.
+//! - Out of space is retried, never acknowledged: an append that cannot be written waits with
+//!   backoff (reported through [`StorageHealth`]) until space returns. A failed sync is not
+//!   retried — the kernel may have dropped the dirty pages — so every later append fails too and
+//!   openraft stops the node (fail-stop).
 
 // openraft's `StorageError` is large and its type is fixed by the trait signatures; boxing
 // is not an option here.
@@ -11,13 +18,16 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
 
-use super::{flush, StoreError};
+use super::wal::{Wal, WalError};
+use super::{Meta, StorageHealth, StoreError, StoreOptions};
 use crate::codec;
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -25,41 +35,94 @@ const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
 
+/// First and longest pause between attempts to write while the disk is full.
+const OUT_OF_SPACE_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_secs(1));
+
+/// How many WAL syncs and appended entries this node has done: entries per sync is the group
+/// commit factor.
+#[derive(Debug, Default)]
+pub struct WalCounters {
+    pub syncs: AtomicU64,
+    pub entries: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    logs: sled::Tree,
-    meta: sled::Tree,
+    meta: Meta,
+    tree: sled::Tree,
+    wal: Arc<Mutex<Wal>>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// Set by the flusher when a sync failed: the log can no longer promise anything.
+    failed: Arc<AtomicBool>,
+    health: StorageHealth,
+    counters: Arc<WalCounters>,
     /// Last committed index openraft told us about, for status reports.
     committed: Arc<AtomicU64>,
+    /// The same as a log id, persisted along with the next vote or purge.
+    committed_log_id: Arc<Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
-    pub(super) fn open(db: sled::Db, path: &str) -> Result<Self, StoreError> {
-        let io = |source| StoreError::Io {
-            path: path.to_string(),
-            source,
-        };
-        let logs = db.open_tree("raft_log").map_err(io)?;
-        let meta = db.open_tree("raft_meta").map_err(io)?;
+    pub(super) fn open(
+        meta: Meta,
+        wal_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let path = meta.dir.display().to_string();
+        let tree = meta
+            .db
+            .open_tree("raft_meta")
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source: source.into(),
+            })?;
+        let last_purged: Option<LogId> =
+            read_meta(&tree, LAST_PURGED_KEY).map_err(|reason| StoreError::CorruptMeta {
+                path: path.clone(),
+                key: "last_purged".into(),
+                reason,
+            })?;
+        let (wal, torn) = Wal::open(
+            wal_dir,
+            options.sync,
+            options.wal_segment_bytes,
+            last_purged.map(|l| l.index),
+        )?;
+        if let Some(torn) = torn {
+            tracing::warn!(
+                file = %torn.path.display(),
+                offset = torn.offset,
+                "cut off a torn WAL tail (written after the last sync, never acknowledged)"
+            );
+        }
+        let wal = Arc::new(Mutex::new(wal));
+        let failed = Arc::new(AtomicBool::new(false));
+        let health = StorageHealth::default();
+        let counters = Arc::new(WalCounters::default());
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let flush_db = db.clone();
-        // A plain thread, not a tokio task: fsync blocks, and the flusher must keep running
+        let flusher = Flusher {
+            wal: wal.clone(),
+            failed: failed.clone(),
+            health: health.clone(),
+            counters: counters.clone(),
+        };
+        // A plain thread, not a tokio task: fdatasync blocks, and the flusher must keep running
         // while the runtime is busy. It exits when the last LogStore clone is dropped.
         std::thread::Builder::new()
-            .name("raft-log-fsync".into())
-            .spawn(move || run_flusher(flush_db, rx))
-            .map_err(|e| StoreError::Io {
-                path: path.to_string(),
-                source: sled::Error::Io(e),
-            })?;
+            .name("raft-wal-sync".into())
+            .spawn(move || flusher.run(rx))
+            .map_err(|source| StoreError::Io { path, source })?;
         Ok(LogStore {
-            db,
-            logs,
             meta,
+            tree,
+            wal,
             flusher: tx,
+            failed,
+            health,
+            counters,
             committed: Arc::default(),
+            committed_log_id: Arc::default(),
         })
     }
 
@@ -68,57 +131,133 @@ impl LogStore {
         self.committed.clone()
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
-        let raw = self.meta.get(key).map_err(|e| StorageIOError::read(&e))?;
-        raw.map(|bytes| codec::decode("raft meta", &bytes))
-            .transpose()
-            .map_err(|e| StorageIOError::read(&e).into())
+    /// The storage failure this node is waiting out, if any, for status reports.
+    pub fn health(&self) -> StorageHealth {
+        self.health.clone()
+    }
+
+    /// Syncs and appended entries so far, to show group commit at work.
+    pub fn counters(&self) -> Arc<WalCounters> {
+        self.counters.clone()
+    }
+
+    fn wal(&self) -> MutexGuard<'_, Wal> {
+        // Poisoned only by a panic inside a WAL call; the in-memory index may then disagree
+        // with the files, so propagating the panic (stopping the node) is the safe choice.
+        self.wal.lock().expect("WAL lock poisoned")
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
-        let bytes = codec::encode("raft meta", value).map_err(|e| StorageIOError::write(&e))?;
-        self.meta
+        let bytes =
+            codec::encode_checked("raft meta", value).map_err(|e| StorageIOError::write(&e))?;
+        self.tree
             .insert(key, bytes)
             .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
-    fn remove_range(&self, from: u64, to_inclusive: Option<u64>) -> Result<(), StorageError> {
-        let start = from.to_be_bytes();
-        let keys: Result<Vec<_>, _> = match to_inclusive {
-            Some(end) => self.logs.range(start..=end.to_be_bytes()).keys().collect(),
-            None => self.logs.range(start..).keys().collect(),
-        };
-        let mut batch = sled::Batch::default();
-        for key in keys.map_err(|e| StorageIOError::write_logs(&e))? {
-            batch.remove(key);
+    fn write_committed_hint(&self) -> Result<(), StorageError> {
+        let committed = *self
+            .committed_log_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match committed {
+            Some(_) => self.write_meta(COMMITTED_KEY, &committed),
+            None => Ok(()),
         }
-        self.logs
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        Ok(())
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        read_meta(&self.tree, key).map_err(|reason| {
+            StorageIOError::read(&std::io::Error::other(format!(
+                "{}: key {}: {reason}",
+                self.meta.dir.display(),
+                String::from_utf8_lossy(key)
+            )))
+            .into()
+        })
+    }
+
+    /// Writes one record, waiting out a full disk: nothing was acknowledged, so retrying is
+    /// safe, and openraft is not told the append is done until it is written and synced.
+    async fn write_entry(&self, index: u64, payload: &[u8]) -> Result<(), WalError> {
+        let mut backoff = OUT_OF_SPACE_BACKOFF.0;
+        let mut waiting = false;
+        loop {
+            let result = self.wal().append(index, payload);
+            match result {
+                Ok(()) => {
+                    if waiting {
+                        tracing::info!(index, "storage has space again; appending resumed");
+                        self.health.set(None);
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.is_out_of_space() => {
+                    if !waiting {
+                        tracing::error!(error = %e, "out of space: appends wait until space returns");
+                        self.health.set(Some(e.to_string()));
+                        waiting = true;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(OUT_OF_SPACE_BACKOFF.1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
-fn run_flusher(db: sled::Db, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        waiting.extend(rx.try_iter());
-        let result = db.flush();
-        for callback in waiting {
-            callback.log_io_completed(match &result {
-                Ok(_) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            });
-        }
-    }
+fn read_meta<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, String> {
+    let raw = tree.get(key).map_err(|e| e.to_string())?;
+    raw.map(|bytes| codec::decode_checked("raft meta", &bytes))
+        .transpose()
+        .map_err(|e| e.to_string())
 }
 
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+/// Owns the group commit: one sync for everything appended before it started.
+struct Flusher {
+    wal: Arc<Mutex<Wal>>,
+    failed: Arc<AtomicBool>,
+    health: StorageHealth,
+    counters: Arc<WalCounters>,
+}
+
+impl Flusher {
+    fn run(self, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+        while let Ok(first) = rx.recv() {
+            let mut waiting = vec![first];
+            waiting.extend(rx.try_iter());
+            let result = if self.failed.load(Ordering::SeqCst) {
+                Err("an earlier WAL sync failed; the log is no longer trusted".to_string())
+            } else {
+                // Poisoned only by a panic in a WAL call; see `LogStore::wal`.
+                let pending = self.wal.lock().expect("WAL lock poisoned").take_unsynced();
+                pending.run().map_err(|e| e.to_string())
+            };
+            match &result {
+                Ok(()) => {
+                    self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // fsyncgate: after a failed sync the dirty pages may be gone; retrying
+                    // could report data durable that is not. Stop acknowledging for good.
+                    tracing::error!(error = %e, "WAL sync failed; the node must stop");
+                    self.failed.store(true, Ordering::SeqCst);
+                    self.health.set(Some(format!("WAL sync failed: {e}")));
+                }
+            }
+            for callback in waiting {
+                callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+            }
+        }
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -126,22 +265,38 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        let wal = self.wal();
+        let (Some(first), Some(last)) = (wal.first_live_index(), wal.last_index()) else {
+            return Ok(Vec::new());
+        };
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
-        };
-        let iter = match range.end_bound() {
-            Bound::Included(i) => self.logs.range(index_key(start)..=index_key(*i)),
-            Bound::Excluded(i) => self.logs.range(index_key(start)..index_key(*i)),
-            Bound::Unbounded => self.logs.range(index_key(start)..),
-        };
-        iter.values()
-            .map(|value| {
-                let value = value.map_err(|e| StorageIOError::read_logs(&e))?;
-                codec::decode("log entry", &value).map_err(|e| StorageIOError::read_logs(&e).into())
-            })
-            .collect()
+        }
+        .max(first);
+        let end = match range.end_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => match i.checked_sub(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => last,
+        }
+        .min(last);
+        let mut entries = Vec::new();
+        for index in start..=end {
+            let Some(bytes) = wal
+                .read(index)
+                .map_err(|e| StorageIOError::read_logs(&e.into_io()))?
+            else {
+                break;
+            };
+            entries.push(
+                codec::decode("log entry", &bytes).map_err(|e| StorageIOError::read_logs(&e))?,
+            );
+        }
+        Ok(entries)
     }
 }
 
@@ -150,21 +305,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.read_meta(LAST_PURGED_KEY)?;
-        let last = self
-            .logs
-            .last()
-            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = self.wal().last_index();
         let last_log_id = match last {
-            Some((_, value)) => {
-                let entry: Entry = codec::decode("log entry", &value)
-                    .map_err(|e| StorageIOError::read_logs(&e))?;
-                Some(entry.log_id)
+            Some(index) => {
+                let mut entries = self.try_get_log_entries(index..=index).await?;
+                entries.pop().map(|e| e.log_id)
             }
-            None => last_purged_log_id,
+            None => None,
         };
         Ok(LogState {
             last_purged_log_id,
-            last_log_id,
+            last_log_id: last_log_id.or(last_purged_log_id),
         })
     }
 
@@ -174,9 +325,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.write_meta(VOTE_KEY, vote)?;
+        self.write_committed_hint()?;
         // A vote must survive a crash before it is acted on, or a node could vote twice in
         // one term.
-        flush(&self.db)
+        self.meta
+            .durable_flush_async()
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
@@ -187,11 +340,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed: the committed index is only a hint that lets a restarted node re-apply
-        // its log sooner; it rides along with the next log fsync.
+        // Kept in memory and written to sled only with the next vote or purge: the committed
+        // index is a hint that lets a restarted node re-apply its log sooner (a stale one is
+        // merely lower), and writing sled on every commit would make a full disk fatal to
+        // sled instead of a pause of the WAL.
+        *self
+            .committed_log_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = committed;
         let index = committed.map(|l| l.index).unwrap_or(0);
         self.committed.store(index, Ordering::Relaxed);
-        self.write_meta(COMMITTED_KEY, &committed)
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -207,37 +366,60 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StorageIOError::write_logs(&std::io::Error::other(
+                "an earlier WAL sync failed; the log is no longer trusted",
+            ))
+            .into());
+        }
+        let mut count = 0;
         for entry in entries {
             let bytes = codec::encode("log entry", &entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
-            batch.insert(&index_key(entry.log_id.index), bytes);
+            self.write_entry(entry.log_id.index, &bytes)
+                .await
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e.into_io()))?;
+            count += 1;
         }
-        self.logs
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        // Acknowledged by the flusher thread after fsync, never here.
+        self.counters.entries.fetch_add(count, Ordering::Relaxed);
+        // Acknowledged by the flusher thread after the sync, never here.
         self.flusher
             .send(callback)
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(log_id.index, None)?;
-        flush(&self.db)
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || {
+            // Poisoned only by a panic in a WAL call; see `LogStore::wal`.
+            wal.lock()
+                .expect("WAL lock poisoned")
+                .truncate(log_id.index)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(&e))?
+        .map_err(|e| StorageIOError::write_logs(&e.into_io()))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Record the purge point first: after a crash in between, the log state still says
+        // The purge point is durable first: after a crash in between, the log state still says
         // which prefix is gone rather than showing a hole.
         self.write_meta(LAST_PURGED_KEY, &log_id)?;
-        flush(&self.db)
+        self.write_committed_hint()?;
+        self.meta
+            .durable_flush_async()
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.remove_range(0, Some(log_id.index))
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || {
+            // Poisoned only by a panic in a WAL call; see `LogStore::wal`.
+            wal.lock().expect("WAL lock poisoned").purge(log_id.index)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(&e))?
+        .map_err(|e| StorageIOError::write_logs(&e.into_io()))?;
+        Ok(())
     }
 }
 

@@ -1,11 +1,15 @@
-//! The state-machine store: the applied state lives in memory; snapshots live on sled.
+//! The state-machine store: the applied state lives in memory; the snapshot lives in
+//! `<data dir>/snapshot.bin`, a checksummed file.
 //!
-//! Invariant: apply does not fsync — the fsynced log is the durable record, and a restarted
+//! Invariants: apply does not fsync — the fsynced log is the durable record, and a restarted
 //! node rebuilds its state from the last persisted snapshot plus the committed log (openraft
-//! re-applies from `read_committed`). A snapshot is fsynced before it is reported built or
-//! installed, and installing one *replaces* the state whole.
+//! re-applies from `read_committed`). A snapshot is durable before it is reported built or
+//! installed: written to a temp file, fsynced, renamed over `snapshot.bin`, directory fsynced,
+//! so a crash leaves either the old snapshot or the new one, whole. A snapshot that fails its
+//! checksum is refused with an error naming the file; it is never served or applied.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use arbiter_core::command::Outcome;
@@ -15,13 +19,14 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{flush, StoreError};
+use super::{StoreError, SyncPolicy};
 use crate::codec;
 use crate::raft_types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-const SNAPSHOT_KEY: &[u8] = b"current";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+const SNAPSHOT_TEMP_FILE: &str = "snapshot.bin.tmp";
 
 /// The state machine together with how far it has applied the log: this is exactly what a
 /// snapshot contains.
@@ -53,39 +58,33 @@ struct StoredSnapshot {
 /// an encode), never across an await or an fsync.
 #[derive(Clone)]
 pub struct StateMachineStore {
-    db: sled::Db,
-    snapshots: sled::Tree,
+    files: Arc<SnapshotFiles>,
     state: Arc<RwLock<AppliedState>>,
     applied_tx: Arc<watch::Sender<u64>>,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StateMachineStore {
-    pub(super) fn open(db: sled::Db, path: &str) -> Result<Self, StoreError> {
-        let snapshots = db.open_tree("snapshots").map_err(|source| StoreError::Io {
-            path: path.to_string(),
-            source,
-        })?;
-        let state = match snapshots
-            .get(SNAPSHOT_KEY)
-            .map_err(|source| StoreError::Io {
-                path: path.to_string(),
-                source,
-            })? {
-            Some(raw) => {
-                let corrupt = |e: codec::CodecError| StoreError::CorruptSnapshot {
-                    path: path.to_string(),
-                    reason: e.to_string(),
-                };
-                let stored: StoredSnapshot = codec::decode("snapshot", &raw).map_err(corrupt)?;
-                codec::decode::<AppliedState>("snapshot data", &stored.data).map_err(corrupt)?
-            }
-            None => AppliedState::default(),
+    pub(super) fn open(dir: &Path, sync: SyncPolicy) -> Result<Self, StoreError> {
+        let files = SnapshotFiles {
+            dir: dir.to_path_buf(),
+            sync,
         };
+        let state =
+            match files
+                .load()
+                .map_err(|e| e.into_store_error(&files.path()))?
+            {
+                Some(stored) => codec::decode::<AppliedState>("snapshot data", &stored.data)
+                    .map_err(|e| StoreError::CorruptSnapshot {
+                        path: files.path().display().to_string(),
+                        reason: e.to_string(),
+                    })?,
+                None => AppliedState::default(),
+            };
         let applied = state.last_applied.map(|l| l.index).unwrap_or(0);
         Ok(StateMachineStore {
-            db,
-            snapshots,
+            files: Arc::new(files),
             state: Arc::new(RwLock::new(state)),
             applied_tx: Arc::new(watch::channel(applied).0),
             snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -118,15 +117,67 @@ impl StateMachineStore {
             meta: meta.clone(),
             data: data.to_vec(),
         };
-        let bytes = codec::encode("snapshot", &stored)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.snapshots
-            .insert(SNAPSHOT_KEY, bytes)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        flush(&self.db)
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || files.save(&stored))
             .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(())
+    }
+}
+
+/// Why the snapshot file could not be read back.
+#[derive(Debug)]
+enum LoadError {
+    Io(std::io::Error),
+    Corrupt(codec::CodecError),
+}
+
+impl LoadError {
+    fn into_store_error(self, path: &Path) -> StoreError {
+        let path = path.display().to_string();
+        match self {
+            LoadError::Io(source) => StoreError::Io { path, source },
+            LoadError::Corrupt(e) => StoreError::CorruptSnapshot {
+                path,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The snapshot file and how it is replaced atomically and durably.
+struct SnapshotFiles {
+    dir: PathBuf,
+    sync: SyncPolicy,
+}
+
+impl SnapshotFiles {
+    fn path(&self) -> PathBuf {
+        self.dir.join(SNAPSHOT_FILE)
+    }
+
+    /// temp file → fsync → rename → fsync dir: a crash leaves the old or the new one, whole.
+    fn save(&self, stored: &StoredSnapshot) -> std::io::Result<()> {
+        let bytes = codec::encode_checked("snapshot", stored).map_err(std::io::Error::other)?;
+        let temp = self.dir.join(SNAPSHOT_TEMP_FILE);
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(&bytes)?;
+        self.sync.sync_all(&file)?;
+        std::fs::rename(&temp, self.path())?;
+        self.sync.sync_dir(&self.dir)
+    }
+
+    fn load(&self) -> Result<Option<StoredSnapshot>, LoadError> {
+        let bytes = match std::fs::read(self.path()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LoadError::Io(e)),
+        };
+        codec::decode_checked("snapshot", &bytes)
+            .map(Some)
+            .map_err(LoadError::Corrupt)
     }
 }
 
@@ -223,16 +274,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let raw = self
-            .snapshots
-            .get(SNAPSHOT_KEY)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let Some(raw) = raw else {
-            return Ok(None);
-        };
-        let stored: StoredSnapshot =
-            codec::decode("snapshot", &raw).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(Some(Snapshot {
+        let files = self.files.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            files
+                .load()
+                .map_err(|e| e.into_store_error(&files.path()).to_string())
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+        .map_err(|e| StorageIOError::read_snapshot(None, &std::io::Error::other(e)))?;
+        Ok(loaded.map(|stored| Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))

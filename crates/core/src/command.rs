@@ -64,4 +64,10 @@ pub enum Outcome {
     Failover(FailoverOutcome),
     Traffic(TrafficOutcome),
     Done,
+    /// The whole log entry was refused: it held more commands than a fencing token can tell
+    /// apart (`FencingToken::MAX_COMMANDS_PER_ENTRY`). No command of it took effect.
+    BatchTooLarge {
+        commands: u64,
+        max: u64,
+    },
 }

@@ -32,15 +32,23 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Applies the batch stored in the log entry at `log_index`, returning one outcome per
-    /// command, in order.
+    /// command, in order. A batch with more commands than a token can number is refused
+    /// whole, the same way on every node: each command gets [`Outcome::BatchTooLarge`].
     pub fn apply_batch(&mut self, log_index: u64, batch: &Batch) -> Vec<Outcome> {
+        let commands = batch.commands.len() as u64;
+        if commands > FencingToken::MAX_COMMANDS_PER_ENTRY {
+            let refusal = Outcome::BatchTooLarge {
+                commands,
+                max: FencingToken::MAX_COMMANDS_PER_ENTRY,
+            };
+            return vec![refusal; batch.commands.len()];
+        }
         batch
             .commands
             .iter()
             .enumerate()
             .map(|(position, command)| {
-                // Batches are capped at MAX_COMMANDS_PER_ENTRY by the proposer; the cast
-                // cannot truncate.
+                // Checked above: position < MAX_COMMANDS_PER_ENTRY, so the cast cannot truncate.
                 let ctx = ApplyCtx {
                     token: FencingToken::from_log_position(log_index, position as u32),
                     now: batch.proposed_at,
@@ -188,6 +196,46 @@ mod tests {
         assert_eq!(event.uncommitted_data_loss_estimate_bytes, 4_000_000);
         let steps: Vec<_> = event.timeline_logs.iter().map(|t| t.step).collect();
         assert_eq!(steps, [FailoverStep::Decide, FailoverStep::Completed]);
+    }
+
+    #[test]
+    fn a_batch_larger_than_tokens_can_number_is_refused_whole_and_alike_everywhere() {
+        let max = FencingToken::MAX_COMMANDS_PER_ENTRY as usize;
+        let acquires = |n: usize| -> Vec<Command> {
+            (0..n)
+                .map(|i| {
+                    Command::Lease(LeaseCommand::Acquire {
+                        resource: ResourceId::new(format!("db/{i}")),
+                        holder: HolderId::new("east"),
+                        region: None,
+                        ttl_ms: 10_000,
+                        break_glass: None,
+                    })
+                })
+                .collect()
+        };
+        let oversized = Batch::new(WallMillis(1), acquires(max + 1));
+        let (mut one, mut other) = (StateMachine::default(), StateMachine::default());
+        let outcomes = one.apply_batch(7, &oversized);
+        assert_eq!(outcomes, other.apply_batch(7, &oversized), "deterministic");
+        assert_eq!(outcomes.len(), max + 1, "one outcome per command");
+        assert!(outcomes.iter().all(|o| *o
+            == Outcome::BatchTooLarge {
+                commands: max as u64 + 1,
+                max: max as u64
+            }));
+        assert_eq!(one, StateMachine::default(), "no command of it took effect");
+
+        // The largest batch tokens can number still applies, with distinct tokens.
+        let outcomes = one.apply_batch(8, &Batch::new(WallMillis(2), acquires(max)));
+        let tokens: std::collections::BTreeSet<_> = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Lease(LeaseOutcome::Granted { token, .. }) => *token,
+                other => panic!("not granted: {other:?}"),
+            })
+            .collect();
+        assert_eq!(tokens.len(), max);
     }
 
     #[test]
