@@ -45,7 +45,7 @@ struct Target {
     json: bool,
     /// Bearer token to authenticate with. Default: the data dir's operator.token.
     #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
+    auth_token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,7 +157,7 @@ impl Report {
 pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
     let endpoints = endpoints(&args.target);
     let options = ClientOptions {
-        token: resolve_token(args.target.token.as_deref(), &args.target.data_dir)
+        token: resolve_token(args.target.auth_token.as_deref(), &args.target.data_dir)
             .map(|t| BearerToken::new(&t))
             .transpose()?,
         ..ClientOptions::default()

@@ -31,7 +31,7 @@ pub struct ProbeArgs {
     timeout_ms: u64,
     /// Bearer token of a `probe` identity for this vantage point.
     #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    auth_token: Option<String>,
 }
 
 pub async fn run_probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -61,7 +61,7 @@ pub async fn run_probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         arbiters: args.arbiters,
         interval: Duration::from_millis(args.interval_ms),
         timeout: Duration::from_millis(args.timeout_ms),
-        token: args.token,
+        token: args.auth_token,
     };
     probe_agent::run(config, super::shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)

@@ -87,7 +87,7 @@ pub struct ClusterArgs {
     pub data_dir: PathBuf,
     /// Bearer token to authenticate with. Default: the data dir's operator.token.
     #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub auth_token: Option<String>,
 }
 
 impl ClusterArgs {
@@ -95,9 +95,9 @@ impl ClusterArgs {
         resolve_endpoints(&self.endpoints, &self.data_dir, port)
     }
 
-    /// The token to send: `--token`/`ARBITER_TOKEN`, else the operator token `arbiter up` wrote.
+    /// The token to send: `--auth-token`/`ARBITER_TOKEN`, else the operator token `arbiter up` wrote.
     pub fn token(&self) -> Option<String> {
-        resolve_token(self.token.as_deref(), &self.data_dir)
+        resolve_token(self.auth_token.as_deref(), &self.data_dir)
     }
 
     /// [`Self::token`], ready for the SDK.

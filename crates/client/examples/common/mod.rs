@@ -18,17 +18,17 @@ pub struct Cluster {
     pub endpoints: Vec<String>,
     /// Bearer token (e.g. a proxy's). Default: the operator token `arbiter up` wrote.
     #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub auth_token: Option<String>,
     /// Where `arbiter up` keeps its data (and `operator.token`).
     #[arg(long, default_value = "arbiter-data")]
     pub data_dir: PathBuf,
 }
 
 impl Cluster {
-    /// Client options carrying the token: `--token`, else `<data-dir>/operator.token`.
+    /// Client options carrying the token: `--auth-token`, else `<data-dir>/operator.token`.
     pub fn options(&self) -> Result<ClientOptions, ClientError> {
         let token = self
-            .token
+            .auth_token
             .clone()
             .or_else(|| std::fs::read_to_string(self.data_dir.join("operator.token")).ok());
         Ok(ClientOptions {
