@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::identity::{self, ClusterId, IdentityError};
 use crate::raft_types::{Member, NodeId, SnapshotMeta, StoredMembership, Vote};
-use crate::store::{self, AppliedState, StoreError, StoreOptions};
+use crate::store::{self, AppliedState, StoreError, StoreOptions, SyncPolicy};
 
 const MAGIC: &[u8] = b"ARBITER-BACKUP\n";
 /// Bumped when the backup layout changes incompatibly.
@@ -162,13 +162,13 @@ impl Backup {
 
     /// Writes the backup to `path` durably (tmp, fsync, rename, fsync the directory).
     pub fn save(&self, path: &Path) -> Result<(), BackupError> {
-        identity::write_durably(path, &self.to_bytes()).map_err(|(action, source)| {
-            BackupError::Io {
+        SyncPolicy::Durable
+            .replace_file(path, &self.to_bytes())
+            .map_err(|(action, source)| BackupError::Io {
                 action,
                 path: path.to_path_buf(),
                 source,
-            }
-        })
+            })
     }
 
     pub fn load(path: &Path) -> Result<Backup, BackupError> {

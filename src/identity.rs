@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::raft_types::NodeId;
-use crate::store::{LogStore, StateMachineStore};
+use crate::store::{LogStore, StateMachineStore, SyncPolicy};
 
 /// Name of the identity file inside a node's data dir.
 pub const IDENTITY_FILE: &str = "identity.json";
@@ -171,7 +171,7 @@ pub fn read(dir: &Path, node_id: NodeId) -> Result<Option<ClusterId>, IdentityEr
     Ok(Some(record.cluster_id))
 }
 
-/// Writes the identity of `node_id` in `dir` durably (see [`write_durably`]).
+/// Writes the identity of `node_id` in `dir` durably (see [`SyncPolicy::replace_file`]).
 pub fn write(dir: &Path, node_id: NodeId, cluster_id: &ClusterId) -> Result<(), IdentityError> {
     let record = IdentityRecord {
         format_version: IDENTITY_FORMAT_VERSION,
@@ -184,31 +184,13 @@ pub fn write(dir: &Path, node_id: NodeId, cluster_id: &ClusterId) -> Result<(), 
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    write_durably(&path, text.as_bytes()).map_err(|(action, source)| IdentityError::Io {
-        action,
-        path,
-        source,
-    })
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old file or the whole new
-/// one, and returns only once the new one is on stable storage: write a tmp file, fsync it,
-/// rename it over `path`, fsync the directory (the rename lives in the directory's data).
-/// On failure, says which step failed.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, std::io::Error)> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| ("create", e))?;
-    file.write_all(bytes).map_err(|e| ("write", e))?;
-    file.sync_all().map_err(|e| ("fsync", e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| ("rename", e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ("fsync the directory of", e))
+    SyncPolicy::Durable
+        .replace_file(&path, text.as_bytes())
+        .map_err(|(action, source)| IdentityError::Io {
+            action,
+            path,
+            source,
+        })
 }
 
 /// Whether the stores in a data dir hold any Raft state: a vote, a log entry (or a purge

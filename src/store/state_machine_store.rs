@@ -8,7 +8,7 @@
 //! so a crash leaves either the old snapshot or the new one, whole. A snapshot that fails its
 //! checksum is refused with an error naming the file; it is never served or applied.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -26,7 +26,6 @@ use crate::raft_types::{
 };
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
-const SNAPSHOT_TEMP_FILE: &str = "snapshot.bin.tmp";
 
 /// The state machine together with how far it has applied the log: this is exactly what a
 /// snapshot contains.
@@ -161,12 +160,9 @@ impl SnapshotFiles {
     /// temp file → fsync → rename → fsync dir: a crash leaves the old or the new one, whole.
     fn save(&self, stored: &StoredSnapshot) -> std::io::Result<()> {
         let bytes = codec::encode_checked("snapshot", stored).map_err(std::io::Error::other)?;
-        let temp = self.dir.join(SNAPSHOT_TEMP_FILE);
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&bytes)?;
-        self.sync.sync_all(&file)?;
-        std::fs::rename(&temp, self.path())?;
-        self.sync.sync_dir(&self.dir)
+        self.sync
+            .replace_file(&self.path(), &bytes)
+            .map_err(|(_, e)| e)
     }
 
     fn load(&self) -> Result<Option<StoredSnapshot>, LoadError> {

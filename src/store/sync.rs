@@ -43,4 +43,23 @@ impl SyncPolicy {
             SyncPolicy::UnsafeNoFsync => Ok(()),
         }
     }
+
+    /// Replaces `path` with `bytes` so that a crash leaves either the old file or the whole new
+    /// one: write `<path>.tmp`, sync it, rename it over `path`, sync the directory (the rename
+    /// lives in the directory's data). With [`SyncPolicy::Durable`] it returns only once the new
+    /// file is on stable storage. On failure, says which step failed.
+    pub fn replace_file(self, path: &Path, bytes: &[u8]) -> Result<(), (&'static str, io::Error)> {
+        use std::io::Write;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = dir.join(tmp_name);
+        let mut file = File::create(&tmp).map_err(|e| ("create", e))?;
+        file.write_all(bytes).map_err(|e| ("write", e))?;
+        self.sync_all(&file).map_err(|e| ("fsync", e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| ("rename", e))?;
+        self.sync_dir(dir)
+            .map_err(|e| ("fsync the directory of", e))
+    }
 }
