@@ -124,6 +124,33 @@ pub enum NodeError {
     BootstrapOverExisting { peer: NodeId, cluster_id: String },
 }
 
+/// openraft 0.9 restarts a node whose persisted vote is a committed vote for itself directly as
+/// leader, without a new term: its read index is then the first entry of the old term and its
+/// committed index only what it had applied before the crash, so a linearizable read could miss
+/// entries committed later in that term (found by jepsen after whole-cluster restarts). Demoting
+/// the vote to an uncommitted one of the same term keeps what Raft needs (this node voted for
+/// itself in that term and will not vote for another) while making it win a new term, whose
+/// first entry every read then waits for.
+async fn stand_for_election_after_restart(
+    log_store: &mut store::LogStore,
+    id: NodeId,
+) -> Result<(), NodeError> {
+    use openraft::storage::RaftLogStorage;
+    let vote = log_store
+        .read_vote()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    if let Some(vote) = vote.filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(id)) {
+        let candidate = crate::raft_types::Vote::new(vote.leader_id().get_term(), id);
+        log_store
+            .save_vote(&candidate)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        tracing::info!(%vote, "restarted as the last leader: standing for election again");
+    }
+    Ok(())
+}
+
 /// Why an empty data dir is allowed: what the node was told it is.
 fn check_data_dir(
     config: &NodeConfig,
@@ -166,7 +193,8 @@ pub async fn run(
              can be lost on a crash; use only as a crash-test negative control"
         );
     }
-    let (log_store, sm_store) = store::open(&config.data_dir, config.storage)?;
+    let (mut log_store, sm_store) = store::open(&config.data_dir, config.storage)?;
+    stand_for_election_after_restart(&mut log_store, config.node_id).await?;
     let cluster_id = identity::read(&config.data_dir, config.node_id)?;
     let has_raft_state = identity::has_raft_state(&config.data_dir, &log_store, &sm_store).await?;
     check_data_dir(&config, cluster_id.as_ref(), has_raft_state)?;
