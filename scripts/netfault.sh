@@ -23,6 +23,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${ARBITER_BIN:-$PWD/target/release/arbiter}
 DIR=${NETFAULT_DIR:-/tmp/arbiter-netfault}
+CERTS="$DIR/certs"
+# Client commands trust the run's CA and present its operator token (TLS is on: the nodes
+# listen on non-loopback addresses, where plain TCP is refused).
+CREDS=(--ca "$CERTS/ca.pem" --token-file "$CERTS/operator.token")
 NET=10.77.0
 BR=arbf-br
 REGIONS=(us-east-1 us-west-2 eu-central-1)
@@ -62,13 +66,22 @@ up() {
     ip netns exec "$n" ip addr add "$(node_ip "$i")/24" dev "veth$i"
     ip netns exec "$n" ip link set "veth$i" up
   done
+  mkdir -p "$CERTS"
+  [ -f "$CERTS/ca.pem" ] || "$BIN" certs init --dir "$CERTS" >/dev/null
+  "$BIN" certs token --dir "$CERTS" >/dev/null
+  for i in 1 2 3; do
+    [ -f "$CERTS/node-$i.pem" ] || "$BIN" certs issue --dir "$CERTS" --node "$i" \
+      --region "${REGIONS[$((i - 1))]}" --host "$(node_ip "$i")" >/dev/null
+  done
   for i in 1 2 3; do
     local args=(serve --node-id "$i" --region "${REGIONS[$((i - 1))]}" --data-dir "$DIR/node-$i"
-      --grpc-listen "$(node_ip "$i"):7000" --http-listen "$(node_ip "$i"):8080" --profile lan)
+      --grpc-listen "$(node_ip "$i"):7000" --http-listen "$(node_ip "$i"):8080"
+      --peer-listen "$(node_ip "$i"):9000" --profile lan
+      --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/node-$i.pem" --tls-key "$CERTS/node-$i.key")
     if [ "$i" -eq 1 ]; then
       args+=(--bootstrap
-        --peer "2=${REGIONS[1]}@$(node_ip 2):7000,$(node_ip 2):8080"
-        --peer "3=${REGIONS[2]}@$(node_ip 3):7000,$(node_ip 3):8080")
+        --peer "2=${REGIONS[1]}@$(node_ip 2):7000,$(node_ip 2):8080,$(node_ip 2):9000"
+        --peer "3=${REGIONS[2]}@$(node_ip 3):7000,$(node_ip 3):8080,$(node_ip 3):9000")
     else
       args+=(--join)  # new members: node 1's bootstrap hands them the cluster id
     fi
@@ -85,7 +98,7 @@ up() {
 wait_leader() {
   local deadline=$((SECONDS + $1)) leader
   while [ $SECONDS -lt "$deadline" ]; do
-    leader=$(in_br "$BIN" status --endpoints "${2:-$(endpoints)}" --json 2>/dev/null |
+    leader=$(in_br "$BIN" status "${CREDS[@]}" --endpoints "${2:-$(endpoints)}" --json 2>/dev/null |
       sed -n 's/^  "leader": \([0-9]*\),*$/\1/p' | head -n1)
     if [ -n "$leader" ]; then echo "$leader"; return 0; fi
     sleep 0.2
@@ -132,7 +145,7 @@ heal() {
 
 acquire() {
   local i=$1 resource=$2 holder=$3
-  in_br timeout 10 "$BIN" lease acquire --endpoints "$(node_ip "$i"):7000" \
+  in_br timeout 10 "$BIN" lease acquire "${CREDS[@]}" --endpoints "$(node_ip "$i"):7000" \
     --resource "$resource" --holder "$holder" --ttl 5
 }
 
@@ -185,13 +198,13 @@ demo() {
   else
     die "no commit after heal"
   fi
-  in_br "$BIN" status --endpoints "$(endpoints)"
+  in_br "$BIN" status "${CREDS[@]}" --endpoints "$(endpoints)"
 }
 
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  status) require_root; in_br "$BIN" status --endpoints "$(endpoints)" ;;
+  status) require_root; in_br "$BIN" status "${CREDS[@]}" --endpoints "$(endpoints)" ;;
   isolate) isolate "${2:?node}" ;;
   oneway) oneway "${2:?from}" "${3:?to}" ;;
   heal) heal ;;

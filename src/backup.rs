@@ -30,8 +30,9 @@ use crate::raft_types::{Member, NodeId, SnapshotMeta, StoredMembership, Vote};
 use crate::store::{self, AppliedState, StoreError, StoreOptions, SyncPolicy};
 
 const MAGIC: &[u8] = b"ARBITER-BACKUP\n";
-/// Bumped when the backup layout changes incompatibly.
-pub const BACKUP_FORMAT_VERSION: u32 = 1;
+/// Bumped when the backup layout changes incompatibly. Version 2: the state's membership
+/// records each member's peer address (data format 3).
+pub const BACKUP_FORMAT_VERSION: u32 = 2;
 
 /// What a backup says about itself, readable without decoding the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::dr::config::{DrConfig, DrConfigError, RawDrConfig};
 use crate::raft_types::{Member, NodeId};
 use crate::store::{StoreOptions, SyncPolicy};
+use crate::tls::TlsPaths;
 
 /// Raft timing presets. openraft 0.9 uses the heartbeat interval as the AppendEntries and
 /// ReadIndex timeout, and `election_timeout_max` as the leader lease, so the WAN profile must
@@ -65,7 +66,7 @@ impl Profile {
 /// Names of a node's listening sockets, as `--listen-fd NAME=FD` spells them; a supervisor
 /// hands over one descriptor per name (`local_cluster`). A new socket kind is one more name
 /// here and one more [`ListenOn`] field in [`NodeConfig`].
-pub const LISTEN_SOCKETS: [&str; 2] = ["grpc", "http"];
+pub const LISTEN_SOCKETS: [&str; 3] = ["grpc", "http", "peer"];
 
 /// Where a node listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,9 @@ pub struct PeerConfig {
     pub region: String,
     pub grpc: String,
     pub http: String,
+    /// Its peer (Raft) address; default: its gRPC address.
+    #[serde(default)]
+    pub peer: Option<String>,
 }
 
 impl PeerConfig {
@@ -102,6 +106,7 @@ impl PeerConfig {
             region: self.region.clone(),
             grpc_addr: self.grpc.clone(),
             http_addr: self.http.clone(),
+            peer_addr: self.peer.clone().unwrap_or_else(|| self.grpc.clone()),
         }
     }
 }
@@ -123,6 +128,15 @@ pub struct RawNodeConfig {
     /// Addresses peers and clients use to reach this node; default: the bound listen address.
     pub grpc_advertise: Option<String>,
     pub http_advertise: Option<String>,
+    /// The peer port: Raft RPCs only, mutual TLS with node certificates.
+    pub peer_listen: Option<String>,
+    pub peer_advertise: Option<String>,
+    /// Certificates (`[tls]`: `ca`, `cert`, `key`). Without it every port is plain TCP, which
+    /// is accepted only on loopback addresses unless `insecure` is set.
+    pub tls: Option<TlsPaths>,
+    /// Allow plain TCP on non-loopback addresses (logged loudly at startup).
+    #[serde(default)]
+    pub insecure: bool,
     pub profile: Option<Profile>,
     pub heartbeat_ms: Option<u64>,
     pub election_min_ms: Option<u64>,
@@ -171,6 +185,10 @@ pub struct NodeConfig {
     pub http_listen: ListenOn,
     pub grpc_advertise: Option<String>,
     pub http_advertise: Option<String>,
+    pub peer_listen: ListenOn,
+    pub peer_advertise: Option<String>,
+    pub tls: Option<TlsPaths>,
+    pub insecure: bool,
     pub profile: Profile,
     pub timing: Timing,
     pub snapshot_every: u64,
@@ -228,6 +246,14 @@ pub enum ConfigError {
         value: u64,
         min: u64,
     },
+    #[error(
+        "`{field}` = {addr} is not a loopback address and TLS is not configured: set [tls] \
+         (ca, cert, key) or, to accept plain TCP deliberately, --insecure"
+    )]
+    PlaintextOffLoopback {
+        field: &'static str,
+        addr: SocketAddr,
+    },
     #[error("peer id {id} appears twice (or equals node_id)")]
     DuplicatePeer { id: NodeId },
     #[error(
@@ -277,11 +303,27 @@ impl RawNodeConfig {
         check_listen_fds(&fds)?;
         let grpc_listen = listen_on("grpc", "grpc_listen", &mut fds, self.grpc_listen)?;
         let http_listen = listen_on("http", "http_listen", &mut fds, self.http_listen)?;
+        let peer_listen = listen_on("peer", "peer_listen", &mut fds, self.peer_listen)?;
         if let Some(name) = fds.into_keys().next() {
             return Err(ConfigError::UnknownSocket { name });
         }
         check_advertise("grpc_advertise", self.grpc_advertise.as_deref())?;
         check_advertise("http_advertise", self.http_advertise.as_deref())?;
+        check_advertise("peer_advertise", self.peer_advertise.as_deref())?;
+        // An inherited socket's address is known only once the node adopts it; the node
+        // checks it then ([`crate::node`]), by the same rule.
+        let addresses: Vec<(&'static str, SocketAddr)> = [
+            ("grpc_listen", grpc_listen),
+            ("http_listen", http_listen),
+            ("peer_listen", peer_listen),
+        ]
+        .into_iter()
+        .filter_map(|(field, listen)| match listen {
+            ListenOn::Address(addr) => Some((field, addr)),
+            ListenOn::InheritedFd(_) => None,
+        })
+        .collect();
+        check_plaintext(self.tls.is_some(), self.insecure, &addresses)?;
 
         let profile = self.profile.unwrap_or(Profile::Lan);
         let preset = profile.timing();
@@ -318,6 +360,7 @@ impl RawNodeConfig {
             seen.push(peer.id);
             check_advertise("peers.grpc", Some(&peer.grpc))?;
             check_advertise("peers.http", Some(&peer.http))?;
+            check_advertise("peers.peer", peer.peer.as_deref())?;
         }
         for addr in self.dial.values() {
             check_advertise("dial", Some(addr))?;
@@ -342,6 +385,10 @@ impl RawNodeConfig {
             http_listen,
             grpc_advertise: self.grpc_advertise,
             http_advertise: self.http_advertise,
+            peer_listen,
+            peer_advertise: self.peer_advertise,
+            tls: self.tls,
+            insecure: self.insecure,
             profile,
             timing,
             snapshot_every,
@@ -433,6 +480,23 @@ fn parse_addr(field: &'static str, value: Option<&str>) -> Result<SocketAddr, Co
         })
 }
 
+/// Plain TCP is refused on any listen address outside 127.0.0.0/8 and ::1 unless TLS is
+/// configured or `insecure` says the operator means it: a node must not expose unauthenticated,
+/// unencrypted Raft and lease traffic by accident.
+pub fn check_plaintext(
+    tls: bool,
+    insecure: bool,
+    listens: &[(&'static str, SocketAddr)],
+) -> Result<(), ConfigError> {
+    if tls || insecure {
+        return Ok(());
+    }
+    match listens.iter().find(|(_, addr)| !addr.ip().is_loopback()) {
+        Some(&(field, addr)) => Err(ConfigError::PlaintextOffLoopback { field, addr }),
+        None => Ok(()),
+    }
+}
+
 /// Advertised addresses may be host names, so only the shape is checked: host:port, port > 0.
 fn check_advertise(field: &'static str, value: Option<&str>) -> Result<(), ConfigError> {
     let Some(value) = value else { return Ok(()) };
@@ -486,6 +550,7 @@ mod tests {
             data_dir: Some("/tmp/x".into()),
             grpc_listen: Some("127.0.0.1:0".into()),
             http_listen: Some("127.0.0.1:0".into()),
+            peer_listen: Some("127.0.0.1:0".into()),
             ..Default::default()
         }
     }
@@ -504,7 +569,7 @@ mod tests {
         let unsafe_raw: RawNodeConfig = toml::from_str(
             "node_id = 1\nregion = \"us-east-1\"\ndata_dir = \"/tmp/x\"\n\
              grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             unsafe_no_fsync = true\nwal_segment_bytes = 1048576\n",
+             peer_listen = \"127.0.0.1:0\"\nunsafe_no_fsync = true\nwal_segment_bytes = 1048576\n",
         )
         .expect("parses");
         let config = unsafe_raw.validate().expect("valid");
@@ -547,6 +612,7 @@ mod tests {
             region: "us-west-2".into(),
             grpc: "127.0.0.1:7002".into(),
             http: "127.0.0.1:8082".into(),
+            peer: None,
         };
         let raw = RawNodeConfig {
             peers: vec![peer.clone(), peer],
@@ -647,12 +713,63 @@ mod tests {
             data_dir = "/var/lib/arbiter"
             grpc_listen = "0.0.0.0:7002"
             http_listen = "0.0.0.0:8082"
+            peer_listen = "0.0.0.0:9002"
             profile = "wan"
+            [tls]
+            ca = "/etc/arbiter/ca.pem"
+            cert = "/etc/arbiter/node-2.pem"
+            key = "/etc/arbiter/node-2.key"
             "#,
         )
         .expect("parses");
         assert_eq!(raw.validate().expect("valid").profile, Profile::Wan);
         assert!(toml::from_str::<RawNodeConfig>("node_idd = 2").is_err());
+    }
+
+    #[test]
+    fn plain_tcp_off_loopback_is_refused_unless_insecure() {
+        let public: SocketAddr = "10.1.2.3:7001".parse().expect("addr");
+        let loopback: SocketAddr = "127.0.0.2:7001".parse().expect("addr");
+        let wildcard: SocketAddr = "0.0.0.0:7001".parse().expect("addr");
+        assert_eq!(
+            check_plaintext(
+                false,
+                false,
+                &[("grpc_listen", loopback), ("peer_listen", public)]
+            ),
+            Err(ConfigError::PlaintextOffLoopback {
+                field: "peer_listen",
+                addr: public
+            })
+        );
+        assert!(matches!(
+            check_plaintext(false, false, &[("http_listen", wildcard)]),
+            Err(ConfigError::PlaintextOffLoopback { .. })
+        ));
+        assert_eq!(
+            check_plaintext(false, true, &[("peer_listen", public)]),
+            Ok(())
+        );
+        assert_eq!(
+            check_plaintext(true, false, &[("peer_listen", public)]),
+            Ok(())
+        );
+        assert_eq!(
+            check_plaintext(false, false, &[("grpc_listen", loopback)]),
+            Ok(())
+        );
+        // The same rule through the whole config: a public address without [tls] is refused.
+        let raw = RawNodeConfig {
+            grpc_listen: Some("10.1.2.3:7001".into()),
+            ..minimal()
+        };
+        assert!(matches!(
+            raw.validate(),
+            Err(ConfigError::PlaintextOffLoopback {
+                field: "grpc_listen",
+                ..
+            })
+        ));
     }
 }
 

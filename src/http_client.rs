@@ -1,11 +1,14 @@
-//! A minimal HTTP/1.1 client for plain `http://` URLs: probe agents polling regional health
-//! checks, webhook drivers and the CLI. One request per connection (`Connection: close`), a
-//! deadline on the whole exchange, and a response-size cap, so a misbehaving peer can neither
-//! hang nor flood the caller.
+//! A minimal HTTP/1.1 client: probe agents polling regional health checks, webhook drivers,
+//! the CLI and the test harnesses. `http://` always; `https://` with an [`HttpClient`] that has
+//! TLS (the cluster CA, optionally a client certificate) and optionally a bearer token. One
+//! request per connection (`Connection: close`), a deadline on the whole exchange, and a
+//! response-size cap, so a misbehaving peer can neither hang nor flood the caller.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest response body read; anything longer is an error rather than a memory spike.
@@ -13,7 +16,9 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum HttpError {
-    #[error("unsupported URL {url:?}: only http://host:port/path is supported")]
+    #[error(
+        "unsupported URL {url:?}: only http://host:port/path (or https:// with a CA) is supported"
+    )]
     BadUrl { url: String },
     #[error("{url}: {reason}")]
     Io { url: String, reason: String },
@@ -35,13 +40,152 @@ impl HttpResponse {
     }
 }
 
-/// Splits `http://host:port/path` into (`host:port`, `/path`).
-fn split_url(url: &str) -> Result<(&str, &str), HttpError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| HttpError::BadUrl {
+/// How to reach the arbiter's HTTP port (or any HTTP server): TLS and a bearer token.
+#[derive(Clone, Default)]
+pub struct HttpClient {
+    /// `None`: only `http://` URLs.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The `authorization` header value (`Bearer …`).
+    authorization: Option<String>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.authorization.is_some())
+            .finish()
+    }
+}
+
+impl HttpClient {
+    /// Plain `http://` only, no token.
+    pub fn plain() -> Self {
+        HttpClient::default()
+    }
+
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>, token: Option<&str>) -> Self {
+        HttpClient {
+            tls,
+            authorization: token.map(|t| format!("Bearer {}", t.trim())),
+        }
+    }
+
+    /// `https://addr` when this client has TLS, else `http://addr`.
+    pub fn base_url(&self, addr: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    }
+
+    /// Sends one request and reads the whole response, within `timeout`.
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<HttpResponse, HttpError> {
+        let (secure, authority, path) = split_url(url)?;
+        let io = |e: std::io::Error| HttpError::Io {
             url: url.to_string(),
-        })?;
+            reason: e.to_string(),
+        };
+        let exchange = async {
+            let tcp = TcpStream::connect(authority).await.map_err(io)?;
+            let _ = tcp.set_nodelay(true);
+            let head = self.head(method, authority, path, body.unwrap_or_default().len());
+            if !secure {
+                return exchange(url, tcp, &head, body.unwrap_or_default()).await;
+            }
+            let tls = self.tls.clone().ok_or_else(|| HttpError::BadUrl {
+                url: url.to_string(),
+            })?;
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let name = ServerName::try_from(host.to_string()).map_err(|_| HttpError::BadUrl {
+                url: url.to_string(),
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(io)?;
+            exchange(url, stream, &head, body.unwrap_or_default()).await
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(HttpError::Timeout {
+                    url: url.to_string(),
+                    after_ms: timeout.as_millis() as u64,
+                })
+            })
+    }
+
+    fn head(&self, method: &str, authority: &str, path: &str, body_len: usize) -> String {
+        let authorization = self
+            .authorization
+            .as_ref()
+            .map(|value| format!("Authorization: {value}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
+             {authorization}Content-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n"
+        )
+    }
+}
+
+/// Writes the request and reads the response until the server closes the connection.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    url: &str,
+    mut stream: S,
+    head: &str,
+    body: &[u8],
+) -> Result<HttpResponse, HttpError> {
+    let io = |e: std::io::Error| HttpError::Io {
+        url: url.to_string(),
+        reason: e.to_string(),
+    };
+    stream.write_all(head.as_bytes()).await.map_err(io)?;
+    stream.write_all(body).await.map_err(io)?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS server that closes without close_notify after a complete response (we asked
+            // for `Connection: close`) is an end of stream, not a failure.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => 0,
+            Err(e) => return Err(io(e)),
+        };
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > MAX_RESPONSE_BYTES {
+            return Err(HttpError::Malformed {
+                url: url.to_string(),
+                reason: format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
+            });
+        }
+    }
+    parse_response(url, &raw)
+}
+
+/// Splits `http(s)://host:port/path` into (is https, `host:port`, `/path`).
+fn split_url(url: &str) -> Result<(bool, &str, &str), HttpError> {
+    let (secure, rest) = match url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (
+            false,
+            url.strip_prefix("http://")
+                .ok_or_else(|| HttpError::BadUrl {
+                    url: url.to_string(),
+                })?,
+        ),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -51,56 +195,19 @@ fn split_url(url: &str) -> Result<(&str, &str), HttpError> {
             url: url.to_string(),
         });
     }
-    Ok((authority, path))
+    Ok((secure, authority, path))
 }
 
-/// Sends one request and reads the whole response, within `timeout`.
+/// Sends one plain `http://` request (no TLS, no token) and reads the whole response.
 pub async fn request(
     method: &str,
     url: &str,
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
-    let (authority, path) = split_url(url)?;
-    let exchange = async {
-        let io = |e: std::io::Error| HttpError::Io {
-            url: url.to_string(),
-            reason: e.to_string(),
-        };
-        let mut stream = TcpStream::connect(authority).await.map_err(io)?;
-        let body = body.unwrap_or_default();
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        let mut raw = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            let n = stream.read(&mut chunk).await.map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&chunk[..n]);
-            if raw.len() > MAX_RESPONSE_BYTES {
-                return Err(HttpError::Malformed {
-                    url: url.to_string(),
-                    reason: format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
-                });
-            }
-        }
-        parse_response(url, &raw)
-    };
-    tokio::time::timeout(timeout, exchange)
+    HttpClient::plain()
+        .request(method, url, body, timeout)
         .await
-        .unwrap_or_else(|_| {
-            Err(HttpError::Timeout {
-                url: url.to_string(),
-                after_ms: timeout.as_millis() as u64,
-            })
-        })
 }
 
 fn parse_response(url: &str, raw: &[u8]) -> Result<HttpResponse, HttpError> {
@@ -164,12 +271,16 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_are_accepted() {
+    fn http_and_https_urls_are_split() {
         assert_eq!(
             split_url("http://127.0.0.1:8081/v1/x").expect("ok"),
-            ("127.0.0.1:8081", "/v1/x")
+            (false, "127.0.0.1:8081", "/v1/x")
         );
-        assert!(split_url("https://example.com/").is_err());
+        assert_eq!(
+            split_url("https://example.com").expect("ok"),
+            (true, "example.com", "/")
+        );
+        assert!(split_url("ftp://example.com/").is_err());
         assert!(split_url("http:///x").is_err());
     }
 }

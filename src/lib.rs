@@ -9,7 +9,7 @@
 //!                                                                       │ append (fsync)
 //!                                       store::LogStore ◀───────────────┤
 //!                                       store::StateMachineStore ◀──────┘ apply → Outcome
-//!  peers ◀──network (tonic)── openraft ──▶ grpc::raft_service (server side)
+//!  peers ◀──network (tonic, peer port, mTLS)── openraft ──▶ grpc::raft_service (peer port)
 //! ```
 //!
 //! - [`config`]: file/flag config validated into `NodeConfig`; `lan` and `wan` timing.
@@ -27,11 +27,14 @@
 //! - [`grpc`], [`http`]: the edges; errors become statuses in one place each.
 //! - [`codec`]: the only user of bincode; the CRC envelope for what is read back from disk.
 //! - [`raft_types`]: openraft type configuration.
+//! - [`tls`]: rustls configurations of the three ports (peer mTLS), reloaded on SIGHUP.
+//! - [`certs`]: the cluster CA, node and client certificates (rcgen), the operator token.
 //! - [`local_cluster`]: starting `arbiter serve` children (used by `up`, tests, jepsen).
 //! - [`socket_handoff`]: listening sockets a supervisor binds once and hands to each child.
 //! - [`cli`]: the `arbiter` command line (serve, up, status, member, snapshot, lease, DR commands).
 
 pub mod backup;
+pub mod certs;
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -49,3 +52,4 @@ pub mod proposer;
 pub mod raft_types;
 pub mod socket_handoff;
 pub mod store;
+pub mod tls;

@@ -4,7 +4,7 @@
 //!
 //! Ports: the supervisor (this module's caller) binds every socket of a node once, in
 //! [`Listeners`], and hands the bound sockets to each start of the node as inherited
-//! descriptors (`arbiter serve --listen-fd grpc=FD --listen-fd http=FD`). A restarted node
+//! descriptors (`arbiter serve --listen-fd grpc=FD --listen-fd http=FD --listen-fd peer=FD`). A restarted node
 //! serves on the very same sockets, so its port is never free for anyone else to take.
 //!
 //! Invariants:
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{InitializeRequest, NodeInfo, NodeStatus};
+use arbiter_client::ClientOptions;
 
 use crate::config::{Profile, LISTEN_SOCKETS};
 use crate::node::{read_ready, ReadyInfo, READY_FILE};
@@ -74,6 +75,10 @@ impl Listeners {
         self.addr("http")
     }
 
+    pub fn peer(&self) -> SocketAddr {
+        self.addr("peer")
+    }
+
     /// `--listen-fd NAME=FD` for each socket, and the descriptors the child must inherit.
     fn handoff(&self) -> (Vec<String>, Vec<RawFd>) {
         let mut args = Vec::new();
@@ -95,6 +100,7 @@ impl Listeners {
         }
     }
 }
+use crate::tls::TlsPaths;
 
 /// How to start one node.
 #[derive(Debug, Clone)]
@@ -106,6 +112,9 @@ pub struct NodeSpec {
     pub listeners: Listeners,
     /// What peers dial; `None` = the bound address (needed when a proxy sits in between).
     pub grpc_advertise: Option<String>,
+    pub peer_advertise: Option<String>,
+    /// The node's certificates; `None` = plain TCP (loopback only).
+    pub tls: Option<TlsPaths>,
     pub profile: Profile,
     /// Further `arbiter serve` flags, e.g. `--snapshot-every 20`.
     pub extra_args: Vec<String>,
@@ -167,6 +176,8 @@ impl NodeSpec {
             data_dir,
             listeners: Listeners::loopback()?,
             grpc_advertise: None,
+            peer_advertise: None,
+            tls: None,
             profile: Profile::Lan,
             extra_args: Vec::new(),
         })
@@ -208,6 +219,17 @@ impl NodeSpec {
         if let Some(advertise) = &self.grpc_advertise {
             cmd.arg("--grpc-advertise").arg(advertise);
         }
+        if let Some(advertise) = &self.peer_advertise {
+            cmd.arg("--peer-advertise").arg(advertise);
+        }
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls-ca")
+                .arg(&tls.ca)
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
         let (handoff_args, fds) = self.listeners.handoff();
         cmd.args(handoff_args);
         // SAFETY: runs in the forked child before exec, where only async-signal-safe calls
@@ -239,6 +261,8 @@ impl NodeSpec {
                 region: self.region.clone(),
                 grpc_addr: String::new(),
                 http_addr: String::new(),
+                peer_addr: String::new(),
+                tls: self.tls.is_some(),
                 pid: child.id(),
             },
             child: Some(child),
@@ -264,6 +288,11 @@ impl NodeProcess {
                 .clone()
                 .unwrap_or_else(|| self.ready.grpc_addr.clone()),
             http_addr: self.ready.http_addr.clone(),
+            peer_addr: self
+                .spec
+                .peer_advertise
+                .clone()
+                .unwrap_or_else(|| self.ready.peer_addr.clone()),
         }
     }
 
@@ -357,16 +386,15 @@ pub async fn initialize(
     endpoint: &str,
     members: Vec<NodeInfo>,
     timeout: Duration,
+    options: &ClientOptions,
 ) -> Result<bool, LaunchError> {
     let rpc = |reason: String| LaunchError::Rpc {
         endpoint: endpoint.to_string(),
         reason,
     };
     let call = async {
-        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-            .await
-            .map_err(|e| rpc(e.to_string()))?;
-        let reply = client
+        let channel = arbiter_client::channel(endpoint, options).map_err(|e| rpc(e.to_string()))?;
+        let reply = ClusterServiceClient::new(channel)
             .initialize(InitializeRequest { members })
             .await
             .map_err(|s| match s.code() {
@@ -393,13 +421,14 @@ pub async fn initialize(
 pub async fn wait_for_leader(
     endpoints: &[String],
     timeout: Duration,
+    options: &ClientOptions,
 ) -> Result<NodeStatus, LaunchError> {
     let deadline = Instant::now() + timeout;
     loop {
         let statuses = futures::future::join_all(
             endpoints
                 .iter()
-                .map(|e| crate::cli::fetch_status(e.clone())),
+                .map(|e| crate::cli::fetch_status(e.clone(), options)),
         )
         .await;
         let reachable: Vec<NodeStatus> = statuses.into_iter().filter_map(Result::ok).collect();

@@ -1,4 +1,6 @@
-//! Raft transport, client side: openraft's `RaftNetwork` over tonic.
+//! Raft transport, client side: openraft's `RaftNetwork` over tonic, to each peer's **peer
+//! port**. With TLS, the node presents its own certificate and verifies the peer's against the
+//! name `arbiter-node-<peer id>` ([`crate::tls::peer_server_name`]), whatever address it dials.
 //!
 //! Invariant: one tonic `Channel` per peer address, created once and cached. A lazily
 //! connected channel reconnects by itself after the peer restarts, so no request ever pays
@@ -29,50 +31,81 @@ use crate::grpc::raft_proto::raft_service_client::RaftServiceClient;
 use crate::grpc::raft_proto::RaftPayload;
 use crate::identity::{Identity, CLUSTER_ID_HEADER};
 use crate::raft_types::{Member, NodeId, TypeConfig};
+use crate::tls::NodeTls;
 
 /// Largest Raft message accepted or sent: generous for AppendEntries batches and snapshot
 /// chunks (openraft chunks snapshots at `snapshot_max_chunk_size`, 3 MiB by default).
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Channels to other nodes' peer ports, one per address, each presenting this node's
+/// certificate: the Raft transport and the node-to-node cluster calls (bootstrap survey,
+/// handing over the cluster id) share it.
+#[derive(Clone)]
+pub struct PeerDialer {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+    /// `None`: plain TCP (loopback or `--insecure`).
+    tls: Option<Arc<NodeTls>>,
+}
+
+impl PeerDialer {
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<NodeTls>>) -> Self {
+        PeerDialer {
+            channels: Arc::default(),
+            connect_timeout,
+            tls,
+        }
+    }
+
+    /// A lazily connected channel to node `target`'s peer port at `addr`.
+    pub fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        // Held only for a map lookup or insert; never across an await.
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        let channel = match &self.tls {
+            Some(tls) => {
+                let tls = tls.clone();
+                // The current dial configuration per connection: a SIGHUP reload applies to the
+                // next reconnect.
+                let connector =
+                    crate::tls::connector(move || tls.dial(), crate::tls::peer_server_name(target));
+                endpoint.connect_with_connector_lazy(connector)
+            }
+            None => endpoint.connect_lazy(),
+        };
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
 #[derive(Clone)]
 pub struct Network {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    dialer: PeerDialer,
     /// Per-peer dial addresses that replace the advertised one: lets a fault-injecting proxy
     /// sit on each directed link (this node → that peer) without changing the membership.
     dial_overrides: Arc<HashMap<NodeId, String>>,
-    connect_timeout: Duration,
     backoff: Duration,
     identity: Identity,
 }
 
 impl Network {
     pub fn new(
-        connect_timeout: Duration,
+        dialer: PeerDialer,
         backoff: Duration,
         dial_overrides: HashMap<NodeId, String>,
         identity: Identity,
     ) -> Self {
         Network {
-            channels: Arc::default(),
+            dialer,
             dial_overrides: Arc::new(dial_overrides),
-            connect_timeout,
             backoff,
             identity,
         }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        // Held only for a map lookup or insert; never across an await.
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
     }
 }
 
@@ -83,9 +116,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let addr = self
             .dial_overrides
             .get(&target)
-            .unwrap_or(&node.grpc_addr)
-            .clone();
-        let client = self.channel(&addr).map(|channel| {
+            .map_or_else(|| node.peer_dial_addr(), String::as_str)
+            .to_string();
+        let client = self.dialer.channel(target, &addr).map(|channel| {
             RaftServiceClient::new(channel)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)

@@ -1,5 +1,9 @@
-//! One arbiter node: storage, Raft, the gRPC and HTTP servers, and the leader's background
-//! duties, started together and stopped together.
+//! One arbiter node: storage, Raft, the peer, gRPC and HTTP servers, and the leader's
+//! background duties, started together and stopped together.
+//!
+//! Three ports: **peer** (Raft RPCs only; mutual TLS with node certificates), **client gRPC**
+//! and **client HTTP** (TLS; a client certificate is optional). Without `[tls]` all three are
+//! plain TCP, which [`crate::config`] allows only on loopback or with `insecure`.
 //!
 //! Invariant: one way to stop. [`run`] serves until its `shutdown` future resolves, then stops
 //! accepting requests, drains in-flight ones for at most [`DRAIN_DEADLINE`], shuts Raft down
@@ -28,17 +32,19 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{ListenOn, NodeConfig};
 use crate::dr::DrController;
-use crate::grpc::cluster_service::{fetch_status, ClusterApi};
+use crate::grpc::cluster_service::{fetch_peer_status, ClusterApi};
 use crate::grpc::lease_service::LeaseApi;
 use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
 use crate::grpc::raft_service::RaftTransport;
 use crate::identity::{self, ClusterId, Identity, IdentityError};
 use crate::leases::LeaseManager;
-use crate::network::{Network, MAX_RAFT_MESSAGE_BYTES};
+use crate::network::{Network, PeerDialer, MAX_RAFT_MESSAGE_BYTES};
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
 use crate::socket_handoff::{adopt_listener, AdoptError};
 use crate::store::{self, StateMachineStore, StorageHealth, StoreError, SyncPolicy, WalCounters};
+use crate::tls::incoming::{self, TlsListener};
+use crate::tls::{NodeTls, PortKind, TlsError};
 use arbiter_core::replication::WriteRate;
 
 /// How long in-flight requests may take to finish after shutdown begins.
@@ -50,9 +56,12 @@ pub const READY_FILE: &str = "ready.json";
 /// What the services share about this node.
 pub struct NodeContext {
     pub id: NodeId,
+    /// Channels to the other nodes' peer ports, with this node's certificate.
+    pub peers: PeerDialer,
     pub region: String,
     pub grpc_addr: String,
     pub http_addr: String,
+    pub peer_addr: String,
     pub raft: Raft,
     pub state: StateMachineStore,
     pub proposer: Proposer,
@@ -72,6 +81,10 @@ pub struct ReadyInfo {
     pub region: String,
     pub grpc_addr: String,
     pub http_addr: String,
+    /// The peer (Raft) port's address.
+    pub peer_addr: String,
+    /// Whether the ports speak TLS.
+    pub tls: bool,
     pub pid: u32,
 }
 
@@ -122,6 +135,10 @@ pub enum NodeError {
          `--rejoin` instead of `--bootstrap`"
     )]
     BootstrapOverExisting { peer: NodeId, cluster_id: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Plaintext(#[from] crate::config::ConfigError),
 }
 
 /// openraft 0.9 restarts a node whose persisted vote is a committed vote for itself directly as
@@ -177,10 +194,36 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<ReadyInfo>>,
 ) -> Result<(), NodeError> {
+    let tls = match &config.tls {
+        Some(paths) => {
+            let tls = NodeTls::load(paths.clone())?;
+            crate::tls::reload_on_sighup(tls.clone());
+            Some(tls)
+        }
+        None => {
+            if config.insecure {
+                tracing::warn!(
+                    "INSECURE: --insecure set and no [tls]: Raft, leases and the DR API are served \
+                     over plain TCP, unauthenticated peers can join the Raft traffic"
+                );
+            }
+            None
+        }
+    };
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
+    let peer_listener = bind(config.peer_listen).await?;
+    check_inherited_plaintext(
+        &config,
+        [
+            ("grpc_listen", config.grpc_listen, &grpc_listener),
+            ("http_listen", config.http_listen, &http_listener),
+            ("peer_listen", config.peer_listen, &peer_listener),
+        ],
+    )?;
     let grpc_addr = advertised(&config.grpc_advertise, &grpc_listener)?;
     let http_addr = advertised(&config.http_advertise, &http_listener)?;
+    let peer_addr = advertised(&config.peer_advertise, &peer_listener)?;
 
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::ReadyFile {
         path: config.data_dir.clone(),
@@ -206,8 +249,15 @@ pub async fn run(
     let committed = log_store.committed_index();
     let storage_health = log_store.health();
     let wal_counters = log_store.counters();
+    let peers = PeerDialer::new(
+        // Connect covers the TLS handshake too (several round trips and signature checks), which
+        // on a loaded host can take far longer than a heartbeat; each RPC still has openraft's
+        // own deadline, so a longer connect budget never delays noticing a dead peer.
+        Duration::from_millis(config.timing.heartbeat_ms.max(1_000)),
+        tls.clone(),
+    );
     let network = Network::new(
-        Duration::from_millis(config.timing.heartbeat_ms.max(100)),
+        peers.clone(),
         Duration::from_millis(config.timing.peer_backoff_ms),
         config.dial.clone().into_iter().collect(),
         identity.clone(),
@@ -250,6 +300,8 @@ pub async fn run(
         region: config.region.clone(),
         grpc_addr: grpc_addr.clone(),
         http_addr: http_addr.clone(),
+        peer_addr: peer_addr.clone(),
+        peers,
         proposer,
         leases,
         dr,
@@ -262,20 +314,44 @@ pub async fn run(
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let grpc = tokio::spawn(serve_grpc(node.clone(), grpc_listener, stop_rx.clone()));
-    let http = tokio::spawn(crate::http::serve(node.clone(), http_listener, stop_rx));
+    let peer = tokio::spawn(serve_peer(
+        node.clone(),
+        peer_listener,
+        tls.clone(),
+        stop_rx.clone(),
+    ));
+    let grpc = tokio::spawn(serve_grpc(
+        node.clone(),
+        grpc_listener,
+        tls.clone(),
+        stop_rx.clone(),
+    ));
+    let http = tokio::spawn(serve_http(
+        node.clone(),
+        http_listener,
+        tls.clone(),
+        stop_rx,
+    ));
 
     // Bootstrapping may wait for peers; meanwhile the node serves (peers ask it for its
     // status, the initializer hands it the cluster id), but writes no ready file yet.
     let startup = async {
         if config.bootstrap {
-            bootstrap(&node, &config, &grpc_addr, &http_addr).await?;
+            let me = Member {
+                region: config.region.clone(),
+                grpc_addr: grpc_addr.clone(),
+                http_addr: http_addr.clone(),
+                peer_addr: peer_addr.clone(),
+            };
+            bootstrap(&node, &config, me).await?;
         }
         let info = ReadyInfo {
             node_id: config.node_id,
             region: config.region.clone(),
             grpc_addr: grpc_addr.clone(),
             http_addr: http_addr.clone(),
+            peer_addr: peer_addr.clone(),
+            tls: tls.is_some(),
             pid: std::process::id(),
         };
         write_ready(&config.data_dir, &info)?;
@@ -314,6 +390,7 @@ pub async fn run(
     tracing::info!("shutting down: draining requests");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        let _ = peer.await;
         let _ = grpc.await;
         let _ = http.await;
     })
@@ -341,22 +418,10 @@ const BOOTSTRAP_RETRY: Duration = Duration::from_secs(1);
 /// while a peer is unreachable it waits rather than initializing alone. Among the members, the
 /// one with the lowest id initializes (generating the cluster id and handing it to the others);
 /// the others wait until it has handed them the id.
-async fn bootstrap(
-    node: &NodeContext,
-    config: &NodeConfig,
-    grpc_addr: &str,
-    http_addr: &str,
-) -> Result<(), NodeError> {
+async fn bootstrap(node: &NodeContext, config: &NodeConfig, me: Member) -> Result<(), NodeError> {
     let mut members: std::collections::BTreeMap<NodeId, Member> =
         config.peer_members().into_iter().collect();
-    members.insert(
-        config.node_id,
-        Member {
-            region: config.region.clone(),
-            grpc_addr: grpc_addr.to_string(),
-            http_addr: http_addr.to_string(),
-        },
-    );
+    members.insert(config.node_id, me);
     let initializer = members.keys().next() == Some(&config.node_id);
     if node.identity.cluster_id().is_none() {
         wait_for_peers(node, config, initializer).await?;
@@ -388,7 +453,8 @@ async fn wait_for_peers(
         }
         let mut unreachable = Vec::new();
         for peer in &config.peers {
-            match fetch_status(peer.grpc.clone()).await {
+            let member = peer.member();
+            match fetch_peer_status(&node.peers, peer.id, member.peer_dial_addr()).await {
                 Ok(status) if !status.cluster_id.is_empty() && !status.voters.is_empty() => {
                     // Handed the id between our check above and this answer: a peer of our
                     // own new cluster, not an existing one.
@@ -403,9 +469,11 @@ async fn wait_for_peers(
                     });
                 }
                 Ok(_) => {}
-                Err(reason) => {
-                    unreachable.push(format!("node {} at {}: {reason}", peer.id, peer.grpc))
-                }
+                Err(reason) => unreachable.push(format!(
+                    "node {} at {}: {reason}",
+                    peer.id,
+                    member.peer_dial_addr()
+                )),
             }
         }
         if unreachable.is_empty() && initializer {
@@ -429,6 +497,25 @@ async fn bind(on: ListenOn) -> Result<TcpListener, NodeError> {
         ListenOn::Address(addr) => TcpListener::bind(addr).await.map_err(bind_error),
         ListenOn::InheritedFd(fd) => TcpListener::from_std(adopt_listener(fd)?).map_err(bind_error),
     }
+}
+
+/// The plaintext rule of [`crate::config::check_plaintext`] for sockets handed down by a
+/// supervisor, whose addresses the config could not know.
+fn check_inherited_plaintext(
+    config: &NodeConfig,
+    listens: [(&'static str, ListenOn, &TcpListener); 3],
+) -> Result<(), NodeError> {
+    let mut inherited = Vec::new();
+    for (field, on, listener) in listens {
+        if let ListenOn::InheritedFd(_) = on {
+            let addr = listener
+                .local_addr()
+                .map_err(|source| NodeError::Bind { on, source })?;
+            inherited.push((field, addr));
+        }
+    }
+    crate::config::check_plaintext(config.tls.is_some(), config.insecure, &inherited)?;
+    Ok(())
 }
 
 fn advertised(configured: &Option<String>, listener: &TcpListener) -> Result<String, NodeError> {
@@ -463,25 +550,87 @@ pub fn read_ready(dir: &Path) -> Option<ReadyInfo> {
     serde_json::from_str(&text).ok()
 }
 
-async fn serve_grpc(
+/// The peer port: the Raft transport and node-to-node cluster calls. With TLS, only node certificates of the cluster CA
+/// get through the handshake ([`crate::tls`]).
+async fn serve_peer(
     node: Arc<NodeContext>,
     listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<NodeTls>>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let raft_service =
         RaftServiceServer::new(RaftTransport::new(node.raft.clone(), node.identity.clone()))
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    // The cluster service is here too, for the node-to-node calls: the bootstrap survey
+    // (`GetStatus`) and handing a new member the cluster id (`JoinCluster`).
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(raft_service)
+        .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())));
+    serve_tonic(router, listener, tls.map(|t| (t, PortKind::Peer)), stop).await
+}
+
+/// The client gRPC port: cluster administration, leases, replication, routing.
+async fn serve_grpc(
+    node: Arc<NodeContext>,
+    listener: TcpListener,
+    tls: Option<Arc<NodeTls>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
         .add_service(LeaseServiceServer::new(LeaseApi::new(node.leases.clone())))
         .add_service(crate::grpc::replication_service::server(&node))
-        .add_service(crate::grpc::routing_service::server(&node, &stop))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(|e| NodeError::Serve(e.to_string()))
+        .add_service(crate::grpc::routing_service::server(&node, &stop));
+    serve_tonic(router, listener, tls.map(|t| (t, PortKind::Grpc)), stop).await
+}
+
+/// Serves `router` on `listener`, over TLS when `tls` is given, until `stop` turns true.
+async fn serve_tonic(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<(Arc<NodeTls>, PortKind)>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let mut on_stop = stop.clone();
+    let stopped = async move {
+        let _ = on_stop.wait_for(|s| *s).await;
+    };
+    let served = match tls {
+        Some((tls, port)) => {
+            use futures::StreamExt;
+            let streams = incoming::accept(listener, tls, port, stop);
+            let streams =
+                tokio_stream::wrappers::ReceiverStream::new(streams).map(Ok::<_, std::io::Error>);
+            router.serve_with_incoming_shutdown(streams, stopped).await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
+                .await
+        }
+    };
+    served.map_err(|e| NodeError::Serve(e.to_string()))
+}
+
+/// The client HTTP port.
+async fn serve_http(
+    node: Arc<NodeContext>,
+    listener: TcpListener,
+    tls: Option<Arc<NodeTls>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    match tls {
+        Some(tls) => {
+            let local = listener.local_addr().map_err(|source| NodeError::Bind {
+                on: ListenOn::Address(SocketAddr::from(([0, 0, 0, 0], 0))),
+                source,
+            })?;
+            let streams = incoming::accept(listener, tls, PortKind::Http, stop.clone());
+            crate::http::serve(node, TlsListener::new(streams, local), stop).await
+        }
+        None => crate::http::serve(node, listener, stop).await,
+    }
 }

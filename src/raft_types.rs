@@ -16,6 +16,20 @@ pub struct Member {
     pub region: String,
     pub grpc_addr: String,
     pub http_addr: String,
+    /// Where peers send Raft RPCs (the peer port, mutual TLS).
+    pub peer_addr: String,
+}
+
+impl Member {
+    /// Where peers reach this member's Raft and cluster RPCs: its peer port, or its gRPC
+    /// address when it was added without one.
+    pub fn peer_dial_addr(&self) -> &str {
+        if self.peer_addr.is_empty() {
+            &self.grpc_addr
+        } else {
+            &self.peer_addr
+        }
+    }
 }
 
 impl fmt::Display for Member {

@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use arbiter::http_client;
 use arbiter_client::proto::replication::replication_coordinator_client::ReplicationCoordinatorClient;
 use arbiter_client::proto::replication::{CheckpointRequest, SyncMetricsRequest};
 use arbiter_client::proto::routing_service_client::RoutingServiceClient;
@@ -71,8 +70,10 @@ fn seed(text: &str) -> Value {
 
 /// One request to one node; the body parsed as JSON (`null` when empty).
 async fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
-    let url = format!("http://{addr}{path}");
-    let response = http_client::request(method, &url, body, Duration::from_secs(5))
+    let http = common::http();
+    let url = format!("{}{path}", http.base_url(addr));
+    let response = http
+        .request(method, &url, body, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let value = if response.body.is_empty() {
@@ -382,9 +383,7 @@ async fn seed_http_contracts_hold_and_bad_input_changes_nothing() {
 async fn replication_coordinator_keeps_epochs_forward_and_names_bad_input() {
     let (cluster, leader) = dr_cluster().await;
     let mut coordinator =
-        ReplicationCoordinatorClient::connect(format!("http://{}", leader.grpc_addr))
-            .await
-            .expect("connect");
+        ReplicationCoordinatorClient::new(grpc_channel(&leader.grpc_addr).expect("connect"));
     let report = |region: &str, epoch: i64, checksum: &str| CheckpointRequest {
         source_region: region.into(),
         last_committed_epoch: epoch,
@@ -495,10 +494,9 @@ async fn replication_coordinator_keeps_epochs_forward_and_names_bad_input() {
 
     tracing::info!("phase 4: a follower redirects instead of answering");
     let follower = follower_of(&cluster, &leader);
-    let mut at_follower =
-        ReplicationCoordinatorClient::connect(format!("http://{}", follower.ready.grpc_addr))
-            .await
-            .expect("connect follower");
+    let mut at_follower = ReplicationCoordinatorClient::new(
+        grpc_channel(&follower.ready.grpc_addr).expect("connect follower"),
+    );
     let redirected = at_follower
         .report_checkpoint(report("us-east-1", 14, "sha-14"))
         .await
@@ -511,6 +509,7 @@ async fn cli(args: &[&str], endpoint: &str) -> String {
     let output = tokio::process::Command::new(binary())
         .args(args)
         .args(["--endpoints", endpoint])
+        .args(cli_credentials())
         .output()
         .await
         .expect("run the arbiter CLI");
@@ -559,9 +558,7 @@ async fn routing_table_reads_writes_watch_and_failover_log() {
     let follower = follower_of(&cluster, &leader);
 
     tracing::info!("phase 1: an edge router's watch starts with the whole table");
-    let mut routing = RoutingServiceClient::connect(format!("http://{}", leader.grpc_addr))
-        .await
-        .expect("connect");
+    let mut routing = RoutingServiceClient::new(grpc_channel(&leader.grpc_addr).expect("connect"));
     let mut watch = routing
         .watch(WatchRequest {
             active_region: None,
@@ -649,10 +646,9 @@ async fn routing_table_reads_writes_watch_and_failover_log() {
     let (status, redirect) = http(&follower.ready.http_addr, "GET", "/v1/regions", None).await;
     assert_eq!(status, 503, "{redirect}");
     assert_eq!(redirect["leaderHttpAddr"], json!(api), "{redirect}");
-    let mut at_follower =
-        RoutingServiceClient::connect(format!("http://{}", follower.ready.grpc_addr))
-            .await
-            .expect("connect follower");
+    let mut at_follower = RoutingServiceClient::new(
+        grpc_channel(&follower.ready.grpc_addr).expect("connect follower"),
+    );
     let refused = at_follower
         .watch(WatchRequest {
             active_region: None,

@@ -58,9 +58,7 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
         use arbiter_client::proto::lease_service_client::LeaseServiceClient;
         use arbiter_client::proto::AcquireRequest;
         let leader = drill.cluster.leader(Duration::from_secs(5)).await;
-        let mut client = LeaseServiceClient::connect(format!("http://{}", leader.grpc_addr))
-            .await
-            .expect("connect");
+        let mut client = LeaseServiceClient::new(grpc_channel(&leader.grpc_addr).expect("connect"));
         let reply = client
             .acquire(AcquireRequest {
                 resource: "db/orders".into(),

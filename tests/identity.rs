@@ -19,7 +19,8 @@ const TTL_MS: u64 = 60_000;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn peer_flag(spec: &NodeSpec, grpc: &str, http: &str) -> String {
-    format!("{}={}@{grpc},{http}", spec.id, spec.region)
+    let peer = spec.listeners.peer();
+    format!("{}={}@{grpc},{http},{peer}", spec.id, spec.region)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,12 +121,12 @@ async fn bootstrap_never_initializes_over_an_existing_cluster() {
     init_tracing();
     let dir = tempfile::tempdir().expect("temp dir");
     let spec = |id: u64| {
-        NodeSpec::on_loopback(
+        node_spec(
+            dir.path(),
             id,
             REGIONS[(id as usize - 1) % REGIONS.len()],
-            dir.path().join(format!("node-{id}")),
+            &[],
         )
-        .expect("bind the node's sockets")
     };
 
     tracing::info!("phase: nodes 2 and 3 wait (--join); node 1 bootstraps all three");
@@ -147,7 +148,9 @@ async fn bootstrap_never_initializes_over_an_existing_cluster() {
         node2.ready.grpc_addr.clone(),
         node3.ready.grpc_addr.clone(),
     ];
-    wait_for_leader(&endpoints, WAIT).await.expect("a leader");
+    wait_for_leader(&endpoints, WAIT, &client_options())
+        .await
+        .expect("a leader");
     acquire_any(&endpoints, "r", "h", TTL_MS, Duration::from_secs(5))
         .await
         .expect("the bootstrapped cluster commits");
@@ -232,13 +235,15 @@ async fn nodes_of_different_clusters_refuse_each_other() {
         "phase: replace a follower's data dir by one of another cluster (same members)"
     );
     let backup = cluster.dir.path().join("backup.arb");
-    let (ok, text) = run_arbiter(&[
-        "snapshot",
-        "save",
-        backup.to_str().expect("utf-8 path"),
-        "--endpoints",
-        &endpoints.join(","),
-    ]);
+    let mut save = vec![
+        "snapshot".to_string(),
+        "save".into(),
+        backup.display().to_string(),
+        "--endpoints".into(),
+        endpoints.join(","),
+    ];
+    save.extend(cli_credentials());
+    let (ok, text) = run_arbiter(&save);
     assert!(ok, "snapshot save: {text}");
     let other = cluster.dir.path().join("other");
     let mut restore = vec![
@@ -301,7 +306,9 @@ async fn nodes_of_different_clusters_refuse_each_other() {
         .filter(|s| s.id != stranger)
         .map(|s| s.listeners.grpc().to_string())
         .collect();
-    let now = wait_for_leader(&members, WAIT).await.expect("our leader");
+    let now = wait_for_leader(&members, WAIT, &client_options())
+        .await
+        .expect("our leader");
     assert_eq!(
         (now.node_id, now.term),
         (leader.node_id, term_before),

@@ -24,7 +24,7 @@ async fn client(endpoints: Vec<String>) -> ArbiterClient {
     let options = ClientOptions {
         attempt_timeout: Duration::from_secs(1),
         call_deadline: Duration::from_secs(5),
-        ..ClientOptions::default()
+        ..client_options()
     };
     ArbiterClient::connect(endpoints, options)
         .await
@@ -415,6 +415,7 @@ async fn cli(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
         .args(args)
         .arg("--endpoints")
         .arg(cluster.endpoints().join(","))
+        .args(cli_credentials())
         .output()
         .await
         .expect("the CLI runs");

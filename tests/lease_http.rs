@@ -7,7 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use arbiter::http_client;
 use common::*;
 use serde_json::{json, Value};
 
@@ -19,8 +18,10 @@ const TTL_MS: u64 = 5_000;
 
 /// One request to one node; the answer's status and JSON body.
 async fn send(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
-    let url = format!("http://{addr}{path}");
-    let response = http_client::request(method, &url, Some(body), Duration::from_secs(5))
+    let http = common::http();
+    let url = format!("{}{path}", http.base_url(addr));
+    let response = http
+        .request(method, &url, Some(body), Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let value = serde_json::from_slice(&response.body).unwrap_or_else(|e| {

@@ -77,6 +77,7 @@ async fn member(args: &[&str], endpoint: &str) -> (Option<i32>, String, Duration
         .arg("member")
         .args(args)
         .args(["--endpoints", endpoint])
+        .args(cli_credentials())
         .output()
         .await
         .expect("run arbiter member");
@@ -161,9 +162,10 @@ async fn initializing_through_a_frozen_node_ends_by_the_deadline_as_outcome_unkn
     let frozen = cluster.node(paused[0]).ready.grpc_addr.clone();
     let members = cluster.running().map(|n| n.info()).collect();
     let started = std::time::Instant::now();
-    let error = arbiter::local_cluster::initialize(&frozen, members, WRITE_DEADLINE)
-        .await
-        .expect_err("a frozen node cannot answer");
+    let error =
+        arbiter::local_cluster::initialize(&frozen, members, WRITE_DEADLINE, &client_options())
+            .await
+            .expect_err("a frozen node cannot answer");
     assert!(
         matches!(
             error,

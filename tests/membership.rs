@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use arbiter::local_cluster::NodeSpec;
 use common::*;
 
 fn member(args: &[&str], endpoints: &str) -> (bool, String) {
@@ -13,6 +12,7 @@ fn member(args: &[&str], endpoints: &str) -> (bool, String) {
         .arg("member")
         .args(args)
         .args(["--endpoints", endpoints])
+        .args(cli_credentials())
         .output()
         .expect("run arbiter member");
     let text = format!(
@@ -41,8 +41,7 @@ async fn a_node_joins_as_learner_then_voter_and_leaves() {
     }
 
     tracing::info!("phase: start node 4 (uninitialized) and add it");
-    let spec = NodeSpec::on_loopback(4, "us-east-1", cluster.dir.path().join("node-4"))
-        .expect("bind node 4's sockets");
+    let spec = node_spec(cluster.dir.path(), 4, "us-east-1", &[]);
     let fourth = spec
         .start(&binary(), Duration::from_secs(30))
         .await
@@ -59,6 +58,8 @@ async fn a_node_joins_as_learner_then_voter_and_leaves() {
             &fourth.ready.grpc_addr,
             "--http",
             &fourth.ready.http_addr,
+            "--peer",
+            &fourth.ready.peer_addr,
         ],
         &joined,
     );

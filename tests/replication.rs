@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use arbiter::dr::config::RawDrConfig;
-use arbiter::http_client;
 use arbiter_client::proto::replication::replication_coordinator_client::ReplicationCoordinatorClient;
 use arbiter_client::proto::replication::{CheckpointRequest, SyncMetricsRequest};
 use common::*;
@@ -25,8 +24,10 @@ const BREACHING_LAG_MS: u64 = 6_000;
 /// One request; the answer's status and its body as JSON (`null` when empty).
 async fn call(addr: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let bytes = body.map(|b| serde_json::to_vec(&b).expect("encode"));
-    let url = format!("http://{addr}{path}");
-    let response = http_client::request(method, &url, bytes.as_deref(), Duration::from_secs(5))
+    let http = common::http();
+    let url = format!("{}{path}", http.base_url(addr));
+    let response = http
+        .request(method, &url, bytes.as_deref(), Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     if response.body.is_empty() {
@@ -227,9 +228,7 @@ async fn link_lag_feeds_sync_metrics_rpo_monitor_and_failover_estimate() {
     assert_eq!(listed(&api, east, west).await, Some(link));
 
     tracing::info!("phase 4: the source's checkpoints and the link give GetSyncMetrics");
-    let mut coordinator = ReplicationCoordinatorClient::connect(format!("http://{grpc}"))
-        .await
-        .expect("connect");
+    let mut coordinator = ReplicationCoordinatorClient::new(grpc_channel(&grpc).expect("connect"));
     let epochs: Vec<i64> = (received - 2..=sent).step_by(4).collect();
     let first_report_ms = 1_770_289_920_000;
     for (i, epoch) in epochs.iter().enumerate() {
@@ -379,9 +378,7 @@ target = "us-east-1"
     );
 
     tracing::info!("and the coordinator answers for them instead of NOT_FOUND");
-    let mut coordinator = ReplicationCoordinatorClient::connect(format!("http://{grpc}"))
-        .await
-        .expect("connect");
+    let mut coordinator = ReplicationCoordinatorClient::new(grpc_channel(&grpc).expect("connect"));
     let metrics = coordinator
         .get_sync_metrics(SyncMetricsRequest {
             source_region: "us-east-1".into(),

@@ -25,11 +25,12 @@ fn restore_args(file: &std::path::Path, cluster: &TestCluster) -> Vec<String> {
     for (spec, node) in cluster.specs.iter().zip(cluster.nodes.iter().flatten()) {
         args.push("--member".into());
         args.push(format!(
-            "{}={}@{},{}",
+            "{}={}@{},{},{}",
             spec.id,
             spec.region,
             spec.listeners.grpc(),
-            node.ready.http_addr
+            node.ready.http_addr,
+            spec.listeners.peer()
         ));
     }
     args
@@ -59,13 +60,15 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_state() {
 
     tracing::info!("phase: save a backup from the live cluster");
     let file = source.dir.path().join("backup.arb");
-    let (ok, text) = run_arbiter(&[
-        "snapshot".into(),
+    let mut save = vec![
+        "snapshot".to_string(),
         "save".into(),
         file.display().to_string(),
         "--endpoints".into(),
         endpoints.join(","),
-    ]);
+    ];
+    save.extend(cli_credentials());
+    let (ok, text) = run_arbiter(&save);
     assert!(ok, "snapshot save: {text}");
     let backup = Backup::load(&file).expect("the saved file reads back");
     assert_eq!(backup.header.source_cluster_id, source_id);

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arbiter::http_client::{self, HttpResponse};
+use arbiter::http_client::{HttpClient, HttpResponse};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -69,6 +69,8 @@ pub enum Retry {
 /// name the same addresses). Shared by all workers: they share the leader guess too.
 pub struct ApiClient {
     nodes: Vec<String>,
+    /// TLS and token for the nodes' HTTP ports.
+    http: HttpClient,
     leader: AtomicUsize,
     attempt_timeout: Duration,
 }
@@ -79,9 +81,10 @@ const ATTEMPTS_PER_NODE: usize = 2;
 const ELECTION_PAUSE: Duration = Duration::from_millis(100);
 
 impl ApiClient {
-    pub fn new(nodes: Vec<String>, attempt_timeout: Duration) -> ApiClient {
+    pub fn new(nodes: Vec<String>, http: HttpClient, attempt_timeout: Duration) -> ApiClient {
         ApiClient {
             nodes,
+            http,
             leader: AtomicUsize::new(0),
             attempt_timeout,
         }
@@ -114,14 +117,16 @@ impl ApiClient {
                 break;
             }
             let index = self.leader.load(Ordering::Relaxed) % self.nodes.len();
-            let url = format!("http://{}{path}", self.nodes[index]);
-            let sent = http_client::request(
-                method,
-                &url,
-                body.as_deref().map(str::as_bytes),
-                self.attempt_timeout,
-            )
-            .await;
+            let url = format!("{}{path}", self.http.base_url(&self.nodes[index]));
+            let sent = self
+                .http
+                .request(
+                    method,
+                    &url,
+                    body.as_deref().map(str::as_bytes),
+                    self.attempt_timeout,
+                )
+                .await;
             match sent {
                 Ok(response) => match classify(&response) {
                     Class::Done(value) => return Answer::Done(value),

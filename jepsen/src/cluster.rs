@@ -10,14 +10,21 @@
 //! ever released and re-bound. A killed node's ports refuse connections until it restarts.
 //! With `lazyfs`, each data directory is its own lazyfs mount, crashed only while its node
 //! is dead.
+//!
+//! TLS is on, as in production: the run makes its own CA in `<root>/certs`; the proxies relay
+//! the TLS bytes unchanged, and nodes verify each other by the name `arbiter-node-<id>` in
+//! their certificates (clients by `127.0.0.1`, which every local node certificate carries), so
+//! a proxy in between never breaks verification.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use arbiter::certs::{CertError, DevCerts};
 use arbiter::config::Profile;
 use arbiter::local_cluster::{self, LaunchError, Listeners, NodeProcess, NodeSpec};
+use arbiter::tls::{ClientCredentials, CredentialsError};
 use arbiter_client::proto::NodeInfo;
 use arbiter_core::NodeId;
 use serde_json::{json, Value};
@@ -55,12 +62,18 @@ pub enum ClusterError {
     Launch(#[from] LaunchError),
     #[error(transparent)]
     LazyFs(#[from] LazyFsError),
+    #[error("cannot make the run's certificates: {0}")]
+    Certs(#[from] CertError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
 }
 
 /// One node's fixed addresses: where it listens, and the client proxies in front of it.
 struct Addresses {
     grpc: SocketAddr,
     http: SocketAddr,
+    /// The peer (Raft) port, reached only through the link proxies.
+    peer: SocketAddr,
     client_grpc: LinkProxy,
     client_http: LinkProxy,
 }
@@ -72,6 +85,8 @@ pub struct Cluster {
     /// `None` while a node is killed.
     processes: BTreeMap<NodeId, Option<NodeProcess>>,
     network: Network,
+    /// The run's CA, node certificates and operator token.
+    certs: DevCerts,
     /// Each node's lazyfs, when the data dirs are on lazyfs. Declared after `processes`, so
     /// that on drop (an error, Ctrl-C) the nodes are killed before their mounts go away.
     mounts: BTreeMap<NodeId, LazyFs>,
@@ -82,24 +97,30 @@ impl Cluster {
     /// and waits for a leader every node agrees on.
     pub async fn start(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
         let ids: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let nodes: Vec<(NodeId, String)> = ids
+            .iter()
+            .map(|&id| (id, region_of(id).to_string()))
+            .collect();
+        let certs = DevCerts::ensure(&config.root.join("certs"), &nodes)?;
         let mut addresses = BTreeMap::new();
         let mut listeners = BTreeMap::new();
         for &id in &ids {
             let bound = Listeners::loopback()?;
-            let (grpc, http) = (bound.grpc(), bound.http());
+            let (grpc, http, peer) = (bound.grpc(), bound.http(), bound.peer());
             listeners.insert(id, bound);
             addresses.insert(
                 id,
                 Addresses {
                     grpc,
                     http,
+                    peer,
                     // Clients sit next to every node: the WAN is between the nodes.
                     client_grpc: LinkProxy::start(grpc, Duration::ZERO).await?,
                     client_http: LinkProxy::start(http, Duration::ZERO).await?,
                 },
             );
         }
-        let targets = addresses.iter().map(|(id, a)| (*id, a.grpc)).collect();
+        let targets = addresses.iter().map(|(id, a)| (*id, a.peer)).collect();
         let network = Network::start(&targets, &config.delays).await?;
 
         let mut specs = BTreeMap::new();
@@ -124,6 +145,8 @@ impl Cluster {
                     data_dir: config.root.join(format!("n{id}")),
                     listeners: listeners[&id].clone(),
                     grpc_advertise: Some(a.client_grpc.local_addr().to_string()),
+                    peer_advertise: None,
+                    tls: Some(certs.node_tls(id)),
                     profile: config.profile,
                     extra_args,
                 },
@@ -145,6 +168,7 @@ impl Cluster {
             addresses,
             processes: BTreeMap::new(),
             network,
+            certs,
             mounts,
         };
         let started = futures::future::join_all(
@@ -158,7 +182,8 @@ impl Cluster {
             cluster.processes.insert(*id, Some(process?));
         }
         let first = cluster.addresses[&ids[0]].grpc.to_string();
-        local_cluster::initialize(&first, cluster.members(), START_TIMEOUT).await?;
+        let options = cluster.credentials().client_options()?;
+        local_cluster::initialize(&first, cluster.members(), START_TIMEOUT, &options).await?;
         cluster.wait_for_leader().await?;
         Ok(cluster)
     }
@@ -174,20 +199,27 @@ impl Cluster {
                     region: spec.region.clone(),
                     grpc_addr: a.client_grpc.local_addr().to_string(),
                     http_addr: a.client_http.local_addr().to_string(),
+                    peer_addr: a.peer.to_string(),
                 }
             })
             .collect()
     }
 
+    /// The operator's credentials for this run's cluster (CA and bearer token).
+    pub fn credentials(&self) -> ClientCredentials {
+        self.certs.operator()
+    }
+
     /// Waits until the live nodes agree on a leader.
-    pub async fn wait_for_leader(&self) -> Result<NodeId, LaunchError> {
+    pub async fn wait_for_leader(&self) -> Result<NodeId, ClusterError> {
         let endpoints: Vec<String> = self
             .processes
             .iter()
             .filter(|(_, p)| p.is_some())
             .map(|(id, _)| self.addresses[id].grpc.to_string())
             .collect();
-        let status = local_cluster::wait_for_leader(&endpoints, START_TIMEOUT).await?;
+        let options = self.credentials().client_options()?;
+        let status = local_cluster::wait_for_leader(&endpoints, START_TIMEOUT, &options).await?;
         Ok(status.node_id)
     }
 
@@ -241,21 +273,22 @@ impl Cluster {
     /// The node that calls itself leader with the highest term, asked directly (not through
     /// the proxies, so a partition does not hide it). `None` during an election.
     pub async fn leader(&self) -> Option<NodeId> {
+        let http = self.credentials().http_client().ok()?;
         let asks = self
             .processes
             .iter()
             .filter(|(_, p)| p.is_some())
             .map(|(id, _)| {
-                let url = format!("http://{}/v1/cluster/status", self.addresses[id].http);
+                let url = format!(
+                    "{}/v1/cluster/status",
+                    http.base_url(&self.addresses[id].http.to_string())
+                );
+                let http = &http;
                 async move {
-                    let response = arbiter::http_client::request(
-                        "GET",
-                        &url,
-                        None,
-                        Duration::from_millis(500),
-                    )
-                    .await
-                    .ok()?;
+                    let response = http
+                        .request("GET", &url, None, Duration::from_millis(500))
+                        .await
+                        .ok()?;
                     let status: Value = serde_json::from_slice(&response.body).ok()?;
                     let leads = status["role"] == "Leader";
                     leads.then(|| (status["term"].as_u64().unwrap_or(0), *id))
@@ -330,7 +363,11 @@ impl Cluster {
         let Some((first, endpoint)) = first.zip(endpoint) else {
             return Ok(Value::Null);
         };
-        match local_cluster::initialize(&endpoint, self.members(), START_TIMEOUT).await {
+        let options = match self.credentials().client_options() {
+            Ok(options) => options,
+            Err(e) => return Err(vec![(first, format!("operator credentials: {e}"))]),
+        };
+        match local_cluster::initialize(&endpoint, self.members(), START_TIMEOUT, &options).await {
             Ok(already) => Ok(json!({ "reinitialized": !already })),
             Err(e) => Err(vec![(first, format!("initialize after restart: {e}"))]),
         }

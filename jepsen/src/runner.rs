@@ -233,6 +233,10 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
         recorder: recorder.clone(),
         api: Arc::new(ApiClient::new(
             cluster.client_http_endpoints(),
+            cluster
+                .credentials()
+                .http_client()
+                .map_err(|e| RunError::ClusterStart(e.into()))?,
             pacing.http_timeout,
         )),
         deadline: Deadline(Instant::now() + FINAL_READS_WITHIN),
@@ -330,8 +334,16 @@ impl Workloads {
         } else {
             Fencing::Enforce
         }));
-        let client =
-            ArbiterClient::connect(cluster.client_grpc_endpoints(), pacing.client.clone()).await?;
+        let secure = cluster
+            .credentials()
+            .client_options()
+            .map_err(|e| RunError::ClusterStart(e.into()))?;
+        let options = ClientOptions {
+            tls: secure.tls,
+            token: secure.token,
+            ..pacing.client.clone()
+        };
+        let client = ArbiterClient::connect(cluster.client_grpc_endpoints(), options).await?;
         let leases = Arc::new(LeaseSetup {
             client,
             resources: LEASE_RESOURCES.iter().map(|r| r.to_string()).collect(),

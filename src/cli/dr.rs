@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::up::{ClusterArgs, Port};
-use crate::http_client::{self, HttpResponse};
+use crate::http_client::{HttpClient, HttpResponse};
 
 /// Each request's own deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,7 +163,8 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
     let body = body
         .map(|b| serde_json::to_vec(&without_nulls(b)))
         .transpose()?;
-    let response = call(&endpoints, method, &path, body.as_deref()).await?;
+    let http = target.cluster.credentials().http_client()?;
+    let response = call(&http, &endpoints, method, &path, body.as_deref()).await?;
     let answer: Value = serde_json::from_slice(&response.body).unwrap_or_else(
         |_| json!({ "error": String::from_utf8_lossy(&response.body).trim().to_string() }),
     );
@@ -192,6 +193,7 @@ fn endpoints(target: &Target) -> Vec<String> {
 /// and keeps trying through an election until [`LEADER_SEARCH`] has passed. Returns the first
 /// answer that is not a redirect, else the last redirect or connection error.
 async fn call(
+    http: &HttpClient,
     endpoints: &[String],
     method: &str,
     path: &str,
@@ -205,8 +207,8 @@ async fn call(
             let mut queue = VecDeque::from([endpoint.clone()]);
             let mut redirects = 0;
             while let Some(addr) = queue.pop_front() {
-                let url = format!("http://{addr}{path}");
-                match http_client::request(method, &url, body, REQUEST_TIMEOUT).await {
+                let url = format!("{}{path}", http.base_url(&addr));
+                match http.request(method, &url, body, REQUEST_TIMEOUT).await {
                     Ok(response) if response.status == 503 => {
                         let leader = serde_json::from_slice::<Value>(&response.body)
                             .ok()

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arbiter_client::{
-    ArbiterClient, ClientOptions, FencingToken, HolderId, LeaseInfo, LeaseSpec, Refusal, ResourceId,
+    ArbiterClient, FencingToken, HolderId, LeaseInfo, LeaseSpec, Refusal, ResourceId,
 };
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::up::{resolve_endpoints, Port, DEFAULT_DATA_DIR};
+use super::up::{resolve_endpoints, CredentialArgs, Port, DEFAULT_DATA_DIR};
 
 /// Exit status of a request the arbiter refused.
 const REFUSED: u8 = 2;
@@ -36,9 +36,11 @@ struct Target {
     /// (its cluster.json), else 127.0.0.1:7001-7003.
     #[arg(long, value_delimiter = ',', global = true)]
     endpoints: Vec<String>,
-    /// Data dir of `arbiter up`, to find cluster.json.
-    #[arg(long, default_value = DEFAULT_DATA_DIR, global = true)]
+    /// Data dir of `arbiter up`, to find cluster.json, ca.pem and operator.token.
+    #[arg(long, env = "ARBITER_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     data_dir: PathBuf,
+    #[command(flatten)]
+    credentials: CredentialArgs,
     /// Print one JSON object instead of a line of text.
     #[arg(long, global = true)]
     json: bool,
@@ -152,7 +154,12 @@ impl Report {
 
 pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
     let endpoints = endpoints(&args.target);
-    let client = ArbiterClient::connect(endpoints.clone(), ClientOptions::default())
+    let options = args
+        .target
+        .credentials
+        .resolve(&args.target.data_dir)
+        .client_options()?;
+    let client = ArbiterClient::connect(endpoints.clone(), options)
         .await
         .with_context(|| format!("connecting to {}", endpoints.join(",")))?;
     let report = match args.command {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo, NodeStatus};
+use arbiter_client::{AuthChannel, ClientOptions};
 use clap::{Args, Subcommand};
 use tonic::{Code, Status};
 
@@ -39,6 +40,9 @@ pub struct AddArgs {
     /// The new node's advertised HTTP address.
     #[arg(long)]
     http: String,
+    /// The new node's advertised peer (Raft) address [default: its gRPC address].
+    #[arg(long)]
+    peer: Option<String>,
     /// Leave it a learner (it replicates but does not vote).
     #[arg(long)]
     learner: bool,
@@ -94,17 +98,20 @@ fn outcome_unknown(reason: &str) -> ExitCode {
 }
 
 /// The leader's status, as the reachable members among `endpoints` report it.
-pub(super) async fn leader(endpoints: &[String]) -> anyhow::Result<NodeStatus> {
+pub(super) async fn leader(
+    endpoints: &[String],
+    options: &ClientOptions,
+) -> anyhow::Result<NodeStatus> {
     for _ in 0..50 {
         for endpoint in endpoints {
-            let Ok(status) = fetch_status(endpoint.clone()).await else {
+            let Ok(status) = fetch_status(endpoint.clone(), options).await else {
                 continue;
             };
             if status.role == "Leader" {
                 return Ok(status);
             }
             if !status.leader_grpc_addr.is_empty() {
-                if let Ok(leader) = fetch_status(status.leader_grpc_addr.clone()).await {
+                if let Ok(leader) = fetch_status(status.leader_grpc_addr.clone(), options).await {
                     if leader.role == "Leader" {
                         return Ok(leader);
                     }
@@ -116,15 +123,11 @@ pub(super) async fn leader(endpoints: &[String]) -> anyhow::Result<NodeStatus> {
     bail!("no leader found among {}", endpoints.join(","))
 }
 
-pub(super) async fn client(
+pub(super) fn client(
     status: &NodeStatus,
-) -> anyhow::Result<ClusterServiceClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", status.grpc_addr))
-        .with_context(|| format!("leader address {:?}", status.grpc_addr))?
-        .connect_timeout(Duration::from_secs(3));
-    let channel = endpoint
-        .connect()
-        .await
+    options: &ClientOptions,
+) -> anyhow::Result<ClusterServiceClient<AuthChannel>> {
+    let channel = arbiter_client::channel(&status.grpc_addr, options)
         .with_context(|| format!("connecting to the leader at {}", status.grpc_addr))?;
     Ok(ClusterServiceClient::new(channel))
 }
@@ -136,12 +139,13 @@ pub(super) fn status_error(s: tonic::Status) -> anyhow::Error {
 pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
     match command {
         MemberCommand::Add(args) => {
-            let leader = leader(&args.cluster.endpoints(Port::Grpc)).await?;
+            let options = args.cluster.credentials().client_options()?;
+            let leader = leader(&args.cluster.endpoints(Port::Grpc), &options).await?;
             if leader.voters.iter().any(|v| v.node_id == args.id) {
                 println!("node {} is already a voter", args.id);
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut client = client(&leader).await?;
+            let mut client = client(&leader, &options)?;
             eprintln!(
                 "adding node {} as a learner (waits until it has caught up)...",
                 args.id
@@ -152,6 +156,7 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
                     region: args.region.clone(),
                     grpc_addr: args.grpc.clone(),
                     http_addr: args.http.clone(),
+                    peer_addr: args.peer.clone().unwrap_or_default(),
                 }),
             };
             if let Answer::Unknown(reason) =
@@ -174,7 +179,8 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             println!("node {} is a voter", args.id);
         }
         MemberCommand::Remove(args) => {
-            let leader = leader(&args.cluster.endpoints(Port::Grpc)).await?;
+            let options = args.cluster.credentials().client_options()?;
+            let leader = leader(&args.cluster.endpoints(Port::Grpc), &options).await?;
             let voters: Vec<u64> = leader
                 .voters
                 .iter()
@@ -189,7 +195,7 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             if voters.is_empty() {
                 bail!("refusing to remove the last voter");
             }
-            let mut client = client(&leader).await?;
+            let mut client = client(&leader, &options)?;
             let request = ChangeMembershipRequest { voters };
             if let Answer::Unknown(reason) =
                 send("removing the node", client.change_membership(request)).await?

@@ -1,9 +1,10 @@
-//! Command line: `arbiter serve`, `up`, `status`, `member`, `snapshot`, `lease`, `failover`, `failback`,
+//! Command line: `arbiter serve`, `up`, `certs`, `status`, `member`, `snapshot`, `lease`, `failover`, `failback`,
 //! `regions`, `tenants`, `events`, `probe`, `gateway`.
 //!
 //! `anyhow` lives here and in tests only: this is the binary's edge, where errors become a
 //! message and an exit code.
 
+mod certs;
 mod dr;
 mod lease;
 mod member;
@@ -32,6 +33,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Start a local three-node cluster on loopback (embedded default config).
     Up(up::UpArgs),
+    /// Make a cluster CA, node and client certificates, and the operator token.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Show each node's role, term, leader and log positions.
     Status(status::StatusArgs),
     /// Acquire, renew, release, show and revoke write leases.
@@ -64,6 +68,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Certs(command) => certs::run(command),
             Command::Status(args) => status::run(args).await,
             Command::Member(command) => member::run(command).await,
             Command::Snapshot(command) => snapshot::run(command).await,

@@ -25,6 +25,11 @@ pub struct ProbeArgs {
         default_value = "127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083"
     )]
     arbiters: Vec<String>,
+    /// Data dir of `arbiter up`, for ca.pem and operator.token.
+    #[arg(long, env = "ARBITER_DATA_DIR", default_value = super::up::DEFAULT_DATA_DIR)]
+    data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    credentials: super::up::CredentialArgs,
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
     #[arg(long, default_value_t = 800)]
@@ -56,6 +61,7 @@ pub async fn run_probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         vantage: args.vantage,
         targets,
         arbiters: args.arbiters,
+        arbiter_http: args.credentials.resolve(&args.data_dir).http_client()?,
         interval: Duration::from_millis(args.interval_ms),
         timeout: Duration::from_millis(args.timeout_ms),
     };

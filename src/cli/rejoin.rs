@@ -8,18 +8,23 @@
 
 use anyhow::anyhow;
 use arbiter_client::proto::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo};
+use arbiter_client::ClientOptions;
 
 use super::member::{client, leader, status_error};
 use super::status::fetch_status;
 use crate::node::ReadyInfo;
 
 /// Walks node `me` (serving, possibly empty) back into the cluster behind `endpoints`.
-pub async fn run(me: &ReadyInfo, endpoints: &[String]) -> anyhow::Result<()> {
+pub async fn run(
+    me: &ReadyInfo,
+    endpoints: &[String],
+    options: &ClientOptions,
+) -> anyhow::Result<()> {
     let id = me.node_id;
-    let own = fetch_status(me.grpc_addr.clone())
+    let own = fetch_status(me.grpc_addr.clone(), options)
         .await
         .map_err(|e| anyhow!("cannot read this node's own status: {e}"))?;
-    let current = leader(endpoints).await?;
+    let current = leader(endpoints, options).await?;
     eprintln!(
         "rejoin: node {id} -> cluster {} (leader: node {} at {})",
         current.cluster_id, current.node_id, current.grpc_addr
@@ -43,8 +48,7 @@ pub async fn run(me: &ReadyInfo, endpoints: &[String]) -> anyhow::Result<()> {
             .map(|v| v.node_id)
             .filter(|v| *v != id)
             .collect();
-        client(&current)
-            .await?
+        client(&current, options)?
             .change_membership(ChangeMembershipRequest { voters })
             .await
             .map_err(status_error)?;
@@ -52,32 +56,31 @@ pub async fn run(me: &ReadyInfo, endpoints: &[String]) -> anyhow::Result<()> {
         eprintln!("rejoin step 1/3: node {id} is not a voter; nothing to remove");
     }
 
-    let current = leader(endpoints).await?;
+    let current = leader(endpoints, options).await?;
     eprintln!(
         "rejoin step 2/3: adding node {id} as a learner at {}; it catches up from the leader \
          (snapshot, then log)",
         me.grpc_addr
     );
-    client(&current)
-        .await?
+    client(&current, options)?
         .add_learner(AddLearnerRequest {
             node: Some(NodeInfo {
                 node_id: id,
                 region: me.region.clone(),
                 grpc_addr: me.grpc_addr.clone(),
                 http_addr: me.http_addr.clone(),
+                peer_addr: me.peer_addr.clone(),
             }),
         })
         .await
         .map_err(status_error)?;
 
-    let current = leader(endpoints).await?;
+    let current = leader(endpoints, options).await?;
     eprintln!("rejoin step 3/3: promoting node {id} to voter");
     let mut voters: Vec<u64> = current.voters.iter().map(|v| v.node_id).collect();
     if !voters.contains(&id) {
         voters.push(id);
-        client(&current)
-            .await?
+        client(&current, options)?
             .change_membership(ChangeMembershipRequest { voters })
             .await
             .map_err(status_error)?;

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::rejoin;
 use crate::config::{PeerConfig, Profile, RawNodeConfig};
+use crate::tls::{ClientCredentials, TlsPaths};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -38,6 +39,24 @@ pub struct ServeArgs {
     listen_fds: Vec<(String, i32)>,
     #[arg(long)]
     http_advertise: Option<String>,
+    /// Peer (Raft) listen address, e.g. 0.0.0.0:9001; port 0 = any.
+    #[arg(long)]
+    peer_listen: Option<String>,
+    /// Address peers dial for Raft (default: the bound peer listen address).
+    #[arg(long)]
+    peer_advertise: Option<String>,
+    /// Cluster CA certificate(s), PEM (with --tls-cert and --tls-key: TLS on every port).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate, PEM (DNS SAN arbiter-node-<id>).
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key, PEM.
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+    /// Serve plain TCP on non-loopback addresses without TLS (logged loudly).
+    #[arg(long)]
+    insecure: bool,
     #[arg(long, value_enum)]
     profile: Option<Profile>,
     #[arg(long)]
@@ -73,7 +92,7 @@ pub struct ServeArgs {
     /// gRPC endpoints of the cluster for --rejoin, comma-separated (default: the --peer list).
     #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
-    /// A bootstrap peer: ID=REGION@GRPC_ADDR,HTTP_ADDR (repeatable).
+    /// A bootstrap peer: ID=REGION@GRPC_ADDR,HTTP_ADDR[,PEER_ADDR] (repeatable).
     #[arg(long = "peer", value_parser = parse_peer)]
     peers: Vec<PeerConfig>,
     /// Dial peer ID at ADDR instead of its advertised address: ID=ADDR (repeatable).
@@ -98,15 +117,20 @@ fn parse_listen_fd(s: &str) -> Result<(String, i32), String> {
 }
 
 pub(super) fn parse_peer(s: &str) -> Result<PeerConfig, String> {
-    let err = || format!("expected ID=REGION@GRPC_ADDR,HTTP_ADDR, got {s:?}");
+    let err = || format!("expected ID=REGION@GRPC_ADDR,HTTP_ADDR[,PEER_ADDR], got {s:?}");
     let (id, rest) = s.split_once('=').ok_or_else(err)?;
     let (region, addrs) = rest.split_once('@').ok_or_else(err)?;
-    let (grpc, http) = addrs.split_once(',').ok_or_else(err)?;
+    let (grpc, rest) = addrs.split_once(',').ok_or_else(err)?;
+    let (http, peer) = match rest.split_once(',') {
+        Some((http, peer)) => (http, Some(peer.to_string())),
+        None => (rest, None),
+    };
     Ok(PeerConfig {
         id: id.parse().map_err(|_| err())?,
         region: region.to_string(),
         grpc: grpc.to_string(),
         http: http.to_string(),
+        peer,
     })
 }
 
@@ -127,6 +151,8 @@ impl ServeArgs {
             http_listen,
             grpc_advertise,
             http_advertise,
+            peer_listen,
+            peer_advertise,
             profile,
             heartbeat_ms,
             election_min_ms,
@@ -136,6 +162,10 @@ impl ServeArgs {
             keep_logs,
             wal_segment_bytes
         );
+        if let (Some(ca), Some(cert), Some(key)) = (self.tls_ca, self.tls_cert, self.tls_key) {
+            raw.tls = Some(TlsPaths { ca, cert, key });
+        }
+        raw.insecure |= self.insecure;
         raw.bootstrap |= self.bootstrap;
         raw.join |= self.join;
         raw.rejoin |= self.rejoin;
@@ -164,6 +194,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // --rejoin: the node serves (so the leader can hand it the cluster id and replicate to
     // it) while this side walks it back into the cluster; a failed step stops the node.
     let endpoints = config.endpoints.clone();
+    // The rejoining node asks the leader with its own certificate (a node identity).
+    let credentials = ClientCredentials {
+        ca: config.tls.as_ref().map(|t| t.ca.clone()),
+        identity: config.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
+        token_file: None,
+    };
+    let options = credentials.client_options()?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let shutdown = async {
@@ -180,7 +217,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         ready = ready_rx => match ready {
-            Ok(me) => rejoin::run(&me, &endpoints).await,
+            Ok(me) => rejoin::run(&me, &endpoints, &options).await,
             Err(_) => Err(anyhow::anyhow!("the node stopped before it was ready")),
         },
     };

@@ -37,7 +37,8 @@ pub struct RestoreArgs {
     /// Where to create `node-<ID>` for each member (the layout `arbiter up --data-dir` uses).
     #[arg(long)]
     out: PathBuf,
-    /// A member of the new cluster: ID=REGION@GRPC_ADDR,HTTP_ADDR (repeatable; all voters).
+    /// A member of the new cluster: ID=REGION@GRPC_ADDR,HTTP_ADDR[,PEER_ADDR] (repeatable; all
+    /// voters).
     #[arg(long = "member", value_parser = parse_peer, required = true)]
     members: Vec<PeerConfig>,
 }
@@ -45,9 +46,9 @@ pub struct RestoreArgs {
 pub async fn run(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
     match command {
         SnapshotCommand::Save(args) => {
-            let current = leader(&args.cluster.endpoints(Port::Grpc)).await?;
-            let reply = client(&current)
-                .await?
+            let options = args.cluster.credentials().client_options()?;
+            let current = leader(&args.cluster.endpoints(Port::Grpc), &options).await?;
+            let reply = client(&current, &options)?
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .save_snapshot(SaveSnapshotRequest {})
                 .await

@@ -32,8 +32,10 @@ struct Unreachable {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let endpoints = args.cluster.endpoints(Port::Grpc);
+    let options = args.cluster.credentials().client_options()?;
     let replies =
-        futures::future::join_all(endpoints.iter().map(|e| fetch_status(e.clone()))).await;
+        futures::future::join_all(endpoints.iter().map(|e| fetch_status(e.clone(), &options)))
+            .await;
     let mut report = Report {
         leader: None,
         nodes: Vec::new(),

@@ -2,6 +2,10 @@
 //! default (`deploy/local-cluster.toml`). Starts the nodes, bootstraps them (idempotent, so a
 //! second `up` on the same data dir resumes the same cluster), writes `cluster.json`, prints
 //! the endpoints and stops all three on Ctrl-C. A child that dies is reported, not restarted.
+//!
+//! Secure by default: unless `--no-tls`, it first makes (or reuses) a local CA, a certificate
+//! per node, an operator client certificate and an operator bearer token in the data dir
+//! ([`crate::certs::DevCerts`]); the other commands find `ca.pem` and `operator.token` there.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,9 +16,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::certs::DevCerts;
 use crate::config::Profile;
 use crate::local_cluster::{initialize, wait_for_leader, Listeners, NodeProcess, NodeSpec};
 use crate::raft_types::NodeId;
+use crate::tls::ClientCredentials;
 
 pub const DEFAULT_DATA_DIR: &str = "arbiter-data";
 const EMBEDDED_CLUSTER: &str = include_str!("../../deploy/local-cluster.toml");
@@ -27,9 +33,14 @@ pub struct UpArgs {
     /// Where the nodes keep their data (one sub-dir per node) and where cluster.json goes.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
-    /// Node N listens on gRPC base+N and HTTP base+1080+N (default 7000: 7001/8081, ...).
+    /// Node N listens on gRPC base+N, HTTP base+1080+N and peer base+2000+N (default 7000:
+    /// 7001/8081/9001, ...).
     #[arg(long)]
     base_port: Option<u16>,
+    /// Plain TCP instead of TLS (loopback only; for comparing TLS cost). Use a data dir that
+    /// has no ca.pem, or the other commands will try TLS.
+    #[arg(long)]
+    no_tls: bool,
     /// A cluster definition to use instead of the embedded default.
     #[arg(long)]
     cluster: Option<PathBuf>,
@@ -83,14 +94,49 @@ pub struct ClusterArgs {
     /// ports (gRPC 7001-7003, HTTP 8081-8083).
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
-    /// Data dir of `arbiter up`, to find cluster.json.
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    /// Data dir of `arbiter up`, to find cluster.json, ca.pem and operator.token.
+    #[arg(long, env = "ARBITER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 impl ClusterArgs {
     pub fn endpoints(&self, port: Port) -> Vec<String> {
         resolve_endpoints(&self.endpoints, &self.data_dir, port)
+    }
+
+    pub fn credentials(&self) -> ClientCredentials {
+        self.credentials.resolve(&self.data_dir)
+    }
+}
+
+/// How a client command authenticates. Each defaults to what `arbiter up` left in the data dir
+/// (`ca.pem`, `operator.token`) when it is there; without a CA the command speaks plain TCP.
+#[derive(Args, Debug, Clone)]
+pub struct CredentialArgs {
+    /// CA certificate(s) (PEM) the nodes' certificates must chain to [default: <data-dir>/ca.pem].
+    #[arg(long, env = "ARBITER_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), for identities authenticated by certificate.
+    #[arg(long, requires = "key", global = true)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert", global = true)]
+    pub key: Option<PathBuf>,
+    /// File with one bearer token [default: <data-dir>/operator.token].
+    #[arg(long, env = "ARBITER_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    pub fn resolve(&self, data_dir: &Path) -> ClientCredentials {
+        let defaults = ClientCredentials::from_data_dir(data_dir);
+        ClientCredentials {
+            ca: self.ca.clone().or(defaults.ca),
+            identity: self.cert.clone().zip(self.key.clone()),
+            token_file: self.token_file.clone().or(defaults.token_file),
+        }
     }
 }
 
@@ -139,8 +185,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let def: ClusterDef = toml::from_str(&text).context("invalid cluster definition")?;
     let base = args.base_port.unwrap_or(def.base_port);
     if let Some(max_id) = def.nodes.iter().map(|n| n.id).max() {
-        if u64::from(base) + 1080 + max_id > u64::from(u16::MAX) {
-            bail!("--base-port {base} leaves no room for HTTP ports (base+1080+id)");
+        if u64::from(base) + 2000 + max_id > u64::from(u16::MAX) {
+            bail!("--base-port {base} leaves no room for peer ports (base+2000+id)");
         }
     }
     std::fs::create_dir_all(&args.data_dir)
@@ -156,6 +202,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let binary = std::env::current_exe().context("locating the arbiter binary")?;
+    let certs = if args.no_tls {
+        None
+    } else {
+        let nodes: Vec<(NodeId, String)> =
+            def.nodes.iter().map(|n| (n.id, n.region.clone())).collect();
+        Some(DevCerts::ensure(&args.data_dir, &nodes).context("creating the local CA")?)
+    };
+    let credentials = match &certs {
+        Some(certs) => certs.operator(),
+        None => ClientCredentials::default(),
+    };
+    let options = credentials.client_options()?;
 
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for node in &def.nodes {
@@ -167,7 +225,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             let port = match name {
                 "grpc" => port(0),
                 "http" => port(1080),
-                // Sockets clients never dial by number take any free port.
+                // Fixed too: the membership records it, so a node restarted by a later `up`
+                // must come back on the same peer address.
+                "peer" => port(2000),
                 _ => 0,
             };
             SocketAddr::from((Ipv4Addr::LOCALHOST, port))
@@ -178,6 +238,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             data_dir: args.data_dir.join(format!("node-{}", node.id)),
             listeners,
             grpc_advertise: None,
+            peer_advertise: None,
+            tls: certs.as_ref().map(|c| c.node_tls(node.id)),
             profile: def.profile,
             extra_args: Vec::new(),
         };
@@ -186,9 +248,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     let members = nodes.iter().map(NodeProcess::info).collect();
-    let already = initialize(&nodes[0].ready.grpc_addr, members, INITIALIZE_TIMEOUT).await?;
+    let already = initialize(
+        &nodes[0].ready.grpc_addr,
+        members,
+        INITIALIZE_TIMEOUT,
+        &options,
+    )
+    .await?;
     let endpoints: Vec<String> = nodes.iter().map(|n| n.ready.grpc_addr.clone()).collect();
-    let leader = wait_for_leader(&endpoints, Duration::from_secs(30)).await?;
+    let leader = wait_for_leader(&endpoints, Duration::from_secs(30), &options).await?;
 
     let cluster = ClusterFile {
         nodes: nodes
@@ -213,9 +281,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         leader.node_id,
         leader.term
     );
+    let scheme = if certs.is_some() { "https" } else { "http" };
     for n in &cluster.nodes {
         println!(
-            "  node {} {:<13} grpc {}  http http://{}  pid {}  log {}",
+            "  node {} {:<13} grpc {}  http {scheme}://{}  pid {}  log {}",
             n.node_id,
             n.region,
             n.grpc_addr,
@@ -225,6 +294,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("cluster file: {}", cluster_path.display());
+    match &certs {
+        Some(certs) => {
+            let ca = certs.dir.join(crate::certs::CA_CERT);
+            let token = certs.dir.join(crate::certs::OPERATOR_TOKEN);
+            println!(
+                "TLS on: CA {}  operator token {}  (certificates in {})",
+                ca.display(),
+                token.display(),
+                certs.dir.display()
+            );
+            println!(
+                "try: curl --cacert {} -H \"Authorization: Bearer $(cat {})\" https://{}/v1/cluster/status",
+                ca.display(),
+                token.display(),
+                cluster.nodes[0].http_addr
+            );
+        }
+        None => println!("TLS off (--no-tls): plain TCP on loopback"),
+    }
     println!("try: arbiter status    (Ctrl-C stops the cluster)");
 
     supervise(&mut nodes).await;

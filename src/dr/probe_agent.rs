@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::http_client;
+use crate::http_client::{self, HttpClient};
 
 #[derive(Debug, Clone)]
 pub struct ProbeAgentConfig {
@@ -19,6 +19,8 @@ pub struct ProbeAgentConfig {
     pub targets: Vec<(String, String)>,
     /// Arbiter HTTP addresses (host:port); the agent follows the leader among them.
     pub arbiters: Vec<String>,
+    /// How the arbiters' HTTP ports are reached (TLS, token).
+    pub arbiter_http: HttpClient,
     pub interval: Duration,
     pub timeout: Duration,
 }
@@ -85,6 +87,7 @@ pub async fn probe(vantage: &str, region: &str, url: &str, timeout: Duration) ->
 /// Sends a report to the leader, trying `preferred` first and then every arbiter; returns the
 /// address that took it.
 async fn deliver(
+    http: &HttpClient,
     report: &ProbeReportBody,
     arbiters: &[String],
     preferred: Option<&str>,
@@ -96,8 +99,8 @@ async fn deliver(
         .map(str::to_string)
         .chain(arbiters.iter().cloned());
     for addr in candidates {
-        let url = format!("http://{addr}/v1/probes/report");
-        if let Ok(response) = http_client::request("POST", &url, Some(&body), timeout).await {
+        let url = format!("{}/v1/probes/report", http.base_url(&addr));
+        if let Ok(response) = http.request("POST", &url, Some(&body), timeout).await {
             if response.is_success() {
                 return Some(addr);
             }
@@ -123,7 +126,15 @@ pub async fn run(config: ProbeAgentConfig, shutdown: impl std::future::Future<Ou
             .iter()
             .map(|(region, url)| probe(&config.vantage, region, url, config.timeout));
         for report in futures::future::join_all(probes).await {
-            match deliver(&report, &config.arbiters, leader.as_deref(), config.timeout).await {
+            match deliver(
+                &config.arbiter_http,
+                &report,
+                &config.arbiters,
+                leader.as_deref(),
+                config.timeout,
+            )
+            .await
+            {
                 Some(addr) => leader = Some(addr),
                 None => {
                     tracing::warn!(vantage = %config.vantage, region = %report.region, "no arbiter took the report");

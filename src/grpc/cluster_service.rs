@@ -23,6 +23,7 @@ use arbiter_client::proto::{
     JoinClusterRequest, JoinClusterResponse, MembershipResponse, NodeInfo, NodeStatus,
     SaveSnapshotRequest, SaveSnapshotResponse, StatusRequest,
 };
+use arbiter_client::ClientOptions;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
@@ -30,6 +31,7 @@ use tonic::{Request, Response, Status};
 use super::status::not_leader;
 use crate::codec;
 use crate::identity::ClusterId;
+use crate::network::PeerDialer;
 use crate::node::NodeContext;
 use crate::proposer::WriteError;
 use crate::raft_types::{Member, NodeId, Raft};
@@ -60,6 +62,12 @@ fn member_of(info: &NodeInfo) -> Result<(NodeId, Member), Status> {
             region: info.region.clone(),
             grpc_addr: info.grpc_addr.clone(),
             http_addr: info.http_addr.clone(),
+            // A member named without a peer address is dialled at its gRPC address.
+            peer_addr: if info.peer_addr.is_empty() {
+                info.grpc_addr.clone()
+            } else {
+                info.peer_addr.clone()
+            },
         },
     ))
 }
@@ -70,6 +78,7 @@ fn info_of(id: NodeId, member: &Member) -> NodeInfo {
         region: member.region.clone(),
         grpc_addr: member.grpc_addr.clone(),
         http_addr: member.http_addr.clone(),
+        peer_addr: member.peer_addr.clone(),
     }
 }
 
@@ -157,7 +166,7 @@ impl ClusterService for ClusterApi {
             self.node.identity.cluster_id().ok_or_else(|| {
                 Status::failed_precondition("this node has no cluster identity yet")
             })?;
-        hand_identity(id, &member.grpc_addr, &cluster_id).await?;
+        hand_identity(&self.node.peers, id, member.peer_dial_addr(), &cluster_id).await?;
         // Blocking: answers once the learner has caught up, so the deadline covers that too.
         let raft = self.node.raft.clone();
         let response = self
@@ -261,19 +270,44 @@ impl ClusterService for ClusterApi {
     }
 }
 
-/// A node's status, within a deadline; the error says why it could not be had.
-pub async fn fetch_status(endpoint: String) -> Result<NodeStatus, String> {
+/// How long asking a node for its status may take.
+const STATUS_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A node's status through its client gRPC port, with `options`' TLS and credentials (the CLI,
+/// `arbiter up`), within a deadline; the error says why it could not be had.
+pub async fn fetch_status(endpoint: String, options: &ClientOptions) -> Result<NodeStatus, String> {
+    let channel = arbiter_client::channel(&endpoint, options).map_err(|e| e.to_string())?;
+    status_within(ClusterServiceClient::new(channel)).await
+}
+
+/// Node `id`'s status through its peer port at `addr`, as this node (its certificate): the
+/// bootstrap survey.
+pub async fn fetch_peer_status(
+    peers: &PeerDialer,
+    id: NodeId,
+    addr: &str,
+) -> Result<NodeStatus, String> {
+    let channel = peers
+        .channel(id, addr)
+        .map_err(|e| format!("connect: {e}"))?;
+    status_within(ClusterServiceClient::new(channel)).await
+}
+
+async fn status_within<T>(mut client: ClusterServiceClient<T>) -> Result<NodeStatus, String>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
     let call = async {
-        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
         client
             .get_status(StatusRequest {})
             .await
             .map(|r| r.into_inner())
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     };
-    tokio::time::timeout(Duration::from_secs(3), call)
+    tokio::time::timeout(STATUS_DEADLINE, call)
         .await
         .unwrap_or_else(|_| Err("timed out after 3 s".into()))
 }
@@ -281,18 +315,24 @@ pub async fn fetch_status(endpoint: String) -> Result<NodeStatus, String> {
 /// How long handing the cluster id to another node may take.
 const HAND_OFF_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Gives node `id` at `grpc_addr` the cluster id (it persists it before answering).
-async fn hand_identity(id: NodeId, grpc_addr: &str, cluster_id: &ClusterId) -> Result<(), Status> {
+/// Gives node `id` the cluster id through its peer port at `peer_addr` (it persists it before
+/// answering).
+async fn hand_identity(
+    peers: &PeerDialer,
+    id: NodeId,
+    peer_addr: &str,
+    cluster_id: &ClusterId,
+) -> Result<(), Status> {
     let unreachable = |reason: String| {
         Status::unavailable(format!(
-            "cannot hand the cluster id to node {id} at {grpc_addr}: {reason}"
+            "cannot hand the cluster id to node {id} at {peer_addr}: {reason}"
         ))
     };
     let call = async {
-        let mut client = ClusterServiceClient::connect(format!("http://{grpc_addr}"))
-            .await
+        let channel = peers
+            .channel(id, peer_addr)
             .map_err(|e| unreachable(e.to_string()))?;
-        client
+        ClusterServiceClient::new(channel)
             .join_cluster(JoinClusterRequest {
                 cluster_id: cluster_id.to_string(),
                 node_id: id,
@@ -360,7 +400,7 @@ impl NodeContext {
         }
         let cluster_id = self.identity.get_or_create().await?;
         for (id, member) in members.iter().filter(|(id, _)| **id != self.id) {
-            hand_identity(*id, &member.grpc_addr, &cluster_id).await?;
+            hand_identity(&self.peers, *id, member.peer_dial_addr(), &cluster_id).await?;
         }
         tracing::info!(cluster_id = %cluster_id, members = members.len(), "initializing a new cluster");
         let raft = self.raft.clone();
@@ -418,6 +458,7 @@ impl NodeContext {
                 .cluster_id()
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
+            peer_addr: self.peer_addr.clone(),
             storage_error: self.storage_health.get().unwrap_or_default(),
             wal_syncs: self.wal_counters.syncs.load(Ordering::Relaxed),
             wal_entries: self.wal_counters.entries.load(Ordering::Relaxed),

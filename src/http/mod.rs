@@ -38,7 +38,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::node::{NodeContext, NodeError};
@@ -58,11 +57,17 @@ pub struct AppState {
     dependencies: Arc<ReportedDependencies>,
 }
 
-pub async fn serve(
+/// Serves the API on `listener` (plain TCP or [`crate::tls::incoming::TlsListener`]) until
+/// `stop` turns true.
+pub async fn serve<L>(
     node: Arc<NodeContext>,
-    listener: TcpListener,
+    listener: L,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), NodeError> {
+) -> Result<(), NodeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(node))
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -26,7 +26,9 @@ pub use sync::SyncPolicy;
 
 /// Bumped whenever the encoding of anything stored changes incompatibly. Version 2: the Raft
 /// log moved from sled to the WAL, snapshots to `snapshot.bin`, metadata got checksums.
-pub const DATA_FORMAT_VERSION: u32 = 2;
+/// Version 3: a member records its peer (Raft, mutual TLS) address, `Member::peer_addr`, in
+/// the membership that log entries, snapshots and the state machine carry.
+pub const DATA_FORMAT_VERSION: u32 = 3;
 const FORMAT_VERSION_KEY: &[u8] = b"data_format_version";
 
 /// How the stores are opened.

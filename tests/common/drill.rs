@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use arbiter::dr::probe_agent::{self, ProbeAgentConfig};
-use arbiter::http_client;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -70,6 +69,7 @@ impl Drill {
                     .map(|(r, _, u)| (r.clone(), u.clone()))
                     .collect(),
                 arbiters: arbiters.clone(),
+                arbiter_http: super::http(),
                 interval: probe_interval,
                 timeout: probe_interval.mul_f64(0.8),
             };
@@ -98,12 +98,13 @@ impl Drill {
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
         let deadline = Instant::now() + Duration::from_secs(10);
+        let http = super::http();
         loop {
             for addr in self.http_endpoints() {
-                let url = format!("http://{addr}{path}");
-                let Ok(r) =
-                    http_client::request(method, &url, body.as_deref(), Duration::from_secs(3))
-                        .await
+                let url = format!("{}{path}", http.base_url(&addr));
+                let Ok(r) = http
+                    .request(method, &url, body.as_deref(), Duration::from_secs(3))
+                    .await
                 else {
                     continue;
                 };

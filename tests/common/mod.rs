@@ -8,13 +8,20 @@
 //!
 //! Waiting: every wait polls a condition until a deadline (`eventually`, `wait_for_leader`,
 //! the ready file in `NodeSpec::start`); none sleeps and hopes.
+//!
+//! TLS is on, as in production: every node serves its certificate from [`certs`] and every
+//! helper here (gRPC and HTTP) presents the operator's credentials (CA + bearer token).
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use arbiter::certs::DevCerts;
+use arbiter::http_client::HttpClient;
 use arbiter::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec};
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{NodeStatus, StatusRequest};
+use arbiter_client::ClientOptions;
 
 pub const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
 
@@ -27,6 +34,69 @@ pub fn init_tracing() {
         .with_env_filter("info,openraft=warn")
         .with_test_writer()
         .try_init();
+}
+
+/// Node ids the test CA has certificates for.
+const CERTIFIED_NODES: u64 = 5;
+
+/// The CA, node certificates (ids 1-5), operator certificate and token every cluster of this
+/// test binary uses. Made once per test binary in cargo's per-target temp dir (kept between
+/// runs, so reruns reuse it; `cargo clean` removes it), not in /tmp.
+pub fn certs() -> &'static DevCerts {
+    static CERTS: OnceLock<DevCerts> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tls-{}", env!("CARGO_CRATE_NAME")));
+        let nodes: Vec<(u64, String)> = (1..=CERTIFIED_NODES)
+            .map(|id| (id, REGIONS[(id as usize - 1) % REGIONS.len()].to_string()))
+            .collect();
+        DevCerts::ensure(&dir, &nodes).expect("test certificates")
+    })
+}
+
+/// SDK options with the operator's credentials (TLS + token).
+pub fn client_options() -> ClientOptions {
+    certs()
+        .operator()
+        .client_options()
+        .expect("operator credentials")
+}
+
+/// A gRPC channel to one node with the operator's credentials.
+pub fn grpc_channel(
+    addr: &str,
+) -> Result<arbiter_client::AuthChannel, arbiter_client::ClientError> {
+    arbiter_client::channel(addr, &client_options())
+}
+
+/// The HTTPS client with the operator's credentials.
+pub fn http() -> HttpClient {
+    certs()
+        .operator()
+        .http_client()
+        .expect("operator credentials")
+}
+
+/// The CLI flags that give a child `arbiter` command the operator's credentials.
+pub fn cli_credentials() -> Vec<String> {
+    let operator = certs().operator();
+    let ca = operator.ca.expect("ca");
+    let token = operator.token_file.expect("token");
+    vec![
+        "--ca".into(),
+        ca.display().to_string(),
+        "--token-file".into(),
+        token.display().to_string(),
+    ]
+}
+
+/// How to start node `id` in `dir`, its sockets bound on loopback at port 0, with TLS.
+pub fn node_spec(dir: &std::path::Path, id: u64, region: &str, extra_args: &[&str]) -> NodeSpec {
+    let mut spec = NodeSpec::on_loopback(id, region, dir.join(format!("node-{id}")))
+        .expect("bind the node's sockets");
+    spec.tls = Some(certs().node_tls(id));
+    spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+    spec
 }
 
 pub struct TestCluster {
@@ -45,13 +115,7 @@ impl TestCluster {
         let mut specs = Vec::new();
         for i in 0..n {
             let id = i as u64 + 1;
-            let mut spec = NodeSpec::on_loopback(
-                id,
-                REGIONS[i % REGIONS.len()],
-                dir.path().join(format!("node-{id}")),
-            )
-            .expect("bind the node's sockets");
-            spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+            let spec = node_spec(dir.path(), id, REGIONS[i % REGIONS.len()], extra_args);
             let process = spec
                 .start(&binary(), Duration::from_secs(30))
                 .await
@@ -62,7 +126,7 @@ impl TestCluster {
         let cluster = TestCluster { dir, nodes, specs };
         let members = cluster.running().map(NodeProcess::info).collect();
         let first = cluster.specs[0].listeners.grpc().to_string();
-        initialize(&first, members, Duration::from_secs(30))
+        initialize(&first, members, Duration::from_secs(30), &client_options())
             .await
             .expect("initialize");
         cluster.leader(Duration::from_secs(20)).await;
@@ -87,7 +151,7 @@ impl TestCluster {
 
     /// Waits until the running nodes agree on a leader; returns its status.
     pub async fn leader(&self, timeout: Duration) -> NodeStatus {
-        wait_for_leader(&self.running_endpoints(), timeout)
+        wait_for_leader(&self.running_endpoints(), timeout, &client_options())
             .await
             .expect("a leader is elected")
     }
@@ -123,9 +187,7 @@ impl TestCluster {
 /// the TCP handshake and then says nothing, so the connect is inside the deadline too).
 pub async fn status(endpoint: &str) -> Option<NodeStatus> {
     let call = async {
-        let mut client = ClusterServiceClient::connect(format!("http://{endpoint}"))
-            .await
-            .ok()?;
+        let mut client = ClusterServiceClient::new(grpc_channel(endpoint).ok()?);
         client.get_status(StatusRequest {}).await.ok()
     };
     tokio::time::timeout(Duration::from_secs(2), call)
@@ -168,9 +230,8 @@ pub async fn acquire_any(
     while tokio::time::Instant::now() < deadline {
         for endpoint in endpoints {
             let call = async {
-                let mut client = LeaseServiceClient::connect(format!("http://{endpoint}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let channel = grpc_channel(endpoint).map_err(|e| e.to_string())?;
+                let mut client = LeaseServiceClient::new(channel);
                 client
                     .acquire(AcquireRequest {
                         resource: resource.into(),
@@ -204,9 +265,7 @@ pub async fn epoch_of(endpoints: &[String], resource: &str) -> Option<u64> {
     while tokio::time::Instant::now() < deadline {
         for endpoint in endpoints {
             let call = async {
-                let mut client = LeaseServiceClient::connect(format!("http://{endpoint}"))
-                    .await
-                    .ok()?;
+                let mut client = LeaseServiceClient::new(grpc_channel(endpoint).ok()?);
                 let request = GetLeaseRequest {
                     resource: resource.into(),
                 };

@@ -10,8 +10,8 @@ use arbiter::local_cluster::NodeSpec;
 
 use super::{binary, TestCluster};
 
-/// `arbiter serve` for `spec`'s node id, region and data dir on fresh loopback ports, with
-/// `extra` flags, logging to `log` — and without the launcher's `--join`.
+/// `arbiter serve` for `spec`'s node id, region, data dir and certificates on fresh loopback
+/// ports, with `extra` flags, logging to `log` — and without the launcher's `--join`.
 pub fn serve_command(spec: &NodeSpec, extra: &[&str], log: &Path) -> tokio::process::Command {
     let log = std::fs::File::create(log).expect("create the log file");
     let mut cmd = tokio::process::Command::new(binary());
@@ -24,8 +24,18 @@ pub fn serve_command(spec: &NodeSpec, extra: &[&str], log: &Path) -> tokio::proc
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
-        ])
-        .args(extra)
+            "--peer-listen",
+            "127.0.0.1:0",
+        ]);
+    if let Some(tls) = &spec.tls {
+        cmd.arg("--tls-ca")
+            .arg(&tls.ca)
+            .arg("--tls-cert")
+            .arg(&tls.cert)
+            .arg("--tls-key")
+            .arg(&tls.key);
+    }
+    cmd.args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the log handle"))
         .stderr(log)

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arbiter_client::{ArbiterClient, ClientError, ClientOptions, Grant, LeaseSpec, Refusal};
+use arbiter_client::{ArbiterClient, ClientError, Grant, LeaseSpec, Refusal};
 use clap::Parser;
 use tokio::time::Instant;
 
@@ -94,8 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut connections = Vec::new();
     for _ in 0..args.conns.max(1) {
         connections.push(
-            ArbiterClient::connect(args.cluster.endpoints.clone(), ClientOptions::default())
-                .await?,
+            ArbiterClient::connect(args.cluster.endpoints.clone(), args.cluster.options()?).await?,
         );
     }
     let client_of = |i: usize| connections[i % connections.len()].clone();

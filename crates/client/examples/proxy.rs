@@ -15,8 +15,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbiter_client::{
-    ArbiterClient, ClientOptions, FencedResource, KeeperOptions, LeaseKeeper, LeaseSpec, LossCause,
-    Refusal,
+    ArbiterClient, FencedResource, KeeperOptions, LeaseKeeper, LeaseSpec, LossCause, Refusal,
 };
 use clap::Parser;
 use tokio::time::{sleep, sleep_until, Instant};
@@ -74,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..KeeperOptions::default()
     };
     let client =
-        ArbiterClient::connect(args.cluster.endpoints.clone(), ClientOptions::default()).await?;
+        ArbiterClient::connect(args.cluster.endpoints.clone(), args.cluster.options()?).await?;
     let database = FencedResource::new();
     let end = Instant::now() + Duration::from_secs(args.seconds);
     let shutdown = tokio::signal::ctrl_c();

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use crate::backoff::Backoff;
+use crate::credentials::{AuthChannel, BearerToken, ChannelFactory, ClientTls};
 use crate::endpoints::Endpoints;
 use crate::error::ClientError;
 use crate::lease::{
@@ -25,9 +25,13 @@ use crate::proto::lease_service_client::LeaseServiceClient;
 use crate::proto::{self, NodeStatus, StatusRequest};
 use crate::types::{FencingToken, HolderId, ResourceId};
 
-/// Timeouts and retry pacing.
+/// Timeouts, retry pacing and credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
+    /// TLS towards the nodes (`None`: plain TCP, for clusters run without TLS on loopback).
+    pub tls: Option<ClientTls>,
+    /// Sent as `authorization: Bearer …` on every call.
+    pub token: Option<BearerToken>,
     /// TCP connect timeout per node.
     pub connect_timeout: Duration,
     /// How long one attempt may take before the client gives up on that node. Keep it above the
@@ -45,6 +49,8 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
+            tls: None,
+            token: None,
             connect_timeout: Duration::from_secs(1),
             attempt_timeout: Duration::from_secs(3),
             call_deadline: Duration::from_secs(10),
@@ -55,6 +61,10 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
+    pub(crate) fn channel_factory(&self) -> ChannelFactory {
+        ChannelFactory::new(self.connect_timeout, self.tls.clone(), self.token.clone())
+    }
+
     /// Checks that every duration is positive and the backoff range is ordered.
     pub fn validate(&self) -> Result<(), ClientError> {
         let positive = [
@@ -132,7 +142,7 @@ impl ArbiterClient {
     ) -> Result<ArbiterClient, ClientError> {
         options.validate()?;
         Ok(ArbiterClient {
-            endpoints: Arc::new(Endpoints::new(&endpoints, options.connect_timeout)?),
+            endpoints: Arc::new(Endpoints::new(&endpoints, options.channel_factory())?),
             options,
         })
     }
@@ -340,7 +350,7 @@ impl ArbiterClient {
         mut attempt: F,
     ) -> Result<Sent<T>, ClientError>
     where
-        F: FnMut(LeaseServiceClient<Channel>) -> Fut,
+        F: FnMut(LeaseServiceClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let started = Instant::now();

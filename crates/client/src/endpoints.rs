@@ -7,17 +7,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
-use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
-
+use crate::credentials::{AuthChannel, ChannelFactory};
 use crate::error::ClientError;
 
 /// One node: its address as the user (or a leader hint) spelled it, and its channel.
 #[derive(Clone)]
 pub(crate) struct Node {
     pub(crate) addr: String,
-    pub(crate) channel: Channel,
+    pub(crate) channel: AuthChannel,
 }
 
 pub(crate) struct Endpoints {
@@ -26,22 +24,22 @@ pub(crate) struct Endpoints {
     nodes: RwLock<Vec<Node>>,
     /// Index into `nodes` of the node the next call goes to.
     leader: AtomicUsize,
-    connect_timeout: Duration,
+    factory: ChannelFactory,
 }
 
 impl Endpoints {
-    pub(crate) fn new(addrs: &[String], connect_timeout: Duration) -> Result<Self, ClientError> {
+    pub(crate) fn new(addrs: &[String], factory: ChannelFactory) -> Result<Self, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
         let nodes = addrs
             .iter()
-            .map(|addr| node(addr, connect_timeout))
+            .map(|addr| node(addr, &factory))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Endpoints {
             nodes: RwLock::new(nodes),
             leader: AtomicUsize::new(0),
-            connect_timeout,
+            factory,
         })
     }
 
@@ -85,7 +83,7 @@ impl Endpoints {
         let known = self.read().iter().position(|n| same_addr(&n.addr, addr));
         let index = match known {
             Some(index) => index,
-            None => match node(addr, self.connect_timeout) {
+            None => match node(addr, &self.factory) {
                 Ok(new) => {
                     let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
                     // Another call may have added it meanwhile.
@@ -114,32 +112,11 @@ impl Endpoints {
     }
 }
 
-/// `host:port` or a full `http://host:port` URI; the address is kept as given for messages.
-fn node(addr: &str, connect_timeout: Duration) -> Result<Node, ClientError> {
-    let invalid = |reason: String| ClientError::InvalidEndpoint {
-        endpoint: addr.to_string(),
-        reason,
-    };
-    let addr = addr.trim();
-    if addr.is_empty() {
-        return Err(invalid("empty".into()));
-    }
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| invalid(e.to_string()))?
-        .connect_timeout(connect_timeout)
-        // Keep-alives (and single-request renewals) are small: do not let Nagle hold them.
-        .tcp_nodelay(true)
-        // Notice a dead or frozen peer on an idle connection instead of on the next call.
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
+/// `host:port` or a full URI; the address is kept as given for messages.
+fn node(addr: &str, factory: &ChannelFactory) -> Result<Node, ClientError> {
     Ok(Node {
-        addr: addr.to_string(),
-        channel: endpoint.connect_lazy(),
+        addr: addr.trim().to_string(),
+        channel: factory.channel(addr)?,
     })
 }
 
@@ -160,7 +137,11 @@ mod tests {
 
     fn endpoints(addrs: &[&str]) -> Endpoints {
         let addrs: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
-        Endpoints::new(&addrs, Duration::from_millis(100)).unwrap()
+        Endpoints::new(&addrs, factory()).unwrap()
+    }
+
+    fn factory() -> ChannelFactory {
+        ChannelFactory::new(std::time::Duration::from_millis(100), None, None)
     }
 
     #[tokio::test]
@@ -187,10 +168,10 @@ mod tests {
     #[tokio::test]
     async fn no_or_bad_endpoints_are_errors() {
         assert_eq!(
-            Endpoints::new(&[], Duration::from_millis(1)).err(),
+            Endpoints::new(&[], factory()).err(),
             Some(ClientError::NoEndpoints)
         );
-        let bad = Endpoints::new(&["a b:1".to_string()], Duration::from_millis(1));
+        let bad = Endpoints::new(&["a b:1".to_string()], factory());
         assert!(matches!(bad, Err(ClientError::InvalidEndpoint { .. })));
     }
 }

@@ -12,6 +12,8 @@
 //!   `ReplicationCoordinator` under [`proto::replication`].
 //! - [`client`]: [`ArbiterClient`] — one cached channel per node, follows the leader, retries
 //!   only what is safe to retry, with backoff and a deadline; [`ClientOptions`].
+//! - [`credentials`]: [`ClientTls`] (CA, client certificate) and [`BearerToken`], attached to
+//!   every channel the SDK makes ([`channel`] for services the client does not wrap).
 //! - [`error`]: [`ClientError`], with `is_retryable()` and the leader hint.
 //! - [`lease`]: lease values ([`LeaseSpec`], [`Grant`], [`Refusal`], ...).
 //! - [`lease_keeper`]: [`LeaseKeeper`] — holds a lease and knows, on its own monotonic clock,
@@ -37,6 +39,7 @@ pub use arbiter_core::{crdt, hlc, types};
 
 mod backoff;
 pub mod client;
+pub mod credentials;
 mod endpoints;
 pub mod error;
 pub mod fenced_resource;
@@ -46,6 +49,7 @@ pub mod lease_keeper;
 mod mock_arbiter;
 
 pub use client::{ArbiterClient, ClientOptions, EndpointStatus};
+pub use credentials::{channel, AuthChannel, BearerToken, ClientTls};
 pub use error::ClientError;
 pub use fenced_resource::{FencedResource, StaleToken};
 pub use lease::{
