@@ -26,7 +26,7 @@ DIR=${NETFAULT_DIR:-/tmp/arbiter-netfault}
 CERTS="$DIR/certs"
 # Client commands trust the run's CA and present its operator token (TLS is on: the nodes
 # listen on non-loopback addresses, where plain TCP is refused).
-CREDS=(--ca "$CERTS/ca.pem" --token-file "$CERTS/operator.token")
+CREDS=(--ca "$CERTS/ca.pem" --token-file "$DIR/operator.token")
 NET=10.77.0
 BR=arbf-br
 REGIONS=(us-east-1 us-west-2 eu-central-1)
@@ -51,6 +51,11 @@ up() {
   if is_up; then echo "already up"; return 0; fi
   if [ -z "${ARBITER_BIN:-}" ] && [ ! -x "$BIN" ]; then cargo build --release --quiet; fi
   mkdir -p "$DIR"
+  # One tokens file for every node; the token itself only in operator.token (owner-only).
+  if [ ! -s "$DIR/operator.token" ]; then
+    (umask 077 && "$BIN" auth token --identity operator --role operator \
+      --tokens-file "$DIR/tokens.toml" >"$DIR/operator.token" 2>/dev/null)
+  fi
   ip netns add "$BR"
   in_br ip link add br0 type bridge
   in_br ip link set br0 up
@@ -68,7 +73,6 @@ up() {
   done
   mkdir -p "$CERTS"
   [ -f "$CERTS/ca.pem" ] || "$BIN" certs init --dir "$CERTS" >/dev/null
-  "$BIN" certs token --dir "$CERTS" >/dev/null
   for i in 1 2 3; do
     [ -f "$CERTS/node-$i.pem" ] || "$BIN" certs issue --dir "$CERTS" --node "$i" \
       --region "${REGIONS[$((i - 1))]}" --host "$(node_ip "$i")" >/dev/null
@@ -77,7 +81,8 @@ up() {
     local args=(serve --node-id "$i" --region "${REGIONS[$((i - 1))]}" --data-dir "$DIR/node-$i"
       --grpc-listen "$(node_ip "$i"):7000" --http-listen "$(node_ip "$i"):8080"
       --peer-listen "$(node_ip "$i"):9000" --profile lan
-      --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/node-$i.pem" --tls-key "$CERTS/node-$i.key")
+      --tls-ca "$CERTS/ca.pem" --tls-cert "$CERTS/node-$i.pem" --tls-key "$CERTS/node-$i.key"
+      --auth-tokens-file "$DIR/tokens.toml")
     if [ "$i" -eq 1 ]; then
       args+=(--bootstrap
         --peer "2=${REGIONS[1]}@$(node_ip 2):7000,$(node_ip 2):8080,$(node_ip 2):9000"

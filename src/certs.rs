@@ -1,5 +1,6 @@
-//! Certificates for a cluster: a CA, node certificates and client certificates (rcgen), and the
-//! operator bearer token. Used by `arbiter certs init|issue`, by `arbiter up` (a dev CA in its
+//! Certificates for a cluster: a CA, node certificates and client certificates (rcgen); a dev
+//! cluster's operator token comes with them ([`crate::auth::issue`]). Used by
+//! `arbiter certs init|issue`, by `arbiter up` (a dev CA in its
 //! data dir) and by the test and jepsen harnesses, so every cluster is made the same way.
 //!
 //! Identities (what [`crate::tls`] checks):
@@ -9,7 +10,7 @@
 //! - a **client** certificate carries CN = its name, OU = its role and the SAN URI
 //!   `arbiter://client/<name>`, and never an `arbiter-node-*` name.
 //!
-//! Invariant: private keys and tokens are written with mode 0600 and fsynced (file and
+//! Invariant: private keys are written with mode 0600 and fsynced (file and
 //! directory) before this module reports success; an existing CA is never overwritten.
 
 use std::io::Write;
@@ -20,16 +21,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use sha2::{Digest, Sha256};
 
+use crate::auth::issue::{OPERATOR_TOKEN_FILE, TOKENS_FILE};
 use crate::raft_types::NodeId;
 use crate::tls::{ClientCredentials, TlsPaths};
 
 /// File names inside a certificate directory.
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
-pub const OPERATOR_TOKEN: &str = "operator.token";
-pub const TOKENS_FILE: &str = "tokens.toml";
 
 /// The DNS name every node certificate carries and peers verify: stable across proxies and
 /// address changes, and distinct per node so one node cannot pose as another.
@@ -83,6 +82,8 @@ pub enum CertError {
     Generate(#[from] rcgen::Error),
     #[error("`{value}` is not a valid {what}")]
     BadName { what: &'static str, value: String },
+    #[error("operator token: {0}")]
+    Token(#[from] crate::auth::DirectoryError),
 }
 
 /// What a certificate is for.
@@ -259,7 +260,7 @@ impl DevCerts {
             };
             issue_to(dir, &subject, &operator)?;
         }
-        ensure_operator_token(dir)?;
+        crate::auth::issue::ensure_operator_credentials(dir)?;
         Ok(DevCerts {
             dir: dir.to_path_buf(),
         })
@@ -275,12 +276,18 @@ impl DevCerts {
         }
     }
 
+    /// The tokens file the nodes of this cluster load (`--auth-tokens-file`).
+    pub fn tokens_file(&self) -> PathBuf {
+        self.dir.join(TOKENS_FILE)
+    }
+
     /// The operator's credentials: the CA and the bearer token.
     pub fn operator(&self) -> ClientCredentials {
         ClientCredentials {
             ca: Some(self.dir.join(CA_CERT)),
             identity: None,
-            token_file: Some(self.dir.join(OPERATOR_TOKEN)),
+            token_file: Some(self.dir.join(OPERATOR_TOKEN_FILE)),
+            token: None,
         }
     }
 
@@ -291,6 +298,7 @@ impl DevCerts {
             ca: Some(self.dir.join(CA_CERT)),
             identity: Some((files.cert, files.key)),
             token_file: None,
+            token: None,
         }
     }
 }
@@ -307,45 +315,6 @@ fn ia5(what: &'static str, value: &str) -> Result<rcgen::string::Ia5String, Cert
         what,
         value: value.to_string(),
     })
-}
-
-/// A random 256-bit bearer token, hex-encoded.
-pub fn new_token() -> String {
-    let bytes: [u8; 32] = rand::random();
-    hex(&bytes)
-}
-
-/// The SHA-256 of a token, hex-encoded: what a server stores instead of the token.
-pub fn token_hash(token: &str) -> String {
-    hex(&Sha256::digest(token.trim().as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `<dir>/operator.token` (one line, the raw token, mode 0600) unless it exists, and
-/// `<dir>/tokens.toml` with its hash for the `operator` identity. Returns the token file path.
-///
-/// `tokens.toml` format: one `[[token]]` table per token with `identity`, `role` and `sha256`
-/// (hex SHA-256 of the raw token); servers keep only the hash.
-pub fn ensure_operator_token(dir: &Path) -> Result<PathBuf, CertError> {
-    let path = dir.join(OPERATOR_TOKEN);
-    let token = match std::fs::read_to_string(&path) {
-        Ok(existing) => existing.trim().to_string(),
-        Err(_) => {
-            let token = new_token();
-            write_private(&path, format!("{token}\n").as_bytes())?;
-            token
-        }
-    };
-    let tokens = format!(
-        "# Bearer tokens accepted by the nodes: SHA-256 of the raw token, never the token.\n\
-         [[token]]\nidentity = \"operator\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
-        token_hash(&token)
-    );
-    write_private(&dir.join(TOKENS_FILE), tokens.as_bytes())?;
-    Ok(path)
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
@@ -425,21 +394,10 @@ mod tests {
             init_ca(dir.path(), "test CA"),
             Err(CertError::Exists { .. })
         ));
-        let token = ensure_operator_token(dir.path()).expect("token");
-        for private in [dir.path().join(CA_KEY), token.clone()] {
-            let mode = std::fs::metadata(&private)
-                .expect("meta")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{}", private.display());
-        }
-        let raw = std::fs::read_to_string(&token).expect("read token");
-        assert_eq!(raw.trim().len(), 64, "256 bits, hex");
-        // A second call keeps the token, so running `up` again does not lock the operator out.
-        ensure_operator_token(dir.path()).expect("again");
-        assert_eq!(std::fs::read_to_string(&token).expect("read"), raw);
-        let tokens = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).expect("tokens");
-        assert!(tokens.contains(&token_hash(&raw)));
-        assert!(!tokens.contains(raw.trim()));
+        let mode = std::fs::metadata(dir.path().join(CA_KEY))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the CA key is private");
     }
 }

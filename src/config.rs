@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::dr::config::{DrConfig, DrConfigError, RawDrConfig};
 use crate::raft_types::{Member, NodeId};
 use crate::store::{StoreOptions, SyncPolicy};
@@ -134,7 +135,9 @@ pub struct RawNodeConfig {
     /// Certificates (`[tls]`: `ca`, `cert`, `key`). Without it every port is plain TCP, which
     /// is accepted only on loopback addresses unless `insecure` is set.
     pub tls: Option<TlsPaths>,
-    /// Allow plain TCP on non-loopback addresses (logged loudly at startup).
+    /// Accept what is otherwise refused, logged loudly at start: plain TCP on non-loopback
+    /// addresses (no `[tls]`), and, with no identities in `[auth]`, every caller as the
+    /// anonymous operator.
     #[serde(default)]
     pub insecure: bool,
     pub profile: Option<Profile>,
@@ -174,6 +177,9 @@ pub struct RawNodeConfig {
     /// The DR controller: regions, probes, hysteresis, drivers (`[dr]`).
     #[serde(default)]
     pub dr: RawDrConfig,
+    /// Identities: tokens file, inline tokens, certificate subjects (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +207,7 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     pub dial: BTreeMap<NodeId, String>,
     pub dr: DrConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -401,6 +408,7 @@ impl RawNodeConfig {
             peers: self.peers,
             dial: self.dial,
             dr: self.dr.validate()?,
+            auth: self.auth,
         })
     }
 }

@@ -12,6 +12,8 @@
 //!  peers ◀──network (tonic, peer port, mTLS)── openraft ──▶ grpc::raft_service (peer port)
 //! ```
 //!
+//! - [`auth`]: identities (bearer tokens, client certificates), roles, the one permission
+//!   table and the layers that enforce it in front of both edges.
 //! - [`config`]: file/flag config validated into `NodeConfig`; `lan` and `wan` timing.
 //! - [`dr`]: the DR controller (probe consensus → failover workflow), drivers, probe agent.
 //! - [`gateway`]: a stand-in regional gateway serving the seed's health check, for drills.
@@ -33,6 +35,7 @@
 //! - [`socket_handoff`]: listening sockets a supervisor binds once and hands to each child.
 //! - [`cli`]: the `arbiter` command line (serve, up, status, member, snapshot, lease, DR commands).
 
+pub mod auth;
 pub mod backup;
 pub mod certs;
 pub mod cli;

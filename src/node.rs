@@ -30,6 +30,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::auth::grpc_layer::GrpcAuthLayer;
+use crate::auth::{Auth, AuthSetupError, Edge};
 use crate::config::{ListenOn, NodeConfig};
 use crate::dr::DrController;
 use crate::grpc::cluster_service::{fetch_peer_status, ClusterApi};
@@ -50,6 +52,10 @@ use arbiter_core::replication::WriteRate;
 /// How long in-flight requests may take to finish after shutdown begins.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Concurrent gRPC requests (and streams) one connection may have in flight. The SDK shares one
+/// connection per node among all its callers, so this is sized for a busy proxy, not one call.
+const MAX_REQUESTS_PER_CONNECTION: usize = 1024;
+
 /// Name of the file a node writes into its data dir once it is serving.
 pub const READY_FILE: &str = "ready.json";
 
@@ -69,6 +75,8 @@ pub struct NodeContext {
     pub dr: DrController,
     pub committed: Arc<AtomicU64>,
     pub identity: Identity,
+    /// Who callers are and what they may do; shared by both edges.
+    pub auth: Arc<Auth>,
     /// A storage failure the node is waiting out (e.g. out of space), for status.
     pub storage_health: StorageHealth,
     pub wal_counters: Arc<WalCounters>,
@@ -138,6 +146,8 @@ pub enum NodeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error(transparent)]
     Plaintext(#[from] crate::config::ConfigError),
 }
 
@@ -194,10 +204,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<ReadyInfo>>,
 ) -> Result<(), NodeError> {
+    // Before any port is bound: a node that cannot tell callers apart must not serve them.
+    let auth = Arc::new(Auth::new(config.auth.clone(), config.insecure)?);
     let tls = match &config.tls {
         Some(paths) => {
             let tls = NodeTls::load(paths.clone())?;
-            crate::tls::reload_on_sighup(tls.clone());
             Some(tls)
         }
         None => {
@@ -210,6 +221,7 @@ pub async fn run(
             None
         }
     };
+    tokio::spawn(reload_on_sighup(tls.clone(), auth.clone()));
     let grpc_listener = bind(config.grpc_listen).await?;
     let http_listener = bind(config.http_listen).await?;
     let peer_listener = bind(config.peer_listen).await?;
@@ -309,6 +321,7 @@ pub async fn run(
         state: sm_store,
         committed,
         identity,
+        auth,
         storage_health,
         wal_counters,
     });
@@ -550,8 +563,9 @@ pub fn read_ready(dir: &Path) -> Option<ReadyInfo> {
     serde_json::from_str(&text).ok()
 }
 
-/// The peer port: the Raft transport and node-to-node cluster calls. With TLS, only node certificates of the cluster CA
-/// get through the handshake ([`crate::tls`]).
+/// The peer port: the Raft transport and the node-to-node cluster calls (the bootstrap survey's
+/// `GetStatus`, `JoinCluster`). With TLS, only node certificates of the cluster CA get through
+/// the handshake ([`crate::tls`]); the auth layer serves nothing else here.
 async fn serve_peer(
     node: Arc<NodeContext>,
     listener: TcpListener,
@@ -562,10 +576,9 @@ async fn serve_peer(
         RaftServiceServer::new(RaftTransport::new(node.raft.clone(), node.identity.clone()))
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    // The cluster service is here too, for the node-to-node calls: the bootstrap survey
-    // (`GetStatus`) and handing a new member the cluster id (`JoinCluster`).
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(GrpcAuthLayer::new(node.auth.clone(), Edge::Peer))
         .add_service(raft_service)
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())));
     serve_tonic(router, listener, tls.map(|t| (t, PortKind::Peer)), stop).await
@@ -580,16 +593,29 @@ async fn serve_grpc(
 ) -> Result<(), NodeError> {
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // One connection cannot hold more than this many requests (or streams) open: excess
+        // requests wait for a slot instead of growing the server's work without bound.
+        .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
+        .max_concurrent_streams(Some(MAX_REQUESTS_PER_CONNECTION as u32))
+        .layer(GrpcAuthLayer::new(node.auth.clone(), Edge::Client))
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())))
-        .add_service(LeaseServiceServer::new(LeaseApi::new(node.leases.clone())))
+        .add_service(LeaseServiceServer::new(LeaseApi::new(
+            node.leases.clone(),
+            node.auth.clone(),
+        )))
         .add_service(crate::grpc::replication_service::server(&node))
         .add_service(crate::grpc::routing_service::server(&node, &stop));
     serve_tonic(router, listener, tls.map(|t| (t, PortKind::Grpc)), stop).await
 }
 
+/// A gRPC router behind the auth layer.
+type AuthRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<GrpcAuthLayer, tower::layer::util::Identity>,
+>;
+
 /// Serves `router` on `listener`, over TLS when `tls` is given, until `stop` turns true.
 async fn serve_tonic(
-    router: tonic::transport::server::Router,
+    router: AuthRouter,
     listener: TcpListener,
     tls: Option<(Arc<NodeTls>, PortKind)>,
     stop: watch::Receiver<bool>,
@@ -632,5 +658,33 @@ async fn serve_http(
             crate::http::serve(node, TlsListener::new(streams, local), stop).await
         }
         None => crate::http::serve(node, listener, stop).await,
+    }
+}
+
+/// Rotation without a restart: SIGHUP reloads the TLS files (certificates, CA bundle) and
+/// re-reads the tokens file. Each reload builds everything first and swaps only if all of it is
+/// valid, so a bad file leaves the previous certificates or identities in force (and says
+/// why) rather than locking everyone out.
+async fn reload_on_sighup(tls: Option<Arc<NodeTls>>, auth: Arc<Auth>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; certificates and tokens are read at start only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates and CA reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificates")
+                }
+            }
+        }
+        match auth.reload() {
+            Ok(identities) => tracing::info!(identities, "SIGHUP: identities reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload failed; keeping the previous identities")
+            }
+        }
     }
 }

@@ -141,7 +141,7 @@ async fn bootstrap_never_initializes_over_an_existing_cluster() {
         peer_flag(&three, &node3.ready.grpc_addr, &node3.ready.http_addr),
     ];
     let mut one = spec(1);
-    one.extra_args = bootstrap_args.clone();
+    one.extra_args.extend(bootstrap_args.clone());
     let node1 = one.start(&binary(), WAIT).await.expect("node 1 bootstraps");
     let endpoints = vec![
         node1.ready.grpc_addr.clone(),

@@ -89,7 +89,8 @@ async fn every_port_refuses_what_it_must() {
     );
 
     tracing::info!(
-        "client HTTP port: no certificate is fine, ours is fine, a foreign one is refused"
+        "client HTTP port: no certificate is fine, ours passes the handshake, a foreign one is \
+         refused by it"
     );
     let status_url =
         |http: &HttpClient| format!("{}/v1/cluster/status", http.base_url(&node.ready.http_addr));
@@ -99,12 +100,27 @@ async fn every_port_refuses_what_it_must() {
             .map(|r| r.status)
     };
     assert_eq!(get(http()).await, Ok(200));
+    // Handshake accepted, but no `[[auth.identities]]` entry names this certificate's subject:
+    // the auth layer answers, and refuses.
     let with_operator_cert = ours.operator_certificate().http_client().expect("client");
-    assert_eq!(get(with_operator_cert).await, Ok(200));
+    assert_eq!(get(with_operator_cert).await, Ok(401));
+    // A node certificate is an identity by itself (role node, which may read), so a
+    // certificate identity works over HTTPS end to end.
+    let node3 = CertFiles::node(&ours.dir, 3);
+    let with_node_cert = ClientCredentials {
+        ca: Some(ca.clone()),
+        identity: Some((node3.cert.clone(), node3.key.clone())),
+        token_file: None,
+        token: None,
+    }
+    .http_client()
+    .expect("client");
+    assert_eq!(get(with_node_cert).await, Ok(200));
     let with_foreign_cert = ClientCredentials {
         ca: Some(ca.clone()),
         identity: Some(CertFiles::client(foreign_dir.path(), "operator")).map(|f| (f.cert, f.key)),
         token_file: None,
+        token: None,
     }
     .http_client()
     .expect("client");
@@ -132,6 +148,7 @@ async fn every_port_refuses_what_it_must() {
         ca: Some(ca.clone()),
         identity: foreign.operator_certificate().identity,
         token_file: None,
+        token: None,
     };
     let refused = status(foreign_identity.client_options().expect("options")).await;
     assert!(
@@ -184,7 +201,7 @@ async fn a_node_without_tls_serves_only_on_loopback() {
     );
     assert!(text.contains("not a loopback address"), "{text}");
 
-    tracing::info!("accepted: plain TCP on loopback, and a plain client reaches it");
+    tracing::info!("accepted: plain TCP on loopback, and a plain client (with a token) reaches it");
     let mut spec = node_spec(dir.path(), 1, "us-east-1", &[]);
     spec.tls = None;
     let node = spec
@@ -192,7 +209,10 @@ async fn a_node_without_tls_serves_only_on_loopback() {
         .await
         .expect("plain node starts");
     assert!(!node.ready.tls);
-    let plain = arbiter_client::ClientOptions::default();
+    let plain = arbiter_client::ClientOptions {
+        tls: None,
+        ..client_options()
+    };
     initialize(&node.ready.grpc_addr, vec![node.info()], WAIT, &plain)
         .await
         .expect("initialize over plain TCP");
@@ -263,7 +283,8 @@ async fn ca_rotation_one_node_at_a_time_keeps_a_leader() {
     let options = ClientCredentials {
         ca: Some(client_bundle.clone()),
         identity: None,
-        token_file: Some(old_dir.join(certs::OPERATOR_TOKEN)),
+        token_file: None,
+        token: Some(operator_token()),
     }
     .client_options()
     .expect("options");

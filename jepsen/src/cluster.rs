@@ -129,6 +129,8 @@ impl Cluster {
             let mut extra_args = vec![
                 "--http-advertise".to_string(),
                 a.client_http.local_addr().to_string(),
+                "--auth-tokens-file".to_string(),
+                certs.tokens_file().display().to_string(),
             ];
             for &peer in ids.iter().filter(|p| **p != id) {
                 if let Some(proxy) = network.addr(id, peer) {

@@ -16,8 +16,6 @@ pub enum CertsCommand {
     Init(InitArgs),
     /// Issue a node certificate (--node) or a client certificate (--client) signed by the CA.
     Issue(IssueArgs),
-    /// Create (or keep) `operator.token` and write its hash to `tokens.toml` in --dir.
-    Token(TokenArgs),
 }
 
 #[derive(Args, Debug)]
@@ -54,12 +52,6 @@ pub struct IssueArgs {
     role: Option<String>,
 }
 
-#[derive(Args, Debug)]
-pub struct TokenArgs {
-    #[arg(long)]
-    dir: PathBuf,
-}
-
 pub fn run(command: CertsCommand) -> anyhow::Result<ExitCode> {
     match command {
         CertsCommand::Init(args) => {
@@ -94,14 +86,6 @@ pub fn run(command: CertsCommand) -> anyhow::Result<ExitCode> {
             certs::issue_to(&args.dir, &subject, &files)?;
             println!("certificate: {}", files.cert.display());
             println!("key:         {}", files.key.display());
-        }
-        CertsCommand::Token(args) => {
-            let path = certs::ensure_operator_token(&args.dir)?;
-            println!("operator token: {}", path.display());
-            println!(
-                "hashes:         {}",
-                args.dir.join(certs::TOKENS_FILE).display()
-            );
         }
     }
     Ok(ExitCode::SUCCESS)

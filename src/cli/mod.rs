@@ -1,9 +1,10 @@
-//! Command line: `arbiter serve`, `up`, `certs`, `status`, `member`, `snapshot`, `lease`, `failover`, `failback`,
-//! `regions`, `tenants`, `events`, `probe`, `gateway`.
+//! Command line: `arbiter serve`, `up`, `certs`, `auth token`, `status`, `member`, `snapshot`,
+//! `lease`, `failover`, `failback`, `regions`, `tenants`, `events`, `probe`, `gateway`.
 //!
 //! `anyhow` lives here and in tests only: this is the binary's edge, where errors become a
 //! message and an exit code.
 
+mod auth;
 mod certs;
 mod dr;
 mod lease;
@@ -50,6 +51,9 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Run a stand-in regional gateway serving the seed's health check (for drills).
     Gateway(probe::GatewayArgs),
+    /// Issue bearer tokens.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     #[command(flatten)]
     Dr(dr::DrCommand),
 }
@@ -75,6 +79,7 @@ pub fn main() -> ExitCode {
             Command::Probe(args) => probe::run_probe(args).await,
             Command::Gateway(args) => probe::run_gateway(args).await,
             Command::Lease(args) => lease::run(args).await,
+            Command::Auth(command) => auth::run(command).await,
             Command::Dr(command) => dr::run(command).await,
         }
     });

@@ -54,7 +54,8 @@ pub struct ServeArgs {
     /// This node's private key, PEM.
     #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
-    /// Serve plain TCP on non-loopback addresses without TLS (logged loudly).
+    /// Accept plain TCP on non-loopback addresses (no TLS) and, with no identities configured,
+    /// every caller as an anonymous operator. For throwaway experiments only; logged loudly.
     #[arg(long)]
     insecure: bool,
     #[arg(long, value_enum)]
@@ -98,6 +99,9 @@ pub struct ServeArgs {
     /// Dial peer ID at ADDR instead of its advertised address: ID=ADDR (repeatable).
     #[arg(long = "dial", value_parser = parse_dial)]
     dial: Vec<(u64, String)>,
+    /// Tokens file (`[[tokens]]` entries with SHA-256 digests); re-read on SIGHUP.
+    #[arg(long)]
+    auth_tokens_file: Option<PathBuf>,
 }
 
 fn parse_dial(s: &str) -> Result<(u64, String), String> {
@@ -178,6 +182,9 @@ impl ServeArgs {
         }
         raw.dial.extend(self.dial);
         raw.listen_fds.extend(self.listen_fds);
+        if self.auth_tokens_file.is_some() {
+            raw.auth.tokens_file = self.auth_tokens_file;
+        }
         Ok(raw)
     }
 }
@@ -199,6 +206,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ca: config.tls.as_ref().map(|t| t.ca.clone()),
         identity: config.tls.as_ref().map(|t| (t.cert.clone(), t.key.clone())),
         token_file: None,
+        token: None,
     };
     let options = credentials.client_options()?;
     let (ready_tx, ready_rx) = oneshot::channel();

@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::issue::{ensure_operator_credentials, OPERATOR_TOKEN_FILE};
 use crate::certs::DevCerts;
 use crate::config::Profile;
 use crate::local_cluster::{initialize, wait_for_leader, Listeners, NodeProcess, NodeSpec};
@@ -127,6 +128,9 @@ pub struct CredentialArgs {
     /// File with one bearer token [default: <data-dir>/operator.token].
     #[arg(long, env = "ARBITER_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// A bearer token (e.g. from `arbiter auth token`); wins over --token-file.
+    #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true, global = true)]
+    pub auth_token: Option<String>,
 }
 
 impl CredentialArgs {
@@ -136,6 +140,7 @@ impl CredentialArgs {
             ca: self.ca.clone().or(defaults.ca),
             identity: self.cert.clone().zip(self.key.clone()),
             token_file: self.token_file.clone().or(defaults.token_file),
+            token: self.auth_token.clone(),
         }
     }
 }
@@ -209,9 +214,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             def.nodes.iter().map(|n| (n.id, n.region.clone())).collect();
         Some(DevCerts::ensure(&args.data_dir, &nodes).context("creating the local CA")?)
     };
+    // Kept from an earlier `up` (a resumed cluster keeps its token), else made now.
+    let (tokens_file, _) = ensure_operator_credentials(&args.data_dir)?;
     let credentials = match &certs {
         Some(certs) => certs.operator(),
-        None => ClientCredentials::default(),
+        None => ClientCredentials {
+            token_file: Some(args.data_dir.join(OPERATOR_TOKEN_FILE)),
+            ..ClientCredentials::default()
+        },
     };
     let options = credentials.client_options()?;
 
@@ -241,7 +251,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             peer_advertise: None,
             tls: certs.as_ref().map(|c| c.node_tls(node.id)),
             profile: def.profile,
-            extra_args: Vec::new(),
+            extra_args: vec![
+                "--auth-tokens-file".into(),
+                tokens_file.display().to_string(),
+            ],
         };
         eprintln!("starting node {} ({})...", spec.id, spec.region);
         nodes.push(spec.start(&binary, Duration::from_secs(30)).await?);
@@ -297,7 +310,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     match &certs {
         Some(certs) => {
             let ca = certs.dir.join(crate::certs::CA_CERT);
-            let token = certs.dir.join(crate::certs::OPERATOR_TOKEN);
+            let token = certs.dir.join(OPERATOR_TOKEN_FILE);
             println!(
                 "TLS on: CA {}  operator token {}  (certificates in {})",
                 ca.display(),
@@ -313,6 +326,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         None => println!("TLS off (--no-tls): plain TCP on loopback"),
     }
+    println!(
+        "operator token: {} (the CLI reads it from there; tokens file: {})",
+        args.data_dir.join(OPERATOR_TOKEN_FILE).display(),
+        tokens_file.display()
+    );
     println!("try: arbiter status    (Ctrl-C stops the cluster)");
 
     supervise(&mut nodes).await;

@@ -19,7 +19,8 @@ pub struct ProbeAgentConfig {
     pub targets: Vec<(String, String)>,
     /// Arbiter HTTP addresses (host:port); the agent follows the leader among them.
     pub arbiters: Vec<String>,
-    /// How the arbiters' HTTP ports are reached (TLS, token).
+    /// How the arbiters' HTTP ports are reached: TLS, and the token of a `probe` identity
+    /// whose vantage is `vantage` (the arbiter refuses reports for any other vantage point).
     pub arbiter_http: HttpClient,
     pub interval: Duration,
     pub timeout: Duration,

@@ -11,6 +11,8 @@ use arbiter_core::lease_table::{
 use arbiter_core::{FencingToken, HolderId, RegionId, ResourceId};
 use tonic::Status;
 
+use crate::auth::Caller;
+
 fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.trim().is_empty() {
         return Err(Status::invalid_argument(format!("`{field}` is required")));
@@ -34,7 +36,13 @@ pub fn holder(value: &str) -> Result<HolderId, Status> {
     Ok(HolderId::new(value))
 }
 
-pub fn acquire(req: &proto::AcquireRequest, limits: &LeaseLimits) -> Result<LeaseCommand, Status> {
+/// The acquire command; a break-glass override is recorded as `caller`'s, whatever
+/// `break_glass_operator` says (kept for compatibility, checked for shape, then ignored).
+pub fn acquire(
+    req: &proto::AcquireRequest,
+    limits: &LeaseLimits,
+    caller: &Caller,
+) -> Result<LeaseCommand, Status> {
     limits
         .validate_ttl(req.ttl_ms)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -42,7 +50,7 @@ pub fn acquire(req: &proto::AcquireRequest, limits: &LeaseLimits) -> Result<Leas
         required("break_glass_operator", &req.break_glass_operator)?;
         required("break_glass_reason", &req.break_glass_reason)?;
         Some(BreakGlass {
-            operator: req.break_glass_operator.clone(),
+            operator: caller.identity.clone(),
             reason: req.break_glass_reason.clone(),
         })
     } else {
@@ -51,7 +59,9 @@ pub fn acquire(req: &proto::AcquireRequest, limits: &LeaseLimits) -> Result<Leas
     Ok(LeaseCommand::Acquire {
         resource: resource(&req.resource)?,
         holder: holder(&req.holder)?,
-        region: (!req.region.is_empty()).then(|| RegionId::new(&req.region)),
+        region: (!req.region.is_empty())
+            .then(|| region("region", &req.region))
+            .transpose()?,
         ttl_ms: req.ttl_ms,
         break_glass,
     })
@@ -65,15 +75,15 @@ pub fn release(req: &proto::ReleaseRequest) -> Result<LeaseCommand, Status> {
     })
 }
 
-pub fn revoke(req: &proto::RevokeRequest) -> Result<LeaseCommand, Status> {
+/// The revoke command, recorded as `caller`'s; `by` is kept for compatibility and ignored.
+pub fn revoke(req: &proto::RevokeRequest, caller: &Caller) -> Result<LeaseCommand, Status> {
     required("reason", &req.reason)?;
+    if !req.by.is_empty() {
+        required("by", &req.by)?;
+    }
     Ok(LeaseCommand::Revoke {
         resource: resource(&req.resource)?,
-        by: if req.by.is_empty() {
-            "operator".into()
-        } else {
-            req.by.clone()
-        },
+        by: caller.identity.clone(),
         reason: req.reason.clone(),
     })
 }
@@ -203,12 +213,14 @@ use arbiter_core::routing::{RoutingStatus, TenantRoute};
 use arbiter_core::state_machine::StateMachine;
 use arbiter_core::TenantId;
 
-/// A region named in a request: non-blank, at most 64 bytes (the seed's `VARCHAR(64)`).
+/// A region named in a request: non-blank, at most [`arbiter_core::MAX_REGION_BYTES`], as over
+/// HTTP.
 pub fn region(field: &str, value: &str) -> Result<RegionId, Status> {
     required(field, value)?;
-    if value.len() > 64 {
+    if value.len() > arbiter_core::MAX_REGION_BYTES {
         return Err(Status::invalid_argument(format!(
-            "`{field}` is longer than 64 bytes"
+            "`{field}` is longer than {} bytes",
+            arbiter_core::MAX_REGION_BYTES
         )));
     }
     Ok(RegionId::new(value))

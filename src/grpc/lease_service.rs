@@ -10,24 +10,33 @@ use arbiter_client::proto::{
 use arbiter_core::lease_table::{LeaseCommand, LeaseOutcome, TokenValidity};
 use arbiter_core::FencingToken;
 use futures::Stream;
+use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::sync::Arc;
+
 use super::convert;
+use crate::auth::{grpc_layer, holder_claim, lease_claims, Auth, Caller, Operation};
 use crate::leases::LeaseManager;
 
 pub struct LeaseApi {
     leases: LeaseManager,
+    auth: Arc<Auth>,
 }
 
 impl LeaseApi {
-    pub fn new(leases: LeaseManager) -> Self {
-        LeaseApi { leases }
+    pub fn new(leases: LeaseManager, auth: Arc<Auth>) -> Self {
+        LeaseApi { leases, auth }
     }
 
-    async fn command(&self, command: LeaseCommand) -> Result<LeaseReply, Status> {
+    /// Checks the binding rule for `command`, then proposes it.
+    async fn command(&self, caller: &Caller, command: LeaseCommand) -> Result<LeaseReply, Status> {
+        for (operation, claim) in lease_claims(&command) {
+            self.auth.authorize(caller, operation, claim)?;
+        }
         let resource = match &command {
             LeaseCommand::Acquire { resource, .. }
             | LeaseCommand::Release { resource, .. }
@@ -47,10 +56,13 @@ impl LeaseApi {
 
 async fn keep_alive_reply(
     leases: &LeaseManager,
+    auth: &Auth,
+    caller: &Caller,
     req: KeepAliveRequest,
 ) -> Result<LeaseReply, Status> {
     let resource = convert::resource(&req.resource)?;
     let holder = convert::holder(&req.holder)?;
+    auth.authorize(caller, Operation::LeaseWrite, holder_claim(&holder))?;
     let token = FencingToken(req.token);
     let mut reply = match leases.keep_alive(&resource, &holder, token).await? {
         Ok(ttl_ms) => LeaseReply {
@@ -73,6 +85,10 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<LeaseReply, Status>> + Send 
 
 /// Replies a keep-alive stream may have outstanding before the server stops reading.
 const STREAM_WINDOW: usize = 1024;
+/// Keep-alives of one stream being answered at once. They run as futures of the stream's one
+/// task, not as tasks of their own, so a client flooding a stream costs a bounded amount of
+/// memory and no task spawns; a full batch still shares one quorum round.
+const STREAM_IN_FLIGHT: usize = 256;
 
 #[tonic::async_trait]
 impl LeaseService for LeaseApi {
@@ -80,16 +96,18 @@ impl LeaseService for LeaseApi {
         &self,
         request: Request<AcquireRequest>,
     ) -> Result<Response<LeaseReply>, Status> {
-        let command = convert::acquire(request.get_ref(), &self.leases.limits())?;
-        Ok(Response::new(self.command(command).await?))
+        let caller = grpc_layer::caller(&request)?;
+        let command = convert::acquire(request.get_ref(), &self.leases.limits(), &caller)?;
+        Ok(Response::new(self.command(&caller, command).await?))
     }
 
     async fn keep_alive(
         &self,
         request: Request<KeepAliveRequest>,
     ) -> Result<Response<LeaseReply>, Status> {
+        let caller = grpc_layer::caller(&request)?;
         Ok(Response::new(
-            keep_alive_reply(&self.leases, request.into_inner()).await?,
+            keep_alive_reply(&self.leases, &self.auth, &caller, request.into_inner()).await?,
         ))
     }
 
@@ -99,23 +117,23 @@ impl LeaseService for LeaseApi {
         &self,
         request: Request<Streaming<KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStreamStream>, Status> {
-        let mut incoming = request.into_inner();
+        let caller = grpc_layer::caller(&request)?;
+        let incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_WINDOW);
         let leases = self.leases.clone();
+        let auth = self.auth.clone();
         tokio::spawn(async move {
-            while let Some(message) = incoming.next().await {
-                let request = match message {
-                    Ok(r) => r,
-                    Err(_) => return, // client went away
-                };
-                let leases = leases.clone();
-                let tx = tx.clone();
-                // One task per request so a batch of keep-alives shares one quorum round.
-                tokio::spawn(async move {
-                    let reply = keep_alive_reply(&leases, request).await;
-                    let _ = tx.send(reply).await;
-                });
-            }
+            incoming
+                // A broken stream means the client went away: stop reading.
+                .map_while(Result::ok)
+                .for_each_concurrent(STREAM_IN_FLIGHT, |request| {
+                    let (leases, auth, caller, tx) = (&leases, &auth, &caller, tx.clone());
+                    async move {
+                        let reply = keep_alive_reply(leases, auth, caller, request).await;
+                        let _ = tx.send(reply).await;
+                    }
+                })
+                .await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -124,16 +142,18 @@ impl LeaseService for LeaseApi {
         &self,
         request: Request<ReleaseRequest>,
     ) -> Result<Response<LeaseReply>, Status> {
+        let caller = grpc_layer::caller(&request)?;
         let command = convert::release(request.get_ref())?;
-        Ok(Response::new(self.command(command).await?))
+        Ok(Response::new(self.command(&caller, command).await?))
     }
 
     async fn revoke(
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<LeaseReply>, Status> {
-        let command = convert::revoke(request.get_ref())?;
-        Ok(Response::new(self.command(command).await?))
+        let caller = grpc_layer::caller(&request)?;
+        let command = convert::revoke(request.get_ref(), &caller)?;
+        Ok(Response::new(self.command(&caller, command).await?))
     }
 
     async fn get(&self, request: Request<GetLeaseRequest>) -> Result<Response<LeaseInfo>, Status> {

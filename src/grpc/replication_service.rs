@@ -22,6 +22,7 @@ use arbiter_core::RegionId;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::auth::{grpc_layer, Claim, Operation};
 use crate::node::NodeContext;
 
 pub struct ReplicationApi {
@@ -62,7 +63,14 @@ impl ReplicationCoordinator for ReplicationApi {
         &self,
         request: Request<CheckpointRequest>,
     ) -> Result<Response<CheckpointResponse>, Status> {
+        let caller = grpc_layer::caller(&request)?;
         let command = convert::checkpoint(request.get_ref())?;
+        // A region's agent reports only its own region's checkpoints.
+        self.node.auth.authorize(
+            &caller,
+            Operation::ReportCheckpoint,
+            Claim::Region(&request.get_ref().source_region),
+        )?;
         self.known(&[&request.get_ref().source_region.as_str().into()])
             .await?;
         match self

@@ -12,6 +12,7 @@ use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
+use crate::auth::AuthError;
 use crate::identity::IdentityError;
 use crate::proposer::WriteError;
 
@@ -28,6 +29,18 @@ impl From<IdentityError> for Status {
             | IdentityError::RaftState { .. } => {
                 tracing::error!(error = %e, "cluster identity");
                 Status::internal("cannot persist the cluster identity; see the node log")
+            }
+        }
+    }
+}
+
+/// Refused by the auth layer or a handler's `authorize` (already logged and counted there).
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Status {
+        match &e {
+            AuthError::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
+            AuthError::Forbidden { .. } | AuthError::WrongPort(_) => {
+                Status::permission_denied(e.to_string())
             }
         }
     }

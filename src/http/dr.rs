@@ -1,6 +1,7 @@
 //! Operator overrides and probe agents, through the DR controller (leader only).
 //!
 //! - `POST /v1/dr/failover` `{"failedRegion", "destinationRegion"?, "reason", "initiatedBy"?}`
+//!   (the log records the authenticated caller as `initiatedBy`; the field is only checked)
 //!   → 202 with the new failover event (as in [`super::events`]); the controller then carries
 //!   it out step by step. 409 when the log refuses it (e.g. one already in progress).
 //! - `POST /v1/dr/failback` `{"region", "initiatedBy"?}` → 202 `{"region", "tenantsRestored",
@@ -26,11 +27,9 @@ use super::error::ApiError;
 use super::events::EventView;
 use super::validate::{self, MAX_REASON_LEN, MAX_REGION_LEN};
 use super::{read, AppState};
+use crate::auth::{Caller, Claim, Operation};
 use crate::dr::probe_agent::ProbeReportBody;
 
-/// Who an override is recorded as when the request names nobody, until requests carry an
-/// authenticated identity (DESIGN.md, "Coming next").
-const OPERATOR: &str = "operator";
 /// Dependencies one probe report may name, and how long a name or status may be.
 const MAX_REPORTED_DEPENDENCIES: usize = 32;
 const MAX_DEPENDENCY_TEXT: usize = 64;
@@ -69,14 +68,22 @@ pub struct FailbackAccepted {
     task_track_id: Option<String>,
 }
 
+/// `initiatedBy` in the log is the authenticated caller; the body's `initiatedBy` is kept for
+/// compatibility, checked for shape, then ignored.
+fn initiated_by(caller: Caller, claimed: Option<&str>) -> Result<String, ApiError> {
+    validate::identity("initiatedBy", claimed, &caller.identity)?;
+    Ok(caller.identity)
+}
+
 pub async fn failover(
     State(app): State<AppState>,
+    caller: Caller,
     body: Result<Json<FailoverBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<FailoverAccepted>), ApiError> {
     let Json(body) = body?;
     let node = &app.node;
     let reason = validate::text("reason", &body.reason, MAX_REASON_LEN)?.to_string();
-    let initiated_by = validate::identity("initiatedBy", body.initiated_by.as_deref(), OPERATOR)?;
+    let initiated_by = initiated_by(caller, body.initiated_by.as_deref())?;
     let (failed, destination) = read(node, |machine| {
         let known = validate::known_regions(machine);
         let failed = validate::region("failedRegion", &body.failed_region, &known)?;
@@ -112,11 +119,12 @@ pub async fn failover(
 
 pub async fn failback(
     State(app): State<AppState>,
+    caller: Caller,
     body: Result<Json<FailbackBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<FailbackAccepted>), ApiError> {
     let Json(body) = body?;
     let node = &app.node;
-    let initiated_by = validate::identity("initiatedBy", body.initiated_by.as_deref(), OPERATOR)?;
+    let initiated_by = initiated_by(caller, body.initiated_by.as_deref())?;
     let region = read(node, |machine| {
         validate::region("region", &body.region, &validate::known_regions(machine))
     })
@@ -138,11 +146,14 @@ pub async fn failback(
 
 pub async fn probe_report(
     State(app): State<AppState>,
+    caller: Caller,
     body: Result<Json<ProbeReportBody>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(body) = body?;
     let node = &app.node;
     let vantage = validate::text("vantage", &body.vantage, MAX_REGION_LEN)?;
+    node.auth
+        .authorize(&caller, Operation::ProbeReport, Claim::Vantage(vantage))?;
     let dependencies = reported_dependencies(&body.dependencies)?;
     let region = read(node, |machine| {
         validate::region("region", &body.region, &validate::known_regions(machine))

@@ -6,6 +6,8 @@
 //! | status | meaning |
 //! |---|---|
 //! | 400 | malformed JSON, empty body, bad query string or path |
+//! | 401 | no credentials, or a token or certificate the node does not know (`WWW-Authenticate: Bearer`) |
+//! | 403 | authenticated, but the role may not do this, or a bound role acts for someone else |
 //! | 413 | body over [`super::MAX_BODY_BYTES`] |
 //! | 415 | body not declared `application/json` |
 //! | 422 | well-formed, but a field is missing, of the wrong type, out of range, or names an unknown region |
@@ -27,6 +29,7 @@ use serde_json::{json, Value};
 
 use arbiter_core::failover_plan::FailbackRefusal;
 
+use crate::auth::AuthError;
 use crate::dr::DrError;
 use crate::node::NodeContext;
 use crate::proposer::WriteError;
@@ -57,6 +60,9 @@ pub enum ApiError {
     /// Logged when the response is built; the caller only learns that it was our fault.
     #[error("{0}")]
     Internal(String),
+    /// Refused by the auth layer or a handler's `authorize` (already logged and counted there).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl ApiError {
@@ -99,6 +105,10 @@ impl ApiError {
             }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Auth(AuthError::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
+            ApiError::Auth(AuthError::Forbidden { .. } | AuthError::WrongPort(_)) => {
+                StatusCode::FORBIDDEN
+            }
         }
     }
 }
@@ -141,6 +151,10 @@ impl IntoResponse for ApiError {
             }
             other => json!({ "error": other.to_string() }),
         };
+        if let ApiError::Auth(AuthError::Unauthenticated(_)) = &self {
+            let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer")];
+            return (status, challenge, Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -49,12 +49,10 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::validate::{self, MAX_REGION_LEN};
 use super::{read, AppState};
+use crate::auth::{holder_claim, lease_claims, Caller, Operation};
 use crate::node::NodeContext;
 
 use arbiter_core::MAX_NAME_BYTES as MAX_LEASE_TEXT_LEN;
-
-/// Who a revoke is recorded as coming from when the body does not say; as over gRPC.
-const DEFAULT_REVOKER: &str = "operator";
 
 fn lease_text<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
     validate::text(field, value, MAX_LEASE_TEXT_LEN)
@@ -175,10 +173,13 @@ pub struct BreakGlassBody {
 }
 
 impl AcquireBody {
+    /// The command; a break-glass override is recorded as the authenticated caller's, whatever
+    /// `breakGlass.operator` says (kept for compatibility, checked for shape, then ignored).
     fn into_command(
         self,
         resource: ResourceId,
         limits: &LeaseLimits,
+        caller: &Caller,
     ) -> Result<LeaseCommand, ApiError> {
         let holder = holder(&self.holder)?;
         limits
@@ -192,8 +193,9 @@ impl AcquireBody {
         let break_glass = self
             .break_glass
             .map(|bg| {
+                lease_text("breakGlass.operator", &bg.operator)?;
                 Ok::<_, ApiError>(BreakGlass {
-                    operator: lease_text("breakGlass.operator", &bg.operator)?.to_string(),
+                    operator: caller.identity.clone(),
                     reason: lease_text("breakGlass.reason", &bg.reason)?.to_string(),
                 })
             })
@@ -210,9 +212,11 @@ impl AcquireBody {
 
 pub async fn acquire(
     State(app): State<AppState>,
+    caller: Caller,
     LeaseRequest { resource, body }: LeaseRequest<AcquireBody>,
 ) -> Result<LeaseReply, ApiError> {
-    let command = body.into_command(resource.clone(), &app.node.leases.limits())?;
+    let command = body.into_command(resource.clone(), &app.node.leases.limits(), &caller)?;
+    authorize_lease(&app, &caller, &command)?;
     propose(&app.node, &resource, command).await
 }
 
@@ -227,9 +231,13 @@ pub struct HolderBody {
 /// Renews in memory after a quorum round, as over gRPC: no log entry.
 pub async fn keep_alive(
     State(app): State<AppState>,
+    caller: Caller,
     LeaseRequest { resource, body }: LeaseRequest<HolderBody>,
 ) -> Result<LeaseReply, ApiError> {
     let holder = holder(&body.holder)?;
+    app.node
+        .auth
+        .authorize(&caller, Operation::LeaseWrite, holder_claim(&holder))?;
     let token = FencingToken(body.token);
     let node = &app.node;
     match node
@@ -249,6 +257,7 @@ pub async fn keep_alive(
 
 pub async fn release(
     State(app): State<AppState>,
+    caller: Caller,
     LeaseRequest { resource, body }: LeaseRequest<HolderBody>,
 ) -> Result<LeaseReply, ApiError> {
     let command = LeaseCommand::Release {
@@ -256,6 +265,7 @@ pub async fn release(
         holder: holder(&body.holder)?,
         token: FencingToken(body.token),
     };
+    authorize_lease(&app, &caller, &command)?;
     propose(&app.node, &resource, command).await
 }
 
@@ -267,13 +277,19 @@ pub struct RevokeBody {
 }
 
 /// Raises the epoch; the holder's lease drains until its deadline passes on the leader.
+/// Recorded as revoked by the authenticated caller; `by` is kept for compatibility, checked for
+/// shape, then ignored.
 pub async fn revoke(
     State(app): State<AppState>,
+    caller: Caller,
     LeaseRequest { resource, body }: LeaseRequest<RevokeBody>,
 ) -> Result<LeaseReply, ApiError> {
+    if let Some(by) = &body.by {
+        lease_text("by", by)?;
+    }
     let command = LeaseCommand::Revoke {
         resource: resource.clone(),
-        by: lease_text("by", body.by.as_deref().unwrap_or(DEFAULT_REVOKER))?.to_string(),
+        by: caller.identity,
         reason: lease_text("reason", &body.reason)?.to_string(),
     };
     propose(&app.node, &resource, command).await
@@ -308,6 +324,19 @@ pub async fn validate_token(
         }))
     })
     .await
+}
+
+/// The binding check of a lease command: a proxy acts only for itself (the permission table's
+/// rule; shared with the gRPC edge through [`lease_claims`]).
+fn authorize_lease(
+    app: &AppState,
+    caller: &Caller,
+    command: &LeaseCommand,
+) -> Result<(), ApiError> {
+    for (operation, claim) in lease_claims(command) {
+        app.node.auth.authorize(caller, operation, claim)?;
+    }
+    Ok(())
 }
 
 /// Proposes a command on `resource` and answers its outcome.
@@ -532,8 +561,17 @@ mod tests {
         let body = |value: serde_json::Value| -> AcquireBody {
             serde_json::from_value(value).expect("well-formed body")
         };
+        let caller = Caller {
+            identity: "alice".into(),
+            role: crate::auth::Role::Operator,
+            region: None,
+            vantage: None,
+            credential: crate::auth::Credential::BearerToken,
+        };
         let ok = body(json!({"holder": "h", "ttlMs": 1_000, "region": "us-east-1"}));
-        assert!(ok.into_command(ResourceId::new("r"), &limits).is_ok());
+        assert!(ok
+            .into_command(ResourceId::new("r"), &limits, &caller)
+            .is_ok());
         for bad in [
             json!({"holder": " ", "ttlMs": 1_000}),
             json!({"holder": "h".repeat(MAX_LEASE_TEXT_LEN + 1), "ttlMs": 1_000}),
@@ -545,7 +583,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    body(bad.clone()).into_command(ResourceId::new("r"), &limits),
+                    body(bad.clone()).into_command(ResourceId::new("r"), &limits, &caller),
                     Err(ApiError::Invalid(_))
                 ),
                 "{bad}"

@@ -34,13 +34,16 @@ mod validate;
 use std::sync::Arc;
 
 use arbiter_core::state_machine::StateMachine;
+use axum::extract::connect_info::Connected;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use tokio::sync::watch;
 
 use crate::node::{NodeContext, NodeError};
+use crate::tls::incoming::ClientChain;
 use error::ApiError;
 use health::ReportedDependencies;
 use telemetry::Telemetry;
@@ -67,17 +70,22 @@ pub async fn serve<L>(
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
+    ClientChain: for<'a> Connected<IncomingStream<'a, L>>,
 {
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(|e| NodeError::Serve(e.to_string()))
+    axum::serve(
+        listener,
+        router(node).into_make_service_with_connect_info::<ClientChain>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+    .map_err(|e| NodeError::Serve(e.to_string()))
 }
 
 fn router(node: Arc<NodeContext>) -> Router {
     let telemetry = Arc::new(Telemetry::default());
+    let auth = node.auth.clone();
     let state = AppState {
         node,
         telemetry: telemetry.clone(),
@@ -114,6 +122,11 @@ fn router(node: Arc<NodeContext>) -> Router {
             "/v1/leases/{resource}/validate",
             get(leases::validate_token),
         )
+        // Route-level, so the layer sees the matched route template the permission table names.
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::http_layer::require,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::{read, rfc3339, validate, AppState};
+use crate::auth::{Caller, Claim, Operation};
 use crate::node::NodeContext;
 
 #[derive(Debug, Serialize)]
@@ -144,9 +145,16 @@ pub async fn upsert(
 
 pub async fn heartbeat(
     State(app): State<AppState>,
+    caller: Caller,
     body: Result<Json<HeartbeatBody>, JsonRejection>,
 ) -> Result<Json<LinkView>, ApiError> {
     let Json(body) = body?;
+    // A region's agent reports the links it replicates out of.
+    app.node.auth.authorize(
+        &caller,
+        Operation::LinkHeartbeat,
+        Claim::Region(&body.source_region),
+    )?;
     let sent = non_negative("lastSentEpochId", body.last_sent_epoch_id)?;
     let received = non_negative("lastReceivedEpochId", body.last_received_epoch_id)?;
     let lag_ms = non_negative("replicationLagMs", body.replication_lag_ms.into())?;

@@ -11,7 +11,7 @@ use arbiter_core::RegionId;
 use super::error::ApiError;
 
 /// Longest region name accepted (the seed's `VARCHAR(64)`).
-pub const MAX_REGION_LEN: usize = 64;
+pub const MAX_REGION_LEN: usize = arbiter_core::MAX_REGION_BYTES;
 /// Longest identity, tenant or policy name accepted (the seed's `VARCHAR(128)`).
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest free-text reason accepted.

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use arbiter_client::{BearerToken, ClientError, ClientOptions, ClientTls};
 
 use super::TlsError;
-use crate::certs::{CA_CERT, OPERATOR_TOKEN};
+use crate::auth::issue::OPERATOR_TOKEN_FILE;
+use crate::certs::CA_CERT;
 use crate::http_client::HttpClient;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,6 +20,8 @@ pub struct ClientCredentials {
     pub identity: Option<(PathBuf, PathBuf)>,
     /// A file holding one bearer token (one line, the raw token).
     pub token_file: Option<PathBuf>,
+    /// A bearer token given directly (`--auth-token`, `ARBITER_TOKEN`); wins over `token_file`.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +41,8 @@ impl ClientCredentials {
         ClientCredentials {
             ca: existing(CA_CERT),
             identity: None,
-            token_file: existing(OPERATOR_TOKEN),
+            token_file: existing(OPERATOR_TOKEN_FILE),
+            token: None,
         }
     }
 
@@ -55,9 +59,10 @@ impl ClientCredentials {
             }),
             None => None,
         };
-        let token = match &self.token_file {
-            Some(path) => Some(BearerToken::from_file(path)?),
-            None => None,
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(BearerToken::new(token)?),
+            (None, Some(path)) => Some(BearerToken::from_file(path)?),
+            (None, None) => None,
         };
         Ok(ClientOptions {
             tls,
@@ -78,9 +83,10 @@ impl ClientCredentials {
             )?),
             None => None,
         };
-        let token = match &self.token_file {
-            Some(path) => Some(String::from_utf8_lossy(&read(path)?).trim().to_string()),
-            None => None,
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.trim().to_string()),
+            (None, Some(path)) => Some(String::from_utf8_lossy(&read(path)?).trim().to_string()),
+            (None, None) => None,
         };
         Ok(HttpClient::new(tls, token.as_deref()))
     }

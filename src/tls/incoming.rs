@@ -16,6 +16,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::{NodeTls, PortKind};
+use crate::auth::PeerCertificates;
 
 /// Handshakes in progress per port; further connections wait in the kernel's backlog.
 pub const MAX_HANDSHAKES: usize = 256;
@@ -74,6 +75,29 @@ pub fn accept(
         }
     });
     rx
+}
+
+/// What the HTTP edge records of each connection: the client certificate chain its handshake
+/// verified, if the client presented one (none on a plain TCP listener). Handlers see it as
+/// `ConnectInfo<ClientChain>`; the auth middleware reads it from there.
+#[derive(Debug, Clone)]
+pub struct ClientChain(pub Option<PeerCertificates>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for ClientChain
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let certificates = stream.io().get_ref().1.peer_certificates();
+        ClientChain(certificates.map(|chain| PeerCertificates(Arc::new(chain.to_vec()))))
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
+    for ClientChain
+{
+    fn connect_info(_: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        ClientChain(None)
+    }
 }
 
 /// The accepted TLS streams as an axum listener.

@@ -370,26 +370,3 @@ impl ClientCertVerifier for NodeIdentityVerifier {
         self.inner.supported_verify_schemes()
     }
 }
-
-/// Reloads `tls` on every SIGHUP until the process ends; a failed reload is logged and the
-/// node keeps its current certificates.
-pub fn reload_on_sighup(tls: Arc<NodeTls>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; certificates will not be reloaded");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificates and CA reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificates")
-                }
-            }
-        }
-    });
-}

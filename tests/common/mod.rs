@@ -9,19 +9,22 @@
 //! Waiting: every wait polls a condition until a deadline (`eventually`, `wait_for_leader`,
 //! the ready file in `NodeSpec::start`); none sleeps and hopes.
 //!
-//! TLS is on, as in production: every node serves its certificate from [`certs`] and every
-//! helper here (gRPC and HTTP) presents the operator's credentials (CA + bearer token).
+//! TLS and authentication are on, as in production: every node serves its certificate from
+//! [`certs`] and loads the tokens file of its cluster dir ([`tokens_file`]); every helper here
+//! (gRPC and HTTP) presents the operator's credentials (CA + bearer token).
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use arbiter::auth::issue::{issue, write_operator_credentials, TokenGrant, TOKENS_FILE};
 use arbiter::certs::DevCerts;
 use arbiter::http_client::HttpClient;
 use arbiter::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec};
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{NodeStatus, StatusRequest};
-use arbiter_client::ClientOptions;
+use arbiter_client::{BearerToken, ClientOptions};
 
 pub const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
 
@@ -90,17 +93,44 @@ pub fn cli_credentials() -> Vec<String> {
     ]
 }
 
-/// How to start node `id` in `dir`, its sockets bound on loopback at port 0, with TLS.
-pub fn node_spec(dir: &std::path::Path, id: u64, region: &str, extra_args: &[&str]) -> NodeSpec {
+/// The operator token of every cluster of this test binary (made with [`certs`]).
+pub fn operator_token() -> String {
+    let path = certs().operator().token_file.expect("operator token file");
+    std::fs::read_to_string(path)
+        .expect("read the operator token")
+        .trim()
+        .to_string()
+}
+
+/// The tokens file the nodes started in `dir` load: made on first use, granting
+/// [`operator_token`] the operator role; [`TestCluster::issue`] adds to it.
+pub fn tokens_file(dir: &Path) -> PathBuf {
+    let path = dir.join(TOKENS_FILE);
+    if path.exists() {
+        return path;
+    }
+    write_operator_credentials(dir, &operator_token()).expect("tokens file")
+}
+
+/// How to start node `id` in `dir`, its sockets bound on loopback at port 0, with TLS and the
+/// tokens file of `dir`.
+pub fn node_spec(dir: &Path, id: u64, region: &str, extra_args: &[&str]) -> NodeSpec {
     let mut spec = NodeSpec::on_loopback(id, region, dir.join(format!("node-{id}")))
         .expect("bind the node's sockets");
     spec.tls = Some(certs().node_tls(id));
-    spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+    spec.extra_args = vec![
+        "--auth-tokens-file".into(),
+        tokens_file(dir).display().to_string(),
+    ];
+    spec.extra_args
+        .extend(extra_args.iter().map(|s| s.to_string()));
     spec
 }
 
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
+    /// The nodes' tokens file (`--auth-tokens-file`); [`TestCluster::issue`] adds to it.
+    pub tokens_file: PathBuf,
     /// `None` while a node is stopped.
     pub nodes: Vec<Option<NodeProcess>>,
     pub specs: Vec<NodeSpec>,
@@ -111,6 +141,7 @@ impl TestCluster {
     /// bootstraps them and waits for a leader.
     pub async fn start(n: usize, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let tokens_file = tokens_file(dir.path());
         let mut nodes = Vec::new();
         let mut specs = Vec::new();
         for i in 0..n {
@@ -123,7 +154,12 @@ impl TestCluster {
             specs.push(spec);
             nodes.push(Some(process));
         }
-        let cluster = TestCluster { dir, nodes, specs };
+        let cluster = TestCluster {
+            dir,
+            tokens_file,
+            nodes,
+            specs,
+        };
         let members = cluster.running().map(NodeProcess::info).collect();
         let first = cluster.specs[0].listeners.grpc().to_string();
         initialize(&first, members, Duration::from_secs(30), &client_options())
@@ -180,6 +216,34 @@ impl TestCluster {
 
     pub fn node(&self, id: u64) -> &NodeProcess {
         self.nodes[Self::index(id)].as_ref().expect("node running")
+    }
+
+    /// Issues a token for `grant` into the cluster's tokens file and has every running node
+    /// reload it (SIGHUP); returns once every node accepts it.
+    pub async fn issue(&self, grant: TokenGrant) -> String {
+        let token = issue(&self.tokens_file, &grant).expect("issue a token");
+        for node in self.running() {
+            node.signal(libc::SIGHUP);
+        }
+        let bearer = BearerToken::new(&token).expect("valid token");
+        for node in self.running() {
+            let endpoint = node.ready.grpc_addr.clone();
+            eventually(
+                "every node to load the new token",
+                Duration::from_secs(10),
+                || {
+                    let options = ClientOptions {
+                        token: Some(bearer.clone()),
+                        ..client_options()
+                    };
+                    let endpoint = endpoint.clone();
+                    // Any answer but UNAUTHENTICATED means the token is known.
+                    async move { arbiter::cli::fetch_status(endpoint, &options).await.ok() }
+                },
+            )
+            .await;
+        }
+        token
     }
 }
 

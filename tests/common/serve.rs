@@ -10,8 +10,8 @@ use arbiter::local_cluster::NodeSpec;
 
 use super::{binary, TestCluster};
 
-/// `arbiter serve` for `spec`'s node id, region, data dir and certificates on fresh loopback
-/// ports, with `extra` flags, logging to `log` — and without the launcher's `--join`.
+/// `arbiter serve` for `spec`'s node id, region, data dir, certificates and tokens file on
+/// fresh loopback ports, with `extra` flags, logging to `log` — and without the launcher's `--join`.
 pub fn serve_command(spec: &NodeSpec, extra: &[&str], log: &Path) -> tokio::process::Command {
     let log = std::fs::File::create(log).expect("create the log file");
     let mut cmd = tokio::process::Command::new(binary());
@@ -27,6 +27,13 @@ pub fn serve_command(spec: &NodeSpec, extra: &[&str], log: &Path) -> tokio::proc
             "--peer-listen",
             "127.0.0.1:0",
         ]);
+    // The tokens file of the cluster dir the node's data dir is in, as `node_spec` gives it.
+    let cluster_dir = spec
+        .data_dir
+        .parent()
+        .expect("a data dir inside a cluster dir");
+    cmd.arg("--auth-tokens-file")
+        .arg(super::tokens_file(cluster_dir));
     if let Some(tls) = &spec.tls {
         cmd.arg("--tls-ca")
             .arg(&tls.ca)

@@ -8,6 +8,8 @@ use std::fmt;
 
 /// Longest resource, holder, operator or reason string the edges accept, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
+/// Longest region name accepted at either edge (the seed's `VARCHAR(64)`).
+pub const MAX_REGION_BYTES: usize = 64;
 
 /// Raft node id. One node per region in production; tests may run more.
 pub type NodeId = u64;

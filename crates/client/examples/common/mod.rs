@@ -27,6 +27,9 @@ pub struct Cluster {
     pub cert: Option<PathBuf>,
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// A bearer token (e.g. a proxy's, from `arbiter auth token`); wins over --token-file.
+    #[arg(long, env = "ARBITER_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
     /// A bearer-token file (one line) [default: <data-dir>/operator.token if present].
     #[arg(long, env = "ARBITER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -56,13 +59,12 @@ impl Cluster {
             }),
             None => None,
         };
-        let token = match self
-            .token_file
-            .clone()
-            .or_else(|| present("operator.token"))
-        {
-            Some(path) => Some(BearerToken::from_file(&path)?),
-            None => None,
+        let token = match (&self.auth_token, self.token_file.clone()) {
+            (Some(token), _) => Some(BearerToken::new(token)?),
+            (None, file) => match file.or_else(|| present("operator.token")) {
+                Some(path) => Some(BearerToken::from_file(&path)?),
+                None => None,
+            },
         };
         Ok(ClientOptions {
             tls,
