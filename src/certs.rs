@@ -1,7 +1,7 @@
 //! Certificates for a cluster: a CA, node certificates and client certificates (rcgen); a dev
 //! cluster's operator token comes with them ([`crate::auth::issue`]). Used by
-//! `arbiter certs init|issue`, by `arbiter up` (a dev CA in its
-//! data dir) and by the test and jepsen harnesses, so every cluster is made the same way.
+//! `arbiter certs init|issue`, by `arbiter up` (a dev CA in its data dir) and by the test and
+//! jepsen harnesses, so every cluster is made the same way.
 //!
 //! Identities (what [`crate::tls`] checks):
 //! - a **node** certificate carries the DNS SAN `arbiter-node-<id>` ([`node_server_name`]); the

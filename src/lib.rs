@@ -30,10 +30,11 @@
 //! - [`codec`]: the only user of bincode; the CRC envelope for what is read back from disk.
 //! - [`raft_types`]: openraft type configuration.
 //! - [`tls`]: rustls configurations of the three ports (peer mTLS), reloaded on SIGHUP.
-//! - [`certs`]: the cluster CA, node and client certificates (rcgen), the operator token.
+//! - [`certs`]: the cluster CA, node and client certificates (rcgen).
 //! - [`local_cluster`]: starting `arbiter serve` children (used by `up`, tests, jepsen).
 //! - [`socket_handoff`]: listening sockets a supervisor binds once and hands to each child.
-//! - [`cli`]: the `arbiter` command line (serve, up, status, member, snapshot, lease, DR commands).
+//! - [`cli`]: the `arbiter` command line (serve, up, certs, auth, status, member, snapshot, lease,
+//!   DR commands).
 
 pub mod auth;
 pub mod backup;

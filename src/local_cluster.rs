@@ -4,8 +4,9 @@
 //!
 //! Ports: the supervisor (this module's caller) binds every socket of a node once, in
 //! [`Listeners`], and hands the bound sockets to each start of the node as inherited
-//! descriptors (`arbiter serve --listen-fd grpc=FD --listen-fd http=FD --listen-fd peer=FD`). A restarted node
-//! serves on the very same sockets, so its port is never free for anyone else to take.
+//! descriptors (`arbiter serve --listen-fd grpc=FD --listen-fd http=FD --listen-fd peer=FD`).
+//! A restarted node serves on the very same sockets, so its port is never free for anyone else
+//! to take.
 //!
 //! Invariants:
 //! - A [`NodeProcess`] owns its child; dropping it kills the child (SIGKILL) and reaps it, so
