@@ -36,6 +36,12 @@ pub fn node_server_name(id: NodeId) -> String {
     format!("arbiter-node-{id}")
 }
 
+/// The identity a client certificate named `name` carries: its SAN URI, which is what the auth
+/// layer looks up in `[[identities]]`.
+pub fn client_subject(name: &str) -> String {
+    format!("arbiter://client/{name}")
+}
+
 /// The node id a DNS SAN names, if it is a node identity (`arbiter-node-<id>`, id ≥ 1).
 pub fn node_id_of_name(name: &str) -> Option<NodeId> {
     let id: NodeId = name.strip_prefix("arbiter-node-")?.parse().ok()?;
@@ -199,10 +205,8 @@ pub fn issue_with(ca_pem: &str, ca_key_pem: &str, subject: &Subject) -> Result<I
                 .distinguished_name
                 .push(DnType::OrganizationalUnitName, role.clone());
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            params.subject_alt_names = vec![SanType::URI(ia5(
-                "client URI",
-                &format!("arbiter://client/{name}"),
-            )?)];
+            params.subject_alt_names =
+                vec![SanType::URI(ia5("client URI", &client_subject(name))?)];
         }
     }
     let cert = params.signed_by(&key, &issuer)?;

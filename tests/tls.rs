@@ -100,10 +100,27 @@ async fn every_port_refuses_what_it_must() {
             .map(|r| r.status)
     };
     assert_eq!(get(http()).await, Ok(200));
-    // Handshake accepted, but no `[[auth.identities]]` entry names this certificate's subject:
-    // the auth layer answers, and refuses.
+    // The operator certificate is an identity of the cluster's tokens file: it is let in.
     let with_operator_cert = ours.operator_certificate().http_client().expect("client");
-    assert_eq!(get(with_operator_cert).await, Ok(401));
+    assert_eq!(get(with_operator_cert).await, Ok(200));
+    // Handshake accepted, but no `[[identities]]` entry names this certificate's subject: the
+    // auth layer answers, and refuses.
+    let stranger_dir = tempfile::tempdir().expect("tempdir");
+    let stranger = CertFiles::client(stranger_dir.path(), "stranger");
+    let subject = Subject::Client {
+        name: "stranger".into(),
+        role: "operator".into(),
+    };
+    certs::issue_to(&ours.dir, &subject, &stranger).expect("issue a client certificate");
+    let with_stranger_cert = ClientCredentials {
+        ca: Some(ca.clone()),
+        identity: Some((stranger.cert.clone(), stranger.key.clone())),
+        token_file: None,
+        token: None,
+    }
+    .http_client()
+    .expect("client");
+    assert_eq!(get(with_stranger_cert).await, Ok(401));
     // A node certificate is an identity by itself (role node, which may read), so a
     // certificate identity works over HTTPS end to end.
     let node3 = CertFiles::node(&ours.dir, 3);

@@ -12,8 +12,9 @@
 //! # vantage = "london"        # required for probe
 //! ```
 //!
-//! Certificate identities: `[[auth.identities]] subject = "arbiter://proxy/proxy-east"`, with the
-//! same `role`/`region`/`vantage` keys; `subject` is the certificate's first SAN URI or its CN.
+//! Certificate identities: `[[auth.identities]] subject = "arbiter://client/proxy-east"` in the
+//! config, or `[[identities]]` in the tokens file, with the same `role`/`region`/`vantage` keys;
+//! `subject` is the certificate's first SAN URI or its CN, and is the identity audit records show.
 //!
 //! Invariant: a loaded [`Directory`] is complete and consistent — every entry has a known role,
 //! the scope its role needs, a well-formed digest, and no identity or digest appears twice — or
@@ -53,12 +54,15 @@ pub struct IdentityEntry {
     pub vantage: Option<String>,
 }
 
-/// The tokens file: a list of `[[tokens]]`.
+/// The tokens file: a list of `[[tokens]]`, and of `[[identities]]` (certificate subjects) so
+/// that one file, reloaded on SIGHUP, says who is who.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokensFile {
     #[serde(default)]
     pub tokens: Vec<TokenEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<IdentityEntry>,
 }
 
 /// `[auth]` of the node config.
@@ -197,8 +201,11 @@ impl Directory {
     /// Reads the tokens file (if any) and checks every entry.
     pub fn load(config: &AuthConfig) -> Result<Directory, DirectoryError> {
         let mut entries = config.tokens.clone();
+        let mut identities = config.identities.clone();
         if let Some(path) = &config.tokens_file {
-            entries.extend(read_tokens_file(path)?.tokens);
+            let file = read_tokens_file(path)?;
+            entries.extend(file.tokens);
+            identities.extend(file.identities);
         }
         let mut directory = Directory::default();
         let mut names = std::collections::BTreeSet::new();
@@ -223,7 +230,7 @@ impl Directory {
             }
             directory.tokens.push((digest, principal));
         }
-        for entry in &config.identities {
+        for entry in &identities {
             let principal =
                 Principal::new(&entry.subject, entry.role, &entry.region, &entry.vantage)?;
             if directory
@@ -372,6 +379,12 @@ mod tests {
         let path = dir.path().join("tokens.toml");
         let file = TokensFile {
             tokens: vec![entry("from-file", Role::Reader, "t-file")],
+            identities: vec![IdentityEntry {
+                subject: "arbiter://client/ops".into(),
+                role: Role::Operator,
+                region: None,
+                vantage: None,
+            }],
         };
         std::fs::write(&path, toml::to_string(&file).expect("serialize")).expect("write");
         let directory = Directory::load(&AuthConfig {
@@ -380,7 +393,7 @@ mod tests {
             identities: vec![],
         })
         .expect("valid");
-        assert_eq!(directory.len(), 2);
+        assert_eq!(directory.len(), 3);
         assert_eq!(
             directory.by_token("t-file").expect("file").identity,
             "from-file"
@@ -388,6 +401,13 @@ mod tests {
         assert_eq!(
             directory.by_token("t-inline").expect("inline").identity,
             "inline"
+        );
+        assert_eq!(
+            directory
+                .by_subject("arbiter://client/ops")
+                .expect("certificate identity from the file")
+                .role,
+            Role::Operator
         );
     }
 

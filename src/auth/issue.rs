@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::directory::{read_tokens_file, DirectoryError, TokenEntry, TokensFile};
+use super::directory::{read_tokens_file, DirectoryError, IdentityEntry, TokenEntry, TokensFile};
 use super::role::Role;
 use super::token::{self, TokenDigest};
 
@@ -54,8 +54,10 @@ pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
 /// Identity of that operator token.
 pub const LOCAL_OPERATOR: &str = "operator";
 
-/// Writes `dir/tokens.toml` granting `token` the operator role (identity [`LOCAL_OPERATOR`]) and
-/// `dir/operator.token`; returns the tokens file's path, for the nodes' `--auth-tokens-file`.
+/// Writes `dir/tokens.toml` granting `token` the operator role (identity [`LOCAL_OPERATOR`]), and
+/// the same role to the operator client certificate `arbiter up` issues (subject
+/// [`crate::certs::client_subject`]), and `dir/operator.token`; returns the tokens file's path,
+/// for the nodes' `--auth-tokens-file`.
 pub fn write_operator_credentials(dir: &Path, token: &str) -> Result<PathBuf, DirectoryError> {
     let grant = TokenGrant {
         identity: LOCAL_OPERATOR.into(),
@@ -68,6 +70,12 @@ pub fn write_operator_credentials(dir: &Path, token: &str) -> Result<PathBuf, Di
         &path,
         &TokensFile {
             tokens: vec![grant.entry(token)],
+            identities: vec![IdentityEntry {
+                subject: crate::certs::client_subject(LOCAL_OPERATOR),
+                role: Role::Operator,
+                region: None,
+                vantage: None,
+            }],
         },
     )?;
     let token_path = dir.join(OPERATOR_TOKEN_FILE);

@@ -69,6 +69,7 @@ pub async fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
             println!("{token}");
             let entry = TokensFile {
                 tokens: vec![grant.entry(&token)],
+                ..TokensFile::default()
             };
             eprintln!(
                 "add this entry to the tokens file (the token is shown only now):\n\n{}",
