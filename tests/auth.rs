@@ -57,14 +57,24 @@ async fn http(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
-    let client = ClientCredentials {
+    let credentials = ClientCredentials {
         token: token.map(str::to_string),
         token_file: None,
         ..certs().operator()
-    }
-    .http_client()
-    .expect("HTTPS client");
+    };
+    http_as(addr, &credentials, method, path, body).await
+}
+
+/// One HTTPS request with `credentials` (a token or a client certificate).
+async fn http_as(
+    addr: &str,
+    credentials: &ClientCredentials,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
+    let client = credentials.http_client().expect("HTTPS client");
     let url = format!("{}{path}", client.base_url(addr));
     let response = client
         .request(method, &url, body.as_deref(), Duration::from_secs(5))
@@ -313,24 +323,23 @@ async fn probes_and_regions_speak_only_for_themselves() {
     init_tracing();
     let cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader(WAIT).await;
+    // The probe presents a client certificate, the region agent a bearer token: both kinds of
+    // identity are bound the same way.
     let london = cluster
-        .issue(TokenGrant {
-            vantage: Some("london".into()),
-            ..grant("probe-london", Role::Probe)
-        })
+        .admit_certificate("probe-london", Role::Probe, None, Some("london"))
         .await;
     let east_agent = cluster
         .issue(in_region("agent-east", Role::Region, "us-east-1"))
         .await;
 
-    tracing::info!("phase: the london probe reports as tokyo, then as itself");
+    tracing::info!("phase: the london probe's certificate reports as tokyo, then as itself");
     let report = |vantage: &str| {
         json!({"vantage": vantage, "region": "us-east-1", "ok": false,
                "dependencies": {"db": "DOWN"}})
     };
-    let (status, body) = http(
+    let (status, body) = http_as(
         &leader.http_addr,
-        Some(&london),
+        &london,
         "POST",
         "/v1/probes/report",
         Some(report("tokyo")),
@@ -342,9 +351,9 @@ async fn probes_and_regions_speak_only_for_themselves() {
     eventually("the london probe's own report to be taken", WAIT, || {
         let (addr, london) = (leader.http_addr.clone(), london.clone());
         async move {
-            let (status, _) = http(
+            let (status, _) = http_as(
                 &addr,
-                Some(&london),
+                &london,
                 "POST",
                 "/v1/probes/report",
                 Some(report("london")),

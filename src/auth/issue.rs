@@ -37,14 +37,28 @@ impl TokenGrant {
 /// absent) and returns the token. Nodes pick it up on SIGHUP.
 pub fn issue(path: &Path, grant: &TokenGrant) -> Result<String, DirectoryError> {
     let token = token::generate();
+    update_tokens_file(path, |file| file.tokens.push(grant.entry(&token)))?;
+    Ok(token)
+}
+
+/// Appends a certificate identity (`[[identities]]`) to the tokens file at `path` (created if
+/// absent). Nodes pick it up on SIGHUP.
+pub fn admit(path: &Path, identity: IdentityEntry) -> Result<(), DirectoryError> {
+    update_tokens_file(path, |file| file.identities.push(identity))
+}
+
+/// Reads the tokens file at `path` (empty if absent), changes it and writes it back durably.
+fn update_tokens_file(
+    path: &Path,
+    change: impl FnOnce(&mut TokensFile),
+) -> Result<(), DirectoryError> {
     let mut file = if path.exists() {
         read_tokens_file(path)?
     } else {
         TokensFile::default()
     };
-    file.tokens.push(grant.entry(&token));
-    write_tokens_file(path, &file)?;
-    Ok(token)
+    change(&mut file);
+    write_tokens_file(path, &file)
 }
 
 /// Name of the tokens file `arbiter up` (and the test harness) keeps in a cluster's data dir.

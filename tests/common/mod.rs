@@ -18,10 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use arbiter::auth::issue::{issue, write_operator_credentials, TokenGrant, TOKENS_FILE};
-use arbiter::certs::DevCerts;
+use arbiter::auth::directory::IdentityEntry;
+use arbiter::auth::issue::{admit, issue, write_operator_credentials, TokenGrant, TOKENS_FILE};
+use arbiter::auth::Role;
+use arbiter::certs::{self, CertFiles, DevCerts, Subject};
 use arbiter::http_client::HttpClient;
 use arbiter::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec};
+use arbiter::tls::ClientCredentials;
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{NodeStatus, StatusRequest};
 use arbiter_client::{BearerToken, ClientOptions};
@@ -244,6 +247,55 @@ impl TestCluster {
             .await;
         }
         token
+    }
+
+    /// Issues a client certificate named `name` from the test CA, admits its subject to the
+    /// cluster's tokens file with `role` (and `region`/`vantage` where the role needs them),
+    /// has every running node reload, and returns credentials that present it (no token).
+    pub async fn admit_certificate(
+        &self,
+        name: &str,
+        role: Role,
+        region: Option<&str>,
+        vantage: Option<&str>,
+    ) -> ClientCredentials {
+        let files = CertFiles::client(self.dir.path(), name);
+        let subject = Subject::Client {
+            name: name.into(),
+            role: role.to_string(),
+        };
+        certs::issue_to(&certs().dir, &subject, &files).expect("issue a client certificate");
+        let identity = IdentityEntry {
+            subject: certs::client_subject(name),
+            role,
+            region: region.map(str::to_string),
+            vantage: vantage.map(str::to_string),
+        };
+        admit(&self.tokens_file, identity).expect("admit the certificate");
+        for node in self.running() {
+            node.signal(libc::SIGHUP);
+        }
+        let credentials = ClientCredentials {
+            ca: Some(certs().dir.join(certs::CA_CERT)),
+            identity: Some((files.cert, files.key)),
+            token_file: None,
+            token: None,
+        };
+        let options = credentials.client_options().expect("certificate options");
+        for node in self.running() {
+            let endpoint = node.ready.grpc_addr.clone();
+            eventually(
+                "every node to load the new certificate identity",
+                Duration::from_secs(10),
+                || {
+                    let (endpoint, options) = (endpoint.clone(), options.clone());
+                    // Any answer but UNAUTHENTICATED means the subject is known.
+                    async move { arbiter::cli::fetch_status(endpoint, &options).await.ok() }
+                },
+            )
+            .await;
+        }
+        credentials
     }
 }
 
