@@ -55,6 +55,8 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 /// Concurrent gRPC requests (and streams) one connection may have in flight. The SDK shares one
 /// connection per node among all its callers, so this is sized for a busy proxy, not one call.
 const MAX_REQUESTS_PER_CONNECTION: usize = 1024;
+/// The same bound on the peer port, where one connection carries one node's calls.
+const MAX_PEER_REQUESTS_PER_CONNECTION: usize = 64;
 
 /// Name of the file a node writes into its data dir once it is serving.
 pub const READY_FILE: &str = "ready.json";
@@ -578,6 +580,10 @@ async fn serve_peer(
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // A peer runs one replication stream plus votes and heartbeats at a time; without TLS
+        // (loopback only) anyone reaching the port is a "peer", so it is bounded like a client.
+        .concurrency_limit_per_connection(MAX_PEER_REQUESTS_PER_CONNECTION)
+        .max_concurrent_streams(Some(MAX_PEER_REQUESTS_PER_CONNECTION as u32))
         .layer(GrpcAuthLayer::new(node.auth.clone(), Edge::Peer))
         .add_service(raft_service)
         .add_service(ClusterServiceServer::new(ClusterApi::new(node.clone())));
