@@ -84,6 +84,24 @@ async fn http_as(
     (response.status, value)
 }
 
+/// Waits until the DR controller's bootstrap writes are applied on the leader: it registers the
+/// configured regions and then sets the traffic weights, the last of them with the default
+/// configuration.
+async fn dr_bootstrapped(http_addr: &str, token: &str) {
+    eventually(
+        "the DR controller's bootstrap writes",
+        WAIT,
+        || async move {
+            let (status, body) = http(http_addr, Some(token), "GET", "/v1/regions", None).await;
+            let weighted = body["regions"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| !r["trafficWeightPercentage"].is_null()));
+            (status == 200 && weighted).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_known_credentials_are_unauthenticated_on_both_edges() {
     init_tracing();
@@ -149,6 +167,9 @@ async fn a_role_without_the_permission_is_forbidden_and_the_state_does_not_move(
     let proxy = cluster
         .issue(in_region("proxy-east", Role::Proxy, "us-east-1"))
         .await;
+    // The DR controller's bootstrap writes follow the election by a moment; they must be in
+    // `before`, or they would count as writes the denied requests made.
+    dr_bootstrapped(&leader.http_addr, &reader).await;
     let before = converged(&cluster, WAIT).await;
 
     tracing::info!("phase: a reader may read but not write, over HTTP");
@@ -224,6 +245,7 @@ async fn a_proxy_cannot_acquire_keep_alive_or_release_another_holders_lease() {
     let west = cluster
         .issue(in_region("proxy-west", Role::Proxy, "us-west-2"))
         .await;
+    dr_bootstrapped(&leader.http_addr, &east).await;
 
     tracing::info!("phase: proxy-east takes its own lease, in its own region");
     let mut east_api = LeaseServiceClient::new(channel(&leader.grpc_addr, Some(&east)).await);
