@@ -224,12 +224,7 @@ impl NodeSpec {
             cmd.arg("--peer-advertise").arg(advertise);
         }
         if let Some(tls) = &self.tls {
-            cmd.arg("--tls-ca")
-                .arg(&tls.ca)
-                .arg("--tls-cert")
-                .arg(&tls.cert)
-                .arg("--tls-key")
-                .arg(&tls.key);
+            cmd.args(tls.serve_args());
         }
         let (handoff_args, fds) = self.listeners.handoff();
         cmd.args(handoff_args);

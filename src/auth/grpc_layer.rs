@@ -13,7 +13,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::permissions::grpc_access;
-use super::{Auth, AuthError, Caller, Edge, PeerCertificates, Unauthenticated};
+use super::{Auth, AuthError, Caller, Edge, Unauthenticated};
 
 #[derive(Clone)]
 pub struct GrpcAuthLayer {
@@ -61,22 +61,14 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path();
-        let certificates = PeerCertificates::of(request.extensions());
-        let admitted = self.auth.admit(
-            path,
-            grpc_access(path),
-            self.edge,
-            request.headers(),
-            certificates.as_ref(),
-        );
-        match admitted {
-            Ok(caller) => {
-                if let Some(caller) = caller {
-                    request.extensions_mut().insert(caller);
-                }
-                Either::Left(self.inner.call(request))
-            }
+        // A Uri clone shares its bytes: no copy of the path per call.
+        let uri = request.uri().clone();
+        let path = uri.path();
+        match self
+            .auth
+            .admit(path, grpc_access(path), self.edge, &mut request)
+        {
+            Ok(()) => Either::Left(self.inner.call(request)),
             Err(e) => Either::Right(futures::future::ready(Ok(Status::from(e).into_http()))),
         }
     }

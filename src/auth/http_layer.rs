@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::permissions::http_access;
-use super::{Auth, AuthError, Caller, Edge, PeerCertificates, Unauthenticated};
+use super::{Auth, AuthError, Caller, Edge, Unauthenticated};
 use crate::http::error::ApiError;
 
 /// Route-level middleware (`Router::route_layer`, so the matched route template is known).
@@ -24,21 +24,8 @@ pub async fn require(
     let route = route.as_ref().map(MatchedPath::as_str).unwrap_or_default();
     let access = http_access(request.method().as_str(), route);
     let endpoint = format!("{} {route}", request.method());
-    let certificates = PeerCertificates::of(request.extensions());
-    let admitted = auth.admit(
-        &endpoint,
-        access,
-        Edge::Client,
-        request.headers(),
-        certificates.as_ref(),
-    );
-    match admitted {
-        Ok(caller) => {
-            if let Some(caller) = caller {
-                request.extensions_mut().insert(caller);
-            }
-            next.run(request).await
-        }
+    match auth.admit(&endpoint, access, Edge::Client, &mut request) {
+        Ok(()) => next.run(request).await,
         Err(e) => ApiError::from(e).into_response(),
     }
 }

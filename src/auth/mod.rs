@@ -133,19 +133,19 @@ impl Auth {
         self.denials.counts()
     }
 
-    /// The layer's check: who is calling and whether its role may reach this endpoint, on this
-    /// kind of port, at all. `None` for public endpoints and for the peer port, which carry no
-    /// caller (the peer port's handshake admits only nodes).
-    pub fn admit(
+    /// The layer's check: who is calling (bearer token or the connection's verified client
+    /// certificate) and whether its role may reach this endpoint, on this kind of port, at all.
+    /// An admitted caller is put into the request's extensions for the handler; public
+    /// endpoints and the peer port (whose handshake admits only nodes) carry none.
+    pub fn admit<B>(
         &self,
         endpoint: &str,
         access: Access,
         edge: Edge,
-        headers: &HeaderMap,
-        certificates: Option<&PeerCertificates>,
-    ) -> Result<Option<Caller>, AuthError> {
+        request: &mut axum::http::Request<B>,
+    ) -> Result<(), AuthError> {
         let operation = match access.on(edge) {
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(()),
             Ok(Some(operation)) => operation,
             Err(wrong) => {
                 let e = AuthError::WrongPort(wrong);
@@ -153,22 +153,25 @@ impl Auth {
                 return Err(e);
             }
         };
-        let checked = self.authenticate(headers, certificates).and_then(|caller| {
-            if permissions::permits(caller.role, operation) {
-                Ok(caller)
-            } else {
-                Err(forbidden(
-                    &caller,
-                    DenialReason::Role {
-                        role: caller.role,
-                        operation,
-                    },
-                ))
-            }
-        });
-        checked
-            .map(Some)
-            .inspect_err(|e| self.denials.record(endpoint, e))
+        let certificates = PeerCertificates::of(request.extensions());
+        let checked = self
+            .authenticate(request.headers(), certificates.as_ref())
+            .and_then(|caller| {
+                if permissions::permits(caller.role, operation) {
+                    Ok(caller)
+                } else {
+                    Err(forbidden(
+                        &caller,
+                        DenialReason::Role {
+                            role: caller.role,
+                            operation,
+                        },
+                    ))
+                }
+            });
+        let caller = checked.inspect_err(|e| self.denials.record(endpoint, e))?;
+        request.extensions_mut().insert(caller);
+        Ok(())
     }
 
     /// The handler's check for operations that depend on a request field: the role again, and

@@ -53,6 +53,20 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
+impl TlsPaths {
+    /// The `arbiter serve` flags that give a node these files.
+    pub fn serve_args(&self) -> [&std::ffi::OsStr; 6] {
+        [
+            "--tls-ca".as_ref(),
+            self.ca.as_os_str(),
+            "--tls-cert".as_ref(),
+            self.cert.as_os_str(),
+            "--tls-key".as_ref(),
+            self.key.as_os_str(),
+        ]
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {reason}")]

@@ -35,12 +35,7 @@ pub fn serve_command(spec: &NodeSpec, extra: &[&str], log: &Path) -> tokio::proc
     cmd.arg("--auth-tokens-file")
         .arg(super::tokens_file(cluster_dir));
     if let Some(tls) = &spec.tls {
-        cmd.arg("--tls-ca")
-            .arg(&tls.ca)
-            .arg("--tls-cert")
-            .arg(&tls.cert)
-            .arg("--tls-key")
-            .arg(&tls.key);
+        cmd.args(tls.serve_args());
     }
     cmd.args(extra)
         .stdin(Stdio::null())
