@@ -18,6 +18,7 @@ use crate::dr::config::{DrConfig, DrConfigError, RawDrConfig};
 use crate::raft_types::{Member, NodeId};
 use crate::store::{StoreOptions, SyncPolicy};
 use crate::tls::TlsPaths;
+use arbiter_core::RegionId;
 
 /// Raft timing presets. openraft 0.9 uses the heartbeat interval as the AppendEntries and
 /// ReadIndex timeout, and `election_timeout_max` as the leader lease, so the WAN profile must
@@ -180,6 +181,62 @@ pub struct RawNodeConfig {
     /// Identities: tokens file, inline tokens, certificate subjects (`[auth]`).
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub raft: RawRaftConfig,
+}
+
+/// `[raft]`: where the leader should live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRaftConfig {
+    /// The region leadership moves to when it is elsewhere (`"none"`: never move it). Default:
+    /// the region that is neither the DR primary nor its failover target, when there is one —
+    /// the control plane then sits outside the production regions.
+    pub preferred_leader: Option<String>,
+    /// Least time between two automatic moves (default 60 s).
+    pub leader_move_cooldown_ms: Option<u64>,
+}
+
+/// Validated leader placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementConfig {
+    /// `None`: leadership stays wherever elections put it.
+    pub preferred: Option<RegionId>,
+    pub cooldown: Duration,
+}
+
+/// Default least time between two automatic leadership moves.
+pub const DEFAULT_LEADER_MOVE_COOLDOWN_MS: u64 = 60_000;
+
+impl RawRaftConfig {
+    fn validate(self, dr: &DrConfig) -> Result<PlacementConfig, ConfigError> {
+        let preferred = match self.preferred_leader.as_deref().map(str::trim) {
+            Some("none") => None,
+            Some(name) => match dr.regions.iter().find(|r| r.as_str() == name) {
+                Some(region) => Some(region.clone()),
+                None => {
+                    return Err(ConfigError::UnknownPreferredLeader {
+                        region: name.to_string(),
+                        known: dr
+                            .regions
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+            },
+            None => dr.outside_production().cloned(),
+        };
+        let cooldown_ms = self
+            .leader_move_cooldown_ms
+            .unwrap_or(DEFAULT_LEADER_MOVE_COOLDOWN_MS);
+        at_least("raft.leader_move_cooldown_ms", cooldown_ms, 1_000)?;
+        Ok(PlacementConfig {
+            preferred,
+            cooldown: Duration::from_millis(cooldown_ms),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +265,7 @@ pub struct NodeConfig {
     pub dial: BTreeMap<NodeId, String>,
     pub dr: DrConfig,
     pub auth: AuthConfig,
+    pub placement: PlacementConfig,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -269,6 +327,10 @@ pub enum ConfigError {
     BootstrapAndRejoin,
     #[error("`rejoin` needs the cluster's endpoints (`endpoints` or `peers`)")]
     RejoinWithoutEndpoints,
+    #[error(
+        "`raft.preferred_leader` = {region:?} is not a DR region (known: {known}; or \"none\")"
+    )]
+    UnknownPreferredLeader { region: String, known: String },
     #[error(transparent)]
     Dr(#[from] DrConfigError),
     #[error("cannot read config file {path}: {reason}")]
@@ -384,6 +446,8 @@ impl RawNodeConfig {
             return Err(ConfigError::RejoinWithoutEndpoints);
         }
 
+        let dr = self.dr.validate()?;
+        let placement = self.raft.validate(&dr)?;
         Ok(NodeConfig {
             node_id,
             region,
@@ -407,8 +471,9 @@ impl RawNodeConfig {
             endpoints,
             peers: self.peers,
             dial: self.dial,
-            dr: self.dr.validate()?,
+            dr,
             auth: self.auth,
+            placement,
         })
     }
 }
@@ -561,6 +626,53 @@ mod tests {
             peer_listen: Some("127.0.0.1:0".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn leadership_prefers_the_region_outside_production_unless_told_otherwise() {
+        // Default regions: us-east-1 is primary and fails over to us-west-2.
+        let config = minimal().validate().expect("valid");
+        assert_eq!(
+            config.placement.preferred,
+            Some(RegionId::new("eu-central-1"))
+        );
+        assert_eq!(
+            config.placement.cooldown,
+            Duration::from_millis(DEFAULT_LEADER_MOVE_COOLDOWN_MS)
+        );
+
+        let mut raw = minimal();
+        raw.raft.preferred_leader = Some("none".into());
+        assert_eq!(raw.validate().expect("valid").placement.preferred, None);
+
+        let mut raw = minimal();
+        raw.raft.preferred_leader = Some("us-west-2".into());
+        assert_eq!(
+            raw.validate().expect("valid").placement.preferred,
+            Some(RegionId::new("us-west-2"))
+        );
+
+        let mut raw = minimal();
+        raw.raft.preferred_leader = Some("ap-south-1".into());
+        assert!(matches!(
+            raw.validate(),
+            Err(ConfigError::UnknownPreferredLeader { .. })
+        ));
+
+        let mut raw = minimal();
+        raw.raft.leader_move_cooldown_ms = Some(10);
+        assert!(matches!(raw.validate(), Err(ConfigError::TooSmall { .. })));
+
+        // Two regions: the primary and its target leave nowhere outside production.
+        let mut raw = minimal();
+        raw.dr.regions = ["us-east-1", "us-west-2"]
+            .iter()
+            .map(|r| crate::dr::config::RegionConfig {
+                name: r.to_string(),
+                failover_to: None,
+            })
+            .collect();
+        assert_eq!(raw.validate().expect("valid").placement.preferred, None);
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //! - [`identity`]: the cluster id in every data dir (`identity.json`), checked on every Raft RPC.
 //! - [`backup`]: the `arbiter snapshot save|restore` file format (checksummed) and restore.
 //! - [`leases`]: the leader's lease timers, expiry proposals, batched keep-alives.
+//! - [`placement`]: leader placement — leadership moves calmly to the preferred region (the
+//!   one outside production by default); `POST /v1/cluster/leader` moves it on request.
 //! - [`proposer`]: group commit of client commands into log entries, with a write deadline.
 //! - [`store`]: the Raft log in a checksummed WAL (fdatasync before ack), metadata in sled
 //!   (durable flush), snapshots in a checksummed file; one `SyncPolicy` for every fsync.
@@ -52,6 +54,7 @@ pub mod leases;
 pub mod local_cluster;
 pub mod network;
 pub mod node;
+pub mod placement;
 pub mod proposer;
 pub mod raft_types;
 pub mod socket_handoff;

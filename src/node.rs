@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ use crate::grpc::raft_service::RaftTransport;
 use crate::identity::{self, ClusterId, Identity, IdentityError};
 use crate::leases::LeaseManager;
 use crate::network::{Network, PeerDialer, MAX_RAFT_MESSAGE_BYTES};
+use crate::placement::Placement;
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
 use crate::socket_handoff::{adopt_listener, AdoptError};
@@ -75,6 +76,7 @@ pub struct NodeContext {
     pub proposer: Proposer,
     pub leases: LeaseManager,
     pub dr: DrController,
+    pub placement: Placement,
     pub committed: Arc<AtomicU64>,
     pub identity: Identity,
     /// Who callers are and what they may do; shared by both edges.
@@ -261,6 +263,7 @@ pub async fn run(
     }
     let identity = Identity::new(&config.data_dir, config.node_id, cluster_id);
     let committed = log_store.committed_index();
+    let replayed_up_to = committed.load(Ordering::Relaxed);
     let storage_health = log_store.health();
     let wal_counters = log_store.counters();
     let peers = PeerDialer::new(
@@ -309,6 +312,17 @@ pub async fn run(
         proposer.clone(),
     )
     .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let placement = Placement::start(
+        config.node_id,
+        config.region.clone(),
+        config.placement.clone(),
+        config.timing,
+        raft.clone(),
+        sm_store.clone(),
+        proposer.clone(),
+        dr.clone(),
+        replayed_up_to,
+    );
     let node = Arc::new(NodeContext {
         id: config.node_id,
         region: config.region.clone(),
@@ -319,6 +333,7 @@ pub async fn run(
         proposer,
         leases,
         dr,
+        placement,
         raft: raft.clone(),
         state: sm_store,
         committed,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use arbiter_core::command::{Batch, Command, Outcome};
 use arbiter_core::{FencingToken, WallMillis};
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, Semaphore};
 use tokio::time::Instant;
 
 use crate::raft_types::{Member, NodeId, Raft};
@@ -88,7 +88,13 @@ struct Pending {
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     timeout: Duration,
+    /// Every batch commits under a read guard; [`Proposer::pause`] takes the write guard.
+    gate: Arc<RwLock<()>>,
 }
+
+/// Writes are held (queued, their deadlines running) while this lives; see
+/// [`Proposer::pause`].
+pub struct Paused(#[allow(dead_code)] OwnedRwLockWriteGuard<()>);
 
 impl Proposer {
     /// Starts the batching task; it ends when every `Proposer` clone is dropped.
@@ -98,8 +104,16 @@ impl Proposer {
 
     fn with_queue_depth(log: impl BatchLog, timeout: Duration, depth: usize) -> Self {
         let (tx, rx) = mpsc::channel(depth);
-        tokio::spawn(run(log, rx, timeout));
-        Proposer { tx, timeout }
+        let gate = Arc::new(RwLock::new(()));
+        tokio::spawn(run(log, rx, timeout, gate.clone()));
+        Proposer { tx, timeout, gate }
+    }
+
+    /// Waits until every batch already proposed has its answer, then holds new batches until
+    /// the returned guard is dropped: the log's last entry stays the last one this node
+    /// proposes (a leadership move relies on it). Held commands keep their deadlines.
+    pub async fn pause(&self) -> Paused {
+        Paused(self.gate.clone().write_owned().await)
     }
 
     /// The deadline of every write.
@@ -136,7 +150,12 @@ impl Proposer {
     }
 }
 
-async fn run(log: impl BatchLog, mut rx: mpsc::Receiver<Pending>, timeout: Duration) {
+async fn run(
+    log: impl BatchLog,
+    mut rx: mpsc::Receiver<Pending>,
+    timeout: Duration,
+    gate: Arc<RwLock<()>>,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         // Wait for a free slot first, then take everything queued meanwhile.
@@ -160,18 +179,23 @@ async fn run(log: impl BatchLog, mut rx: mpsc::Receiver<Pending>, timeout: Durat
             continue;
         }
         let log = log.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
-            commit(&log, batch, timeout).await;
+            commit(&log, batch, timeout, &gate).await;
             drop(permit);
         });
     }
 }
 
-async fn commit(log: &impl BatchLog, pending: Vec<Pending>, timeout: Duration) {
+async fn commit(log: &impl BatchLog, pending: Vec<Pending>, timeout: Duration, gate: &RwLock<()>) {
     let (commands, replies): (Vec<_>, Vec<_>) =
         pending.into_iter().map(|p| (p.command, p.reply)).unzip();
-    let batch = Batch::new(wall_now(), commands);
-    let result = match tokio::time::timeout(timeout, log.commit(batch)).await {
+    // A pause counts against the batch's deadline like any other wait.
+    let committed = async {
+        let _open = gate.read().await;
+        log.commit(Batch::new(wall_now(), commands)).await
+    };
+    let result = match tokio::time::timeout(timeout, committed).await {
         Ok(result) => result,
         Err(_) => Err(WriteError::Timeout {
             after_ms: millis(timeout),
@@ -191,7 +215,7 @@ async fn commit(log: &impl BatchLog, pending: Vec<Pending>, timeout: Duration) {
     }
 }
 
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> WriteError {
+pub(crate) fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> WriteError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             WriteError::not_leader(f.leader_id, f.leader_node.as_ref())
@@ -288,5 +312,64 @@ mod tests {
         let refusal = WriteError::Overloaded { waited_ms: 5 }.to_string();
         assert!(refusal.contains("not applied"), "{refusal}");
         assert!(WriteError::Overloaded { waited_ms: 5 }.is_retryable());
+    }
+
+    /// Commits after `delay`, counting what it committed.
+    #[derive(Clone)]
+    struct SlowLog {
+        delay: Duration,
+        started: Arc<tokio::sync::Notify>,
+        committed: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl BatchLog for SlowLog {
+        async fn commit(&self, batch: Batch) -> Result<Vec<Outcome>, WriteError> {
+            self.started.notify_one();
+            tokio::time::sleep(self.delay).await;
+            self.committed
+                .fetch_add(batch.commands.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![Outcome::Done; batch.commands.len()])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pause_waits_for_batches_in_flight_and_holds_new_ones_until_released() {
+        use std::sync::atomic::Ordering;
+        let committed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Arc::new(tokio::sync::Notify::new());
+        let log = SlowLog {
+            delay: Duration::from_millis(100),
+            started: started.clone(),
+            committed: committed.clone(),
+        };
+        let proposer = Proposer::start(log, Duration::from_secs(10));
+        let first = tokio::spawn({
+            let proposer = proposer.clone();
+            async move { proposer.propose(command()).await }
+        });
+        // The first batch is in flight once the log has it; pausing then must wait for it.
+        started.notified().await;
+        let paused = proposer.pause().await;
+        assert_eq!(
+            committed.load(Ordering::SeqCst),
+            1,
+            "pause returned before the batch in flight committed"
+        );
+        assert_eq!(first.await.expect("task"), Ok(Outcome::Done));
+
+        let held = tokio::spawn({
+            let proposer = proposer.clone();
+            async move { proposer.propose(command()).await }
+        });
+        // Long enough for an unpaused proposer to commit it three times over.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !held.is_finished(),
+            "a write committed while the proposer was paused"
+        );
+        assert_eq!(committed.load(Ordering::SeqCst), 1);
+        drop(paused);
+        assert_eq!(held.await.expect("task"), Ok(Outcome::Done));
+        assert_eq!(committed.load(Ordering::SeqCst), 2);
     }
 }

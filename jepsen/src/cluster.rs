@@ -38,6 +38,9 @@ use crate::proxy::{LinkProxy, ProxyError};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace for SIGTERM at the end of the run before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Longest wait for a leadership move request: the move holds writes for at most the write
+/// deadline plus an election timeout (wan: 8 s + 3 s).
+const MOVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Everything needed to start the cluster.
 #[derive(Debug, Clone)]
@@ -302,6 +305,35 @@ impl Cluster {
             .flatten()
             .max()
             .map(|(_, id)| id)
+    }
+
+    /// Asks the current leader to hand leadership to `to`; returns its answer (status and
+    /// body: the move report, or why it was refused), for the history.
+    pub async fn move_leader(&self, to: NodeId) -> Value {
+        let http = match self.credentials().http_client() {
+            Ok(http) => http,
+            Err(e) => return json!({ "error": format!("operator credentials: {e}") }),
+        };
+        let Some(leader) = self.leader().await else {
+            return json!({ "error": "no leader to ask" });
+        };
+        let url = format!(
+            "{}/v1/cluster/leader",
+            http.base_url(&self.addresses[&leader].http.to_string())
+        );
+        // Forced: the failover-log workload keeps failovers open most of the run, and the
+        // point is a move at an arbitrary moment.
+        let body = json!({ "nodeId": to, "force": true }).to_string();
+        match http
+            .request("POST", &url, Some(body.as_bytes()), MOVE_TIMEOUT)
+            .await
+        {
+            Ok(r) => json!({
+                "status": r.status,
+                "answer": serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null),
+            }),
+            Err(e) => json!({ "error": e.to_string() }),
+        }
     }
 
     /// Applies a fault's network and process effects; returns what was done, for the history.

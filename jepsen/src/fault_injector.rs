@@ -50,6 +50,9 @@ pub async fn run(
             .pause_lease_holder
             .then(|| board.freeze_one())
             .flatten();
+        if let Some(to) = effects.move_leader_to {
+            done["move_leader"] = cluster.move_leader(to).await;
+        }
         done["leader"] = json!(leader);
         done["frozen"] = json!(frozen);
         recorder.complete(&invoke, OpType::Ok, done.clone())?;

@@ -52,6 +52,10 @@ pub enum Fault {
     /// [`Fault::LoseUnsynced`] on every node at once: a whole-cluster power loss, the fault
     /// that exposes acknowledged writes which were never on stable storage.
     LoseUnsyncedAll,
+    /// Ask the leader to hand leadership to `to` (`POST /v1/cluster/leader`), at whatever moment
+    /// the schedule says — a planned move must keep every lease rule exactly as a crash does.
+    /// Nothing to heal.
+    MoveLeader { to: NodeId },
     /// Several faults at once; healing undoes all of them.
     Combined { faults: Vec<Fault> },
 }
@@ -93,6 +97,7 @@ impl Fault {
                 effects.kill.extend(nodes.iter().copied());
                 effects.lose_unsynced.extend(nodes.iter().copied());
             }
+            Fault::MoveLeader { to } => effects.move_leader_to = Some(*to),
             Fault::LoseUnsyncedAll => {
                 effects.kill.extend(all.iter().copied());
                 effects.lose_unsynced.extend(all.iter().copied());
@@ -126,6 +131,7 @@ impl fmt::Display for Fault {
             Fault::KillAll => f.write_str("kill-all"),
             Fault::LoseUnsynced { nodes } => write!(f, "lose-unsynced({nodes:?})"),
             Fault::LoseUnsyncedAll => f.write_str("lose-unsynced(all)"),
+            Fault::MoveLeader { to } => write!(f, "move-leader(to n{to})"),
             Fault::Combined { faults } => {
                 for (i, fault) in faults.iter().enumerate() {
                     if i > 0 {
@@ -156,6 +162,8 @@ pub struct Effects {
     pub pause_lease_holder: bool,
     /// Killed nodes whose lazyfs then crashes (drops unsynced writes) before the restart.
     pub lose_unsynced: BTreeSet<NodeId>,
+    /// Leadership is asked to move to this node.
+    pub move_leader_to: Option<NodeId>,
 }
 
 impl Effects {
@@ -175,6 +183,7 @@ impl Effects {
         self.pause.extend(other.pause);
         self.pause_lease_holder |= other.pause_lease_holder;
         self.lose_unsynced.extend(other.lose_unsynced);
+        self.move_leader_to = self.move_leader_to.or(other.move_leader_to);
     }
 }
 
@@ -195,10 +204,11 @@ pub enum FaultKind {
     PauseLeaseHolder,
     KillAll,
     LoseUnsynced,
+    MoveLeader,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::IsolateLeader,
         FaultKind::MajorityMinority,
         FaultKind::OneWay,
@@ -208,6 +218,7 @@ impl FaultKind {
         FaultKind::PauseLeaseHolder,
         FaultKind::KillAll,
         FaultKind::LoseUnsynced,
+        FaultKind::MoveLeader,
     ];
 
     /// The name `--nemesis` takes for this kind.
@@ -222,13 +233,15 @@ impl FaultKind {
             FaultKind::PauseLeaseHolder => "pause-lease-holder",
             FaultKind::KillAll => "kill-all",
             FaultKind::LoseUnsynced => "lose-unsynced",
+            FaultKind::MoveLeader => "move-leader",
         }
     }
 
     /// Whether the group `all` includes it: every kind but `lose-unsynced`, which needs root
-    /// and /dev/fuse (the data dirs live on lazyfs), so it runs only when named.
+    /// and /dev/fuse (the data dirs live on lazyfs), and `move-leader`, which is no failure
+    /// and would change the seeded schedules of `all`; both run only when named.
     fn in_all(self) -> bool {
-        self != FaultKind::LoseUnsynced
+        !matches!(self, FaultKind::LoseUnsynced | FaultKind::MoveLeader)
     }
 
     /// The kinds of the group `all`.
@@ -277,7 +290,10 @@ impl FaultKind {
     fn is_combinable_process(self) -> bool {
         matches!(
             self,
-            FaultKind::Kill9 | FaultKind::Pause | FaultKind::PauseLeaseHolder
+            FaultKind::Kill9
+                | FaultKind::Pause
+                | FaultKind::PauseLeaseHolder
+                | FaultKind::MoveLeader
         )
     }
 
@@ -309,6 +325,7 @@ impl FaultKind {
             FaultKind::Pause => Fault::Pause { node: shuffled[0] },
             FaultKind::PauseLeaseHolder => Fault::PauseLeaseHolder,
             FaultKind::KillAll => Fault::KillAll,
+            FaultKind::MoveLeader => Fault::MoveLeader { to: shuffled[0] },
             // Half the time every node at once (what can lose acknowledged writes), otherwise
             // one node up to a minority (what a quorum must ride out).
             FaultKind::LoseUnsynced if rng.random_bool(0.5) => Fault::LoseUnsyncedAll,
@@ -327,7 +344,7 @@ impl FaultKind {
 #[error(
     "unknown nemesis {name:?}: expected all, none, partition, kill, pause, or one of \
      isolate-leader, majority-minority, one-way, bridge, kill9, pause-node, pause-lease-holder, \
-     kill-all, lose-unsynced"
+     kill-all, lose-unsynced, move-leader"
 )]
 pub struct UnknownNemesis {
     pub name: String,

@@ -7,6 +7,7 @@
 //! | `Initialize` | `ClusterService/Initialize` | — | operator |
 //! | `Membership` | `ClusterService/{AddLearner,ChangeMembership}` | — | operator, node (`serve --rejoin`) |
 //! | `Backup` | `ClusterService/SaveSnapshot` | — | operator |
+//! | `LeaderMove` | — | `POST /v1/cluster/leader` | operator |
 //! | `LeaseWrite` | `LeaseService/{Acquire,KeepAlive,KeepAliveStream,Release}` | `POST /v1/leases/{r}/{acquire,keepalive,release}` | operator, controller, proxy (bound) |
 //! | `BreakGlass` | `Acquire` with `break_glass` | `acquire` with `breakGlass` | operator |
 //! | `LeaseRevoke` | `LeaseService/Revoke` | `POST /v1/leases/{r}/revoke` | operator, controller |
@@ -55,6 +56,7 @@ pub enum Operation {
     ReportCheckpoint,
     ProbeReport,
     Backup,
+    LeaderMove,
     Unlisted,
 }
 
@@ -75,6 +77,7 @@ impl Operation {
             Operation::ReportCheckpoint => "report-checkpoint",
             Operation::ProbeReport => "probe-report",
             Operation::Backup => "backup",
+            Operation::LeaderMove => "leader-move",
             Operation::Unlisted => "unlisted",
         }
     }
@@ -93,6 +96,7 @@ impl Operation {
             Operation::ProbeReport => &[Operator, Probe],
             Operation::Initialize
             | Operation::Backup
+            | Operation::LeaderMove
             | Operation::BreakGlass
             | Operation::TenantWrite
             | Operation::LinkWrite
@@ -248,6 +252,11 @@ const HTTP: &[(&str, &str, Access)] = &[
         "GET",
         "/v1/cluster/status",
         Access::Requires(Operation::Read),
+    ),
+    (
+        "POST",
+        "/v1/cluster/leader",
+        Access::Requires(Operation::LeaderMove),
     ),
     (
         "GET",

@@ -36,6 +36,24 @@ pub enum DrCommand {
     Tenants(TenantsArgs),
     /// Show failover events, newest first, with their timelines.
     Events(EventsArgs),
+    /// Move Raft leadership (and with it the DR controller) to a node or region now; refused
+    /// during a failover. Automatic placement does this for the preferred region on its own.
+    MoveLeader(MoveLeaderArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MoveLeaderArgs {
+    /// The region to move leadership to (its voter).
+    #[arg(long, conflicts_with = "node", required_unless_present = "node")]
+    region: Option<String>,
+    /// The node to move leadership to.
+    #[arg(long)]
+    node: Option<u64>,
+    /// Move even while a failover is in progress (the new leader resumes it from the log).
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    target: Target,
 }
 
 /// Where the nodes are and how to print.
@@ -150,6 +168,16 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
                 print_tenants
             };
             (a.target, "GET", path, None, print)
+        }
+        DrCommand::MoveLeader(a) => {
+            let body = json!({ "region": a.region, "nodeId": a.node, "force": a.force });
+            (
+                a.target,
+                "POST",
+                "/v1/cluster/leader".to_string(),
+                Some(body),
+                print_move,
+            )
         }
         DrCommand::Events(a) => {
             let path = format!(
@@ -300,6 +328,19 @@ fn print_failover(event: &Value) {
     println!(
         "follow it with: arbiter events --region {}",
         text(&event["failedRegion"])
+    );
+}
+
+fn print_move(report: &Value) {
+    println!(
+        "leadership moved: node {} (term {}) → node {} (term {}); writes held {} ms, \
+         leaderless {} ms",
+        text(&report["from"]),
+        text(&report["fromTerm"]),
+        text(&report["newLeader"]),
+        text(&report["newTerm"]),
+        text(&report["writesHeldMs"]),
+        text(&report["leaderlessMs"]),
     );
 }
 

@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Dial peer ID at ADDR instead of its advertised address: ID=ADDR (repeatable).
     #[arg(long = "dial", value_parser = parse_dial)]
     dial: Vec<(u64, String)>,
+    /// The region leadership should live in (`none`: wherever elections put it). Default: the
+    /// region that is neither the DR primary nor its failover target.
+    #[arg(long)]
+    preferred_leader: Option<String>,
     /// Tokens file (`[[tokens]]` entries with SHA-256 digests); re-read on SIGHUP.
     #[arg(long)]
     auth_tokens_file: Option<PathBuf>,
@@ -184,6 +188,9 @@ impl ServeArgs {
         raw.listen_fds.extend(self.listen_fds);
         if self.auth_tokens_file.is_some() {
             raw.auth.tokens_file = self.auth_tokens_file;
+        }
+        if self.preferred_leader.is_some() {
+            raw.raft.preferred_leader = self.preferred_leader;
         }
         Ok(raw)
     }

@@ -117,6 +117,24 @@ fn print_table(report: &Report) {
         Some(id) => println!("leader: node {id}"),
         None => println!("leader: none reachable"),
     }
+    // Placement as the leader reports it (the replicated move count is the same everywhere).
+    let leader = report.nodes.iter().find(|n| n.role == "Leader");
+    if let Some(n) = leader.or(report.nodes.first()) {
+        let placed = match (
+            n.preferred_leader_region.as_str(),
+            n.leader_in_preferred_region,
+        ) {
+            ("", _) => "placement: off (leadership stays where elections put it)".to_string(),
+            (region, Some(true)) => {
+                format!("placement: preferred region {region}, leader is there")
+            }
+            (region, Some(false)) => {
+                format!("placement: preferred region {region}, leader is ELSEWHERE")
+            }
+            (region, None) => format!("placement: preferred region {region}, no leader known"),
+        };
+        println!("{placed}; leadership moves so far: {}", n.leader_moves);
+    }
     let ids: std::collections::BTreeSet<&str> = report
         .nodes
         .iter()

@@ -143,6 +143,17 @@ pub struct DrConfig {
     pub compute_driver: DriverConfig,
 }
 
+impl DrConfig {
+    /// The first region (in declared order) that is neither the primary nor the primary's
+    /// failover target: the place for a control plane that must outlive either.
+    pub fn outside_production(&self) -> Option<&RegionId> {
+        let target = self.failover_to.get(&self.primary);
+        self.regions
+            .iter()
+            .find(|r| **r != self.primary && Some(*r) != target)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DrConfigError {
     #[error("dr: region {0:?} is named but not declared in [[dr.regions]]")]

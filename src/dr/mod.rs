@@ -173,6 +173,36 @@ impl DrController {
             .map_err(|e| DrError::Invalid(e.to_string()))
     }
 
+    /// The failover being carried out, if one is unfinished.
+    pub fn failover_in_progress(&self) -> Option<FailoverId> {
+        let state = self.inner.state.read();
+        let event = state.machine.failovers.unfinished().next();
+        event.map(|e| e.failover_id)
+    }
+
+    /// Why `region` is under suspicion, if it is: its replicated health is not `HEALTHY`, or a
+    /// vantage point in this leader's probe window sees it failing. Silence (no agent
+    /// reporting) is not suspicion, as for health observations.
+    pub fn suspicion(&self, region: &RegionId) -> Option<String> {
+        if let Some(health) = self.inner.state.read().machine.regions.get(region) {
+            if health.state != HealthState::Healthy {
+                return Some(format!("its health is {:?}", health.state));
+            }
+        }
+        let verdicts = self
+            .inner
+            .consensus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .evaluate(self.mono_now());
+        let verdict = verdicts.into_iter().find(|v| v.region() == region)?;
+        match &verdict {
+            Verdict::Healthy { .. } => None,
+            Verdict::Suspect { failing, .. } if failing.is_empty() => None,
+            other => Some(describe(other)),
+        }
+    }
+
     /// Records a gateway's `activeConnections` as last seen by a probe.
     pub fn record_active_connections(&self, region: RegionId, count: u64) {
         self.inner

@@ -431,9 +431,13 @@ impl NodeContext {
             ServerState::Learner => "Learner",
             ServerState::Shutdown => "Shutdown",
         };
-        let (applied_index, digest) = {
+        let (applied_index, digest, leader_moves) = {
             let state = self.state.read();
-            (state.last_applied.map(|l| l.index), state.digest())
+            (
+                state.last_applied.map(|l| l.index),
+                state.digest(),
+                state.machine.placement.moves(),
+            )
         };
         let committed = self.committed.load(Ordering::Relaxed);
         NodeStatus {
@@ -462,6 +466,13 @@ impl NodeContext {
             storage_error: self.storage_health.get().unwrap_or_default(),
             wal_syncs: self.wal_counters.syncs.load(Ordering::Relaxed),
             wal_entries: self.wal_counters.entries.load(Ordering::Relaxed),
+            preferred_leader_region: self
+                .placement
+                .preferred_region()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            leader_in_preferred_region: self.placement.leader_in_preferred_region(),
+            leader_moves,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! | route | file | answers |
 //! |---|---|---|
 //! | `GET /v1/cluster/status` | here | this node's Raft view |
+//! | `POST /v1/cluster/leader` | [`leader`] | move leadership to a node or region (operator) |
 //! | `GET /v1/health/check` | [`health`] | the seed's health check for this node's region |
 //! | `POST /v1/dr/traffic-shift`, `GET /v1/dr/tasks/{id}` | [`traffic`] | the seed's traffic shift (202) and its task |
 //! | `POST /v1/dr/failover`, `POST /v1/dr/failback`, `POST /v1/probes/report` | [`dr`] | operator overrides and probe agents, through the DR controller |
@@ -22,6 +23,7 @@ mod dr;
 pub mod error;
 mod events;
 mod health;
+mod leader;
 mod leases;
 mod regions;
 mod replication;
@@ -93,6 +95,7 @@ fn router(node: Arc<NodeContext>) -> Router {
     };
     Router::new()
         .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/cluster/leader", post(leader::move_leader))
         .route("/v1/health/check", get(health::check))
         .route("/v1/dr/traffic-shift", post(traffic::shift))
         .route("/v1/dr/tasks/{id}", get(traffic::task))

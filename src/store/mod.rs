@@ -28,7 +28,8 @@ pub use sync::SyncPolicy;
 /// log moved from sled to the WAL, snapshots to `snapshot.bin`, metadata got checksums.
 /// Version 3: a member records its peer (Raft, mutual TLS) address, `Member::peer_addr`, in
 /// the membership that log entries, snapshots and the state machine carry.
-pub const DATA_FORMAT_VERSION: u32 = 3;
+/// Version 4: the state machine records planned leadership moves (`placement`).
+pub const DATA_FORMAT_VERSION: u32 = 4;
 const FORMAT_VERSION_KEY: &[u8] = b"data_format_version";
 
 /// How the stores are opened.

@@ -28,6 +28,15 @@ impl Drill {
         dr_config: Option<&dyn Fn(&std::path::Path) -> String>,
         probe_interval: Duration,
     ) -> Drill {
+        Drill::start_with(dr_config, probe_interval, &[]).await
+    }
+
+    /// [`Drill::start`] with further `arbiter serve` flags for every node.
+    pub async fn start_with(
+        dr_config: Option<&dyn Fn(&std::path::Path) -> String>,
+        probe_interval: Duration,
+        extra_args: &[&str],
+    ) -> Drill {
         init_tracing();
         let files = tempfile::tempdir().expect("temp dir").keep();
         let driver_log = files.join("drivers.log");
@@ -37,7 +46,8 @@ impl Drill {
             std::fs::write(&path, config(&driver_log)).expect("write config");
             args = vec!["--config".to_string(), path.display().to_string()];
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra_args);
         let cluster = TestCluster::start(3, &args).await;
 
         let mut gateways = Vec::new();

@@ -116,7 +116,9 @@ pub fn tokens_file(dir: &Path) -> PathBuf {
 }
 
 /// How to start node `id` in `dir`, its sockets bound on loopback at port 0, with TLS and the
-/// tokens file of `dir`.
+/// tokens file of `dir`. Leadership stays where elections put it (`--preferred-leader none`)
+/// unless `extra_args` names a preferred region: tests that kill "the leader" mean the one
+/// they found, not one that moves away a second later.
 pub fn node_spec(dir: &Path, id: u64, region: &str, extra_args: &[&str]) -> NodeSpec {
     let mut spec = NodeSpec::on_loopback(id, region, dir.join(format!("node-{id}")))
         .expect("bind the node's sockets");
@@ -125,6 +127,10 @@ pub fn node_spec(dir: &Path, id: u64, region: &str, extra_args: &[&str]) -> Node
         "--auth-tokens-file".into(),
         tokens_file(dir).display().to_string(),
     ];
+    if !extra_args.contains(&"--preferred-leader") {
+        spec.extra_args
+            .extend(["--preferred-leader".to_string(), "none".to_string()]);
+    }
     spec.extra_args
         .extend(extra_args.iter().map(|s| s.to_string()));
     spec

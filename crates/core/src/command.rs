@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::failover_log::{FailoverCommand, FailoverOutcome};
 use crate::lease_table::{LeaseCommand, LeaseOutcome};
+use crate::placement::PlacementCommand;
 use crate::region_health::{HealthCommand, HealthOutcome};
 use crate::replication::{DataLossEstimate, ReplicationCommand, ReplicationOutcome};
 use crate::routing::{RoutingCommand, RoutingOutcome};
@@ -52,6 +53,8 @@ pub enum Command {
     SetHealthCooldown {
         cooldown_ms: u64,
     },
+    /// A planned leadership move (see [`crate::placement`]).
+    Placement(PlacementCommand),
 }
 
 /// What applying one [`Command`] decided. Refusals are outcomes, not errors.

@@ -18,6 +18,8 @@
 //!   for the whole cooldown.
 //! - [`probe_consensus`]: the controller's in-memory outage consensus over vantage-point probes;
 //!   yields `Verdict`s, which become [`region_health`] observations and failovers.
+//! - [`placement`]: the replicated record of planned leadership moves (`to` stands for election
+//!   once it has applied the move, if the term has not changed).
 //! - [`routing`]: the replicated tenant routing table (shift, restore, compare-and-set, lock) and
 //!   validated per-region traffic weights.
 //! - [`replication`]: replicated replication links and sync checkpoints; sync metrics, RPO
@@ -33,6 +35,7 @@ pub mod failover_plan;
 pub mod hlc;
 pub mod lease_table;
 pub mod lease_timers;
+pub mod placement;
 pub mod probe_consensus;
 pub mod region_health;
 pub mod replication;

@@ -11,6 +11,7 @@ use crate::command::{Batch, Command, Outcome};
 use crate::failover_log::FailoverLog;
 use crate::failover_log::{FailoverCommand, FailoverOutcome};
 use crate::lease_table::{LeaseCommand, LeaseOutcome, LeaseTable};
+use crate::placement::LeaderPlacement;
 use crate::region_health::HealthCommand;
 use crate::region_health::RegionHealthTable;
 use crate::replication::DataLossEstimate;
@@ -28,6 +29,7 @@ pub struct StateMachine {
     pub replication: ReplicationState,
     pub failovers: FailoverLog,
     pub traffic: TrafficState,
+    pub placement: LeaderPlacement,
 }
 
 impl StateMachine {
@@ -134,6 +136,10 @@ impl StateMachine {
             }
             Command::SetHealthCooldown { cooldown_ms } => {
                 self.regions.set_cooldown(*cooldown_ms);
+                Outcome::Done
+            }
+            Command::Placement(cmd) => {
+                self.placement.apply(cmd, ctx);
                 Outcome::Done
             }
         }

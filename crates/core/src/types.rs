@@ -54,6 +54,11 @@ impl FencingToken {
         debug_assert!(u64::from(position) < Self::MAX_COMMANDS_PER_ENTRY);
         FencingToken((log_index << 12) | u64::from(position))
     }
+
+    /// The log index of the entry that minted this token.
+    pub fn log_index(self) -> u64 {
+        self.0 >> 12
+    }
 }
 
 impl fmt::Display for FencingToken {
