@@ -149,7 +149,18 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         reason: e.to_string(),
     };
     stream.write_all(head.as_bytes()).await.map_err(io)?;
-    stream.write_all(body).await.map_err(io)?;
+    // A server may answer before it has read the whole body (413 for one over its limit) and
+    // close, so the rest of the body meets a reset connection. Its answer is already on the
+    // way: read it, and report the write failure only if there is none.
+    let written = stream.write_all(body).await;
+    if let Err(e) = &written {
+        if !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            return Err(io(written.unwrap_err()));
+        }
+    }
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -158,9 +169,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             // A TLS server that closes without close_notify after a complete response (we asked
             // for `Connection: close`) is an end of stream, not a failure.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => 0,
-            Err(e) => return Err(io(e)),
+            // After an early answer the connection may end in a reset; what came before it
+            // is the answer.
+            Err(_) if written.is_err() && !raw.is_empty() => 0,
+            Err(e) => return Err(io(written.err().unwrap_or(e))),
         };
         if n == 0 {
+            if raw.is_empty() {
+                if let Err(e) = written {
+                    return Err(io(e));
+                }
+            }
             break;
         }
         raw.extend_from_slice(&chunk[..n]);
@@ -282,5 +301,34 @@ mod tests {
         );
         assert!(split_url("ftp://example.com/").is_err());
         assert!(split_url("http:///x").is_err());
+    }
+
+    /// A server that answers 413 after the head and closes with the body unread (the kernel
+    /// then resets the connection under the writing client).
+    #[tokio::test]
+    async fn an_early_answer_to_an_oversized_body_is_read_not_lost_to_the_reset() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut head = vec![0u8; 1024];
+            let _ = socket.read(&mut head).await;
+            socket
+                .write_all(
+                    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 13\r\n\r\n{\"error\":\"x\"}",
+                )
+                .await
+                .expect("answer");
+            // Dropped with most of the body unread: close sends a reset.
+        });
+        let body = vec![b'x'; 4 * 1024 * 1024];
+        let url = format!("http://{addr}/v1/dr/traffic-shift");
+        let response = request("POST", &url, Some(&body), Duration::from_secs(10))
+            .await
+            .expect("the early answer");
+        assert_eq!(response.status, 413);
+        server.await.expect("server");
     }
 }
