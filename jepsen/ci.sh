@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CI pass of the jepsen harness: a short run under every nemesis and one of crashes only
-# (kill -9, whole-cluster restart) that must find nothing, then each negative control, which
+# The CI pass of the jepsen harness: a short run under every nemesis, one of crashes only
+# (kill -9, whole-cluster restart) and one of planned leadership moves that must find nothing, then each negative control, which
 # must find an anomaly, including a power loss (lose-unsynced: data dirs on lazyfs, unsynced
 # writes dropped) with fsyncs skipped. A checker that cannot fail proves nothing, so a control
 # that passes fails CI.
@@ -45,6 +45,9 @@ run() {
 run safe 0 "${common[@]}" --time-limit 60
 # Seed 1's minute draws no whole-cluster kill: a short run of crashes only covers durability.
 run crash-restart 0 --nemesis kill9,kill-all --seed 1 --latency none --time-limit 30
+# Planned leadership moves at arbitrary moments, alone and under a leader partition (seed 1
+# draws one of each): every lease rule must hold across a move exactly as across a crash.
+run move-leader 0 --nemesis move-leader,kill9,isolate-leader --seed 1 --latency none --time-limit 35
 # Exit 1: anomalies found (4 would be a harness failure, which proves nothing).
 run unsafe-ignore-deadline 1 "${common[@]}" --time-limit 25 --unsafe-ignore-deadline
 run unsafe-no-fencing 1 "${common[@]}" --time-limit 25 --unsafe-no-fencing
