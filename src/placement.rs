@@ -23,8 +23,9 @@
 //! Invariants: a move is a log entry before anything acts on it; P acts on it only while the term
 //! it names is current, its leader is the mover and the entry is its last one, so a replayed or
 //! late entry does nothing; the automatic loop never moves during a failover, never towards a
-//! region under suspicion, never more than once per cooldown; writes are held at most
-//! [`Placement::hold_bound`].
+//! region under suspicion, never more than once per cooldown. Writes are held from the pause
+//! until the move ends: at most the write deadline (batches in flight, then the move entry's
+//! commit), plus the acknowledgement and election bounds ([`Placement::move_to`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -138,25 +139,17 @@ impl Placement {
         self.inner.completed.load(Ordering::Relaxed)
     }
 
-    /// Longest time a move holds writes at the leader: waiting for batches in flight is bounded
-    /// by the write deadline (counted in it), then the entry's commit, the target's
-    /// acknowledgement and the election each have their own bound.
-    pub fn hold_bound(&self) -> Duration {
-        let t = &self.inner.timing;
-        Duration::from_millis(t.write_timeout_ms + self.ack_bound().as_millis() as u64)
-            + self.elect_bound()
-    }
-
-    /// How long the target has to acknowledge the move entry: a few heartbeats.
+    /// How long the target has to acknowledge the move entry: a few heartbeats, and at least a
+    /// second, so a loaded host (a scheduler delay, not a dead node) does not fail the move.
     fn ack_bound(&self) -> Duration {
-        Duration::from_millis((self.inner.timing.heartbeat_ms * 4).max(200))
+        Duration::from_millis((self.inner.timing.heartbeat_ms * 4).max(1_000))
     }
 
-    /// How long the target has to win: it learns the commit within a heartbeat, then one vote
-    /// round; the election timeout is ample.
+    /// How long the target has to win: it learns the commit at once (a heartbeat is sent for
+    /// it), then one vote round; two election timeouts, and at least 1.5 s, are ample.
     fn elect_bound(&self) -> Duration {
         let t = &self.inner.timing;
-        Duration::from_millis(t.heartbeat_ms + t.election_max_ms)
+        Duration::from_millis((t.heartbeat_ms + 2 * t.election_max_ms).max(1_500))
     }
 
     /// A leader grants a vote in a new term only once it has led for longer than openraft's
@@ -184,12 +177,12 @@ impl Placement {
                 "a leadership move is already under way".into(),
             ));
         };
-        let term = self.check_move(to, force)?;
+        let first_term = self.check_move(to, force)?;
         if to == inner.me {
             return Err(DrError::Refused(format!("node {to} already leads")));
         }
         // This node grants the target's vote only once its own lease as leader has run out.
-        let led_for = self.led_for(term).unwrap_or_default();
+        let led_for = self.led_for(first_term).unwrap_or_default();
         if let Some(wait) = self.leader_lease().checked_sub(led_for) {
             tokio::time::sleep(wait).await;
         }
@@ -199,8 +192,14 @@ impl Placement {
         let paused = tokio::time::timeout(inner.proposer.timeout(), paused)
             .await
             .map_err(|_| DrError::Refused("writes in flight did not finish; no move".into()))?;
-        // Re-checked with writes held: nothing may have changed while they drained.
+        // Re-checked with writes held: nothing may have changed while they drained. A new term
+        // means a fresh lease as leader, which would refuse the target's vote: no move.
         let term = self.check_move(to, force)?;
+        if term != first_term {
+            return Err(DrError::Refused(format!(
+                "leadership changed (term {first_term} → {term}) while the move waited; no move"
+            )));
+        }
         let command = Command::Placement(PlacementCommand::MoveLeader {
             from: inner.me,
             to,
@@ -238,11 +237,14 @@ impl Placement {
                 to,
                 "leadership move: node {to} did not acknowledge the move entry"
             );
-            return Err(DrError::Refused(format!(
-                "node {to} did not acknowledge the move within {} ms; leadership stays",
-                self.ack_bound().as_millis()
-            )));
+            // The entry is in the log: the target may still act on it (only while it is current).
+            return Err(DrError::Write(WriteError::Timeout {
+                after_ms: self.ack_bound().as_millis() as u64,
+            }));
         }
+        // Carry the commit index to the target now rather than with the next heartbeat (400 ms
+        // on `wan`): it stands for election once it has applied the entry.
+        let _ = inner.raft.trigger().heartbeat().await;
         let stepped_down = matches!(
             tokio::time::timeout(
                 self.elect_bound(),
@@ -255,10 +257,9 @@ impl Placement {
         drop(paused);
         if !stepped_down {
             tracing::warn!(to, "leadership move: node {to} did not take over");
-            return Err(DrError::Refused(format!(
-                "node {to} did not take over within {} ms; leadership stays",
-                self.elect_bound().as_millis()
-            )));
+            return Err(DrError::Write(WriteError::Timeout {
+                after_ms: self.elect_bound().as_millis() as u64,
+            }));
         }
         let down_at = Instant::now();
         let heard = tokio::time::timeout(
@@ -274,6 +275,18 @@ impl Placement {
                 (m.current_leader, m.current_term, None)
             }
         };
+        if new_leader != Some(to) {
+            tracing::warn!(
+                to,
+                ?new_leader,
+                new_term,
+                "leadership move: another node took over"
+            );
+            return Err(DrError::Refused(format!(
+                "leadership went to {} in term {new_term}, not to node {to}",
+                new_leader.map_or("no known node".to_string(), |id| format!("node {id}"))
+            )));
+        }
         inner.completed.fetch_add(1, Ordering::Relaxed);
         let report = MoveReport {
             from: inner.me,
@@ -412,8 +425,8 @@ impl Placement {
                 "leadership moves here: standing for election"
             );
             if let Err(e) = inner.raft.trigger().elect().await {
+                // Fatal only for the Raft core, which stops the node; nothing to retry here.
                 tracing::warn!(error = %e, "cannot stand for election");
-                return;
             }
         }
     }

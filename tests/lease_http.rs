@@ -81,6 +81,8 @@ async fn operators_hand_a_lease_over_revoke_it_and_bad_input_changes_nothing() {
     let cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader(WAIT).await;
     let api = leader.http_addr.as_str();
+    // Its writes would otherwise land between phase 5's digests.
+    dr_bootstrapped(api, WAIT).await;
     let acquire = format!("{ORDERS}/acquire");
     let keepalive = format!("{ORDERS}/keepalive");
     let release = format!("{ORDERS}/release");

@@ -38,9 +38,10 @@ use crate::proxy::{LinkProxy, ProxyError};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace for SIGTERM at the end of the run before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Longest wait for a leadership move request: the move holds writes for at most the write
-/// deadline plus an election timeout (wan: 8 s + 3 s).
-const MOVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a leadership move request, above its worst case on `wan`: the lease wait
+/// (3.4 s), draining writes in flight and the move entry's commit (the 8 s write deadline each),
+/// the acknowledgement (1.6 s) and the election (6.4 s).
+const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything needed to start the cluster.
 #[derive(Debug, Clone)]

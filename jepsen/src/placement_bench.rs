@@ -161,7 +161,9 @@ async fn measure(cluster: &mut Cluster, arm: &'static str) -> Result<Sample, Str
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let endpoints = cluster.client_http_endpoints();
-    let term_before = term_of(&http, &endpoints[leader as usize - 1]).await;
+    let term_before = term_of(&http, &endpoints[leader as usize - 1])
+        .await
+        .ok_or("cannot read the leader's term before the outage")?;
     // The controller registers the regions once per term; the outage must find them.
     let deadline = Instant::now() + PLACED_TIMEOUT;
     while !regions_registered(&http, &endpoints).await {
@@ -204,7 +206,7 @@ async fn measure(cluster: &mut Cluster, arm: &'static str) -> Result<Sample, Str
         arm,
         decided: decided.unwrap_or(completed),
         completed,
-        election: term_after > term_before,
+        election: term_after.is_some_and(|t| t > term_before),
     })
 }
 

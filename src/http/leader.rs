@@ -3,9 +3,11 @@
 //! leadership there now, through the same procedure as automatic placement (see
 //! [`crate::placement`]), without its cooldown. 200 with the move report
 //! (`{"from", "to", "fromTerm", "newLeader", "newTerm", "writesHeldMs", "leaderlessMs",
-//! "logIndex"}`); 409 when refused (a failover in progress without `force`, the target behind, a move under
-//! way, or the target did not take over in time); 422 for an unknown node or region; non-leaders
-//! answer 503 with `leaderHttpAddr`.
+//! "logIndex"}`); 409 when refused (a failover in progress without `force`, the target behind,
+//! a move under way, or another node took over); 504 when the target did not acknowledge or
+//! take over in time (outcome unknown: the entry is in the log, and the target acts on it only
+//! while it is current); 422 for an unknown node or region; non-leaders answer 503 with
+//! `leaderHttpAddr`.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -57,10 +59,12 @@ pub async fn move_leader(
     let reason = MoveReason::Operator {
         identity: caller.identity,
     };
-    let report = node
-        .placement
-        .move_to(to, reason, body.force)
+    // In a task of its own: a caller that gives up must not cut a move off halfway (writes
+    // paused, the entry written).
+    let placement = node.placement.clone();
+    let moved = tokio::spawn(async move { placement.move_to(to, reason, body.force).await })
         .await
-        .map_err(|e| ApiError::dr(node, e))?;
+        .map_err(|e| ApiError::Internal(format!("leadership move task: {e}")))?;
+    let report = moved.map_err(|e| ApiError::dr(node, e))?;
     Ok(Json(report))
 }

@@ -318,6 +318,30 @@ pub async fn status(endpoint: &str) -> Option<NodeStatus> {
         .map(|r| r.into_inner())
 }
 
+/// Waits until the leader's DR controller has made its bootstrap writes (it registers the
+/// configured regions, then sets the traffic weights — the last of them with the default
+/// configuration), so a test that compares state digests does not see them land in between.
+pub async fn dr_bootstrapped(http_addr: &str, timeout: Duration) {
+    eventually(
+        "the DR controller's bootstrap writes",
+        timeout,
+        || async move {
+            let client = http();
+            let url = format!("{}/v1/regions", client.base_url(http_addr));
+            let response = client
+                .request("GET", &url, None, Duration::from_secs(2))
+                .await
+                .ok()?;
+            let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+            let weighted = body["regions"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| !r["trafficWeightPercentage"].is_null()));
+            (response.status == 200 && weighted).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
