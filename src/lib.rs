@@ -18,6 +18,8 @@
 //! - [`dr`]: the DR controller (probe consensus → failover workflow), drivers, probe agent.
 //! - [`gateway`]: a stand-in regional gateway serving the seed's health check, for drills.
 //! - [`http_client`]: minimal HTTP/1.1 client (probes, webhooks, CLI).
+//! - [`metrics`]: Prometheus `/metrics` of a node: its components' instruments and gauges read
+//!   from Raft and the replicated state at scrape time.
 //! - [`node`]: starts storage, Raft, servers; the one shutdown path; refuses an empty data dir.
 //! - [`identity`]: the cluster id in every data dir (`identity.json`), checked on every Raft RPC.
 //! - [`backup`]: the `arbiter snapshot save|restore` file format (checksummed) and restore.
@@ -52,6 +54,7 @@ pub mod http_client;
 pub mod identity;
 pub mod leases;
 pub mod local_cluster;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod placement;

@@ -40,6 +40,7 @@ use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
 use crate::grpc::raft_service::RaftTransport;
 use crate::identity::{self, ClusterId, Identity, IdentityError};
 use crate::leases::LeaseManager;
+use crate::metrics::Metrics;
 use crate::network::{Network, PeerDialer, MAX_RAFT_MESSAGE_BYTES};
 use crate::placement::Placement;
 use crate::proposer::Proposer;
@@ -77,6 +78,7 @@ pub struct NodeContext {
     pub leases: LeaseManager,
     pub dr: DrController,
     pub placement: Placement,
+    pub metrics: Arc<Metrics>,
     pub committed: Arc<AtomicU64>,
     pub identity: Identity,
     /// Who callers are and what they may do; shared by both edges.
@@ -323,6 +325,14 @@ pub async fn run(
         dr.clone(),
         replayed_up_to,
     );
+    let metrics = Arc::new(Metrics::new(
+        config.node_id,
+        &config.region,
+        proposer.metrics(),
+        &wal_counters,
+        auth.denial_counters(),
+    ));
+    tokio::spawn(metrics.clone().watch_leader(raft.clone()));
     let node = Arc::new(NodeContext {
         id: config.node_id,
         region: config.region.clone(),
@@ -334,6 +344,7 @@ pub async fn run(
         leases,
         dr,
         placement,
+        metrics,
         raft: raft.clone(),
         state: sm_store,
         committed,

@@ -15,6 +15,9 @@ use std::time::Duration;
 use arbiter_core::command::{Batch, Command, Outcome};
 use arbiter_core::{FencingToken, WallMillis};
 use openraft::error::{ClientWriteError, RaftError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, Semaphore};
 use tokio::time::Instant;
 
@@ -84,10 +87,37 @@ struct Pending {
     reply: oneshot::Sender<Result<Outcome, WriteError>>,
 }
 
+/// What the proposer counts, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ProposerMetrics {
+    /// Commands per committed log entry (group commit).
+    pub batch_commands: Histogram,
+    /// Proposed commands by result: `committed`, `not_leader`, `timeout`, `error`.
+    pub commands: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Default for ProposerMetrics {
+    fn default() -> Self {
+        ProposerMetrics {
+            batch_commands: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            commands: Family::default(),
+        }
+    }
+}
+
+impl ProposerMetrics {
+    fn count(&self, result: &str, commands: usize) {
+        self.commands
+            .get_or_create(&vec![("result".to_string(), result.to_string())])
+            .inc_by(commands as u64);
+    }
+}
+
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
     timeout: Duration,
+    metrics: ProposerMetrics,
     /// Every batch commits under a read guard; [`Proposer::pause`] takes the write guard.
     gate: Arc<RwLock<()>>,
 }
@@ -105,8 +135,19 @@ impl Proposer {
     fn with_queue_depth(log: impl BatchLog, timeout: Duration, depth: usize) -> Self {
         let (tx, rx) = mpsc::channel(depth);
         let gate = Arc::new(RwLock::new(()));
-        tokio::spawn(run(log, rx, timeout, gate.clone()));
-        Proposer { tx, timeout, gate }
+        let metrics = ProposerMetrics::default();
+        tokio::spawn(run(log, rx, timeout, gate.clone(), metrics.clone()));
+        Proposer {
+            tx,
+            timeout,
+            gate,
+            metrics,
+        }
+    }
+
+    /// Its instruments, to register with the node's metrics.
+    pub fn metrics(&self) -> &ProposerMetrics {
+        &self.metrics
     }
 
     /// Waits until every batch already proposed has its answer, then holds new batches until
@@ -155,6 +196,7 @@ async fn run(
     mut rx: mpsc::Receiver<Pending>,
     timeout: Duration,
     gate: Arc<RwLock<()>>,
+    metrics: ProposerMetrics,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
@@ -180,14 +222,21 @@ async fn run(
         }
         let log = log.clone();
         let gate = gate.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            commit(&log, batch, timeout, &gate).await;
+            commit(&log, batch, timeout, &gate, &metrics).await;
             drop(permit);
         });
     }
 }
 
-async fn commit(log: &impl BatchLog, pending: Vec<Pending>, timeout: Duration, gate: &RwLock<()>) {
+async fn commit(
+    log: &impl BatchLog,
+    pending: Vec<Pending>,
+    timeout: Duration,
+    gate: &RwLock<()>,
+    metrics: &ProposerMetrics,
+) {
     let (commands, replies): (Vec<_>, Vec<_>) =
         pending.into_iter().map(|p| (p.command, p.reply)).unzip();
     // A pause counts against the batch's deadline like any other wait.
@@ -201,6 +250,16 @@ async fn commit(log: &impl BatchLog, pending: Vec<Pending>, timeout: Duration, g
             after_ms: millis(timeout),
         }),
     };
+    let count = replies.len();
+    match &result {
+        Ok(_) => {
+            metrics.batch_commands.observe(count as f64);
+            metrics.count("committed", count);
+        }
+        Err(WriteError::NotLeader { .. }) => metrics.count("not_leader", count),
+        Err(WriteError::Timeout { .. }) => metrics.count("timeout", count),
+        Err(_) => metrics.count("error", count),
+    }
     match result {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {

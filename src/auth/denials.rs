@@ -5,6 +5,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use super::AuthError;
 
 /// Refusals since the node started, by kind.
@@ -12,6 +15,8 @@ use super::AuthError;
 pub struct Denials {
     unauthenticated: AtomicU64,
     forbidden: AtomicU64,
+    /// The same counts by `reason` (`unauthenticated`, `forbidden`), for `/metrics`.
+    family: Family<Vec<(String, String)>, Counter>,
 }
 
 /// A point-in-time copy of the counters.
@@ -28,6 +33,7 @@ impl Denials {
         match error {
             AuthError::Unauthenticated(reason) => {
                 self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                self.count("unauthenticated");
                 tracing::warn!(action, %reason, "request refused: unauthenticated");
             }
             AuthError::Forbidden {
@@ -36,13 +42,26 @@ impl Denials {
                 reason,
             } => {
                 self.forbidden.fetch_add(1, Ordering::Relaxed);
+                self.count("forbidden");
                 tracing::warn!(action, identity, %role, %reason, "request refused: permission denied");
             }
             AuthError::WrongPort(reason) => {
                 self.forbidden.fetch_add(1, Ordering::Relaxed);
+                self.count("forbidden");
                 tracing::warn!(action, %reason, "request refused: permission denied");
             }
         }
+    }
+
+    fn count(&self, reason: &str) {
+        self.family
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// The counts as a metric family (shared: registering it exports the live counts).
+    pub fn family(&self) -> Family<Vec<(String, String)>, Counter> {
+        self.family.clone()
     }
 
     pub fn counts(&self) -> DenialCounts {

@@ -133,6 +133,11 @@ impl Auth {
         self.denials.counts()
     }
 
+    /// The refusal counters themselves, to register with the node's metrics.
+    pub fn denial_counters(&self) -> &Denials {
+        &self.denials
+    }
+
     /// The layer's check: who is calling (bearer token or the connection's verified client
     /// certificate) and whether its role may reach this endpoint, on this kind of port, at all.
     /// An admitted caller is put into the request's extensions for the handler; public

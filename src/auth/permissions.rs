@@ -19,7 +19,7 @@
 //! | `ReportCheckpoint` | `ReplicationCoordinator/ReportCheckpoint` | — | operator, region (bound) |
 //! | `ProbeReport` | — | `POST /v1/probes/report` | operator, probe (bound) |
 //! | `Unlisted` | any method not above | any route not above | operator |
-//! | public | `grpc.health.v1.Health/*` | `GET /v1/health/check` | no credentials |
+//! | public | `grpc.health.v1.Health/*` | `GET /v1/health/check`, `GET /livez`, `GET /readyz` | no credentials |
 //! | peer | `RaftService/*`, `ClusterService/JoinCluster` | — | peer port only: node-to-node, authenticated by its mTLS (node certificates only); refused on the client ports |
 //!
 //! Binding rule (operations marked "bound"): a proxy may act only on leases whose holder is its
@@ -248,6 +248,9 @@ const GRPC_SERVICES: &[(&str, Access)] = &[
 /// HTTP routes (axum route templates), by method.
 const HTTP: &[(&str, &str, Access)] = &[
     ("GET", "/v1/health/check", Access::Public),
+    ("GET", "/livez", Access::Public),
+    ("GET", "/readyz", Access::Public),
+    ("GET", "/metrics", Access::Requires(Operation::Read)),
     (
         "GET",
         "/v1/cluster/status",

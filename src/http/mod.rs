@@ -3,6 +3,7 @@
 //! | route | file | answers |
 //! |---|---|---|
 //! | `GET /v1/cluster/status` | here | this node's Raft view |
+//! | `GET /livez`, `GET /readyz`, `GET /metrics` | [`ops`] | liveness, readiness (503 without a leader or when behind), Prometheus metrics |
 //! | `POST /v1/cluster/leader` | [`leader`] | move leadership to a node or region (operator) |
 //! | `GET /v1/health/check` | [`health`] | the seed's health check for this node's region |
 //! | `POST /v1/dr/traffic-shift`, `GET /v1/dr/tasks/{id}` | [`traffic`] | the seed's traffic shift (202) and its task |
@@ -25,6 +26,7 @@ mod events;
 mod health;
 mod leader;
 mod leases;
+mod ops;
 mod regions;
 mod replication;
 mod rfc3339;
@@ -95,6 +97,9 @@ fn router(node: Arc<NodeContext>) -> Router {
     };
     Router::new()
         .route("/v1/cluster/status", get(cluster_status))
+        .route("/livez", get(ops::livez))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/v1/cluster/leader", post(leader::move_leader))
         .route("/v1/health/check", get(health::check))
         .route("/v1/dr/traffic-shift", post(traffic::shift))

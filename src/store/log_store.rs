@@ -40,11 +40,28 @@ const OUT_OF_SPACE_BACKOFF: (Duration, Duration) =
     (Duration::from_millis(50), Duration::from_secs(1));
 
 /// How many WAL syncs and appended entries this node has done: entries per sync is the group
-/// commit factor.
-#[derive(Debug, Default)]
+/// commit factor. `sync_seconds` times each sync round (the node's `/metrics` exports it).
+#[derive(Debug)]
 pub struct WalCounters {
     pub syncs: AtomicU64,
     pub entries: AtomicU64,
+    pub sync_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Appends (openraft append calls, each of one or more entries) made durable by each sync
+    /// round: the group-commit batch.
+    pub sync_batch_appends: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WalCounters {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+        WalCounters {
+            syncs: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            // 50 µs .. ~1.6 s
+            sync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            sync_batch_appends: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -234,6 +251,7 @@ impl Flusher {
         while let Ok(first) = rx.recv() {
             let mut waiting = vec![first];
             waiting.extend(rx.try_iter());
+            let started = std::time::Instant::now();
             let result = if self.failed.load(Ordering::SeqCst) {
                 Err("an earlier WAL sync failed; the log is no longer trusted".to_string())
             } else {
@@ -244,6 +262,12 @@ impl Flusher {
             match &result {
                 Ok(()) => {
                     self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .sync_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.counters
+                        .sync_batch_appends
+                        .observe(waiting.len() as f64);
                 }
                 Err(e) => {
                     // fsyncgate: after a failed sync the dirty pages may be gone; retrying

@@ -269,6 +269,15 @@ impl FailoverLog {
             .filter(move |event| event.failed_region == *region)
     }
 
+    /// Every failover event in the log.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
     /// Unfinished failovers, oldest first: what a new leader has to resume.
     pub fn unfinished(&self) -> impl Iterator<Item = &FailoverEvent> {
         self.events.values().filter(|event| !event.is_finished())
