@@ -18,6 +18,9 @@ use arbiter_core::replication::{DataLossEstimate, WriteRate};
 use arbiter_core::{FencingToken, HolderId, MonoMillis, ResourceId};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::ServerState;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::{oneshot, Notify};
 
 use crate::proposer::{Proposer, WriteError};
@@ -29,6 +32,87 @@ const RECONCILE_EVERY_TICKS: u64 = 20;
 
 /// A read or keep-alive could not be confirmed by a quorum round.
 pub type ReadError = WriteError;
+
+type Labels = Vec<(String, String)>;
+
+/// The lease instruments this manager updates (registered by [`crate::metrics::Metrics`]).
+#[derive(Clone)]
+pub struct LeaseMetrics {
+    /// Lease requests by `operation` (acquire, keep_alive, release, revoke, revoke_region,
+    /// fence, expire) and `result`: what was done (granted, already_held, renewed, released,
+    /// revoked, fenced, expired), the refusal's kind (held_by, draining, stale_token, ...), or
+    /// why nothing was decided (not_leader, timeout, overloaded, shutting_down, error).
+    pub requests: Family<Labels, Counter>,
+    /// Quorum rounds run to confirm leadership for keep-alives and reads.
+    pub quorum_rounds: Counter,
+    /// Keep-alives and reads one quorum round confirmed at once.
+    pub round_waiters: Histogram,
+}
+
+impl Default for LeaseMetrics {
+    fn default() -> Self {
+        LeaseMetrics {
+            requests: Family::default(),
+            quorum_rounds: Counter::default(),
+            round_waiters: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+        }
+    }
+}
+
+impl LeaseMetrics {
+    fn count(&self, operation: &str, result: &str) {
+        self.requests
+            .get_or_create(&vec![
+                ("operation".to_string(), operation.to_string()),
+                ("result".to_string(), result.to_string()),
+            ])
+            .inc();
+    }
+}
+
+fn operation_name(command: &LeaseCommand) -> &'static str {
+    match command {
+        LeaseCommand::Acquire { .. } => "acquire",
+        LeaseCommand::Release { .. } => "release",
+        LeaseCommand::Revoke { .. } => "revoke",
+        LeaseCommand::RevokeRegion { .. } => "revoke_region",
+        LeaseCommand::Fence { .. } => "fence",
+        LeaseCommand::Expire { .. } => "expire",
+    }
+}
+
+fn outcome_name(outcome: &LeaseOutcome) -> &'static str {
+    match outcome {
+        LeaseOutcome::Granted { .. } => "granted",
+        LeaseOutcome::AlreadyHeld { .. } => "already_held",
+        LeaseOutcome::Released => "released",
+        LeaseOutcome::Revoked(_) | LeaseOutcome::RevokedMany(_) => "revoked",
+        LeaseOutcome::Fenced { .. } => "fenced",
+        LeaseOutcome::Expired { .. } => "expired",
+        LeaseOutcome::Refused(refusal) => refusal_name(refusal),
+    }
+}
+
+fn refusal_name(refusal: &LeaseRefusal) -> &'static str {
+    match refusal {
+        LeaseRefusal::HeldBy { .. } => "held_by",
+        LeaseRefusal::Draining { .. } => "draining",
+        LeaseRefusal::StaleToken { .. } => "stale_token",
+        LeaseRefusal::NotHeld => "not_held",
+        LeaseRefusal::NotHolder { .. } => "not_holder",
+        LeaseRefusal::TokenNotAdvanced { .. } => "token_not_advanced",
+    }
+}
+
+fn error_name(error: &WriteError) -> &'static str {
+    match error {
+        WriteError::NotLeader { .. } => "not_leader",
+        WriteError::Timeout { .. } => "timeout",
+        WriteError::Overloaded { .. } => "overloaded",
+        WriteError::ShuttingDown => "shutting_down",
+        WriteError::Raft(_) => "error",
+    }
+}
 
 #[derive(Clone)]
 pub struct LeaseManager {
@@ -50,6 +134,7 @@ struct Inner {
     round_waiters: Mutex<Vec<oneshot::Sender<Result<(), ReadError>>>>,
     round_wanted: Notify,
     tick: Duration,
+    metrics: LeaseMetrics,
 }
 
 struct Timers {
@@ -82,6 +167,7 @@ impl LeaseManager {
                 round_waiters: Mutex::default(),
                 round_wanted: Notify::new(),
                 tick,
+                metrics: LeaseMetrics::default(),
             }),
         };
         tokio::spawn(manager.clone().expiry_loop());
@@ -115,8 +201,23 @@ impl LeaseManager {
             .unwrap_or(0)
     }
 
+    pub fn metrics(&self) -> &LeaseMetrics {
+        &self.inner.metrics
+    }
+
     /// Proposes a lease command and returns its outcome.
     pub async fn propose(&self, command: LeaseCommand) -> Result<LeaseOutcome, WriteError> {
+        let operation = operation_name(&command);
+        let result = self.propose_command(command).await;
+        let name = match &result {
+            Ok(outcome) => outcome_name(outcome),
+            Err(e) => error_name(e),
+        };
+        self.inner.metrics.count(operation, name);
+        result
+    }
+
+    async fn propose_command(&self, command: LeaseCommand) -> Result<LeaseOutcome, WriteError> {
         let acquirer = match &command {
             LeaseCommand::Acquire {
                 resource, holder, ..
@@ -183,6 +284,22 @@ impl LeaseManager {
     /// Renews a lease in memory — no log entry — once a quorum round that began after the
     /// request arrived confirms this node still leads. Returns the TTL granted.
     pub async fn keep_alive(
+        &self,
+        resource: &ResourceId,
+        holder: &HolderId,
+        token: FencingToken,
+    ) -> Result<Result<u64, LeaseRefusal>, ReadError> {
+        let result = self.renew(resource, holder, token).await;
+        let name = match &result {
+            Ok(Ok(_)) => "renewed",
+            Ok(Err(refusal)) => refusal_name(refusal),
+            Err(e) => error_name(e),
+        };
+        self.inner.metrics.count("keep_alive", name);
+        result
+    }
+
+    async fn renew(
         &self,
         resource: &ResourceId,
         holder: &HolderId,
@@ -266,6 +383,11 @@ impl LeaseManager {
             if waiters.is_empty() {
                 continue;
             }
+            self.inner.metrics.quorum_rounds.inc();
+            self.inner
+                .metrics
+                .round_waiters
+                .observe(waiters.len() as f64);
             let result = match tokio::time::timeout(
                 self.inner.proposer.timeout(),
                 self.inner.raft.ensure_linearizable(),

@@ -15,6 +15,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use arbiter_core::probe_consensus::Verdict;
 use arbiter_core::region_health::HealthState;
 use openraft::ServerState;
 use prometheus_client::encoding::text::encode;
@@ -35,8 +36,22 @@ fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
         .collect()
 }
 
+/// The instruments other components own and update; [`Metrics::new`] registers them.
+pub struct Instruments<'a> {
+    pub proposer: &'a crate::proposer::ProposerMetrics,
+    pub wal: &'a crate::store::WalCounters,
+    pub denials: &'a crate::auth::Denials,
+    pub leases: &'a crate::leases::LeaseMetrics,
+    pub dr: &'a crate::dr::metrics::DrMetrics,
+    pub peer_contacts: crate::network::PeerContacts,
+}
+
 pub struct Metrics {
     registry: Registry,
+    peer_contacts: crate::network::PeerContacts,
+    peer_last_contact: Family<Labels, FloatGauge>,
+    quorum_ack_age: FloatGauge,
+    probe_verdict: Family<Labels, Gauge>,
     has_leader: Gauge,
     is_leader: Gauge,
     term: Gauge,
@@ -62,13 +77,15 @@ pub struct Metrics {
 
 impl Metrics {
     /// Builds the registry: this node's gauges plus the instruments its components own.
-    pub fn new(
-        node_id: u64,
-        region: &str,
-        proposer: &crate::proposer::ProposerMetrics,
-        wal: &crate::store::WalCounters,
-        denials: &crate::auth::Denials,
-    ) -> Metrics {
+    pub fn new(node_id: u64, region: &str, components: Instruments<'_>) -> Metrics {
+        let Instruments {
+            proposer,
+            wal,
+            denials,
+            leases,
+            dr,
+            peer_contacts,
+        } = components;
         let mut registry = Registry::with_prefix("arbiter");
         // A gauge of 1 rather than an OpenMetrics info: Prometheus' own text format (and
         // `promtool check metrics`) has no info type.
@@ -86,6 +103,10 @@ impl Metrics {
             build,
         );
         let metrics = Metrics {
+            peer_contacts,
+            peer_last_contact: Family::default(),
+            quorum_ack_age: FloatGauge::default(),
+            probe_verdict: Family::default(),
             has_leader: Gauge::default(),
             is_leader: Gauge::default(),
             term: Gauge::default(),
@@ -155,6 +176,18 @@ impl Metrics {
             "On the leader: entries a peer is behind the leader's last log index",
             metrics.peer_lag_entries.clone(),
         );
+        r.register_with_unit(
+            "raft_peer_last_contact",
+            "Time since each peer last answered a Raft RPC from this node",
+            Unit::Seconds,
+            metrics.peer_last_contact.clone(),
+        );
+        r.register_with_unit(
+            "raft_quorum_ack_age",
+            "On the leader: time since a quorum last acknowledged it",
+            Unit::Seconds,
+            metrics.quorum_ack_age.clone(),
+        );
         r.register(
             "proposer_commands",
             "Commands proposed by this node, by result (committed, not_leader, timeout, error)",
@@ -192,6 +225,48 @@ impl Metrics {
             metrics.live_leases.clone(),
         );
         r.register(
+            "lease_requests",
+            "Lease requests served by this node, by operation and result (granted, renewed, a refusal's kind, not_leader, ...)",
+            leases.requests.clone(),
+        );
+        r.register(
+            "lease_quorum_rounds",
+            "Quorum rounds run to confirm leadership for keep-alives and reads",
+            leases.quorum_rounds.clone(),
+        );
+        r.register(
+            "lease_quorum_round_waiters",
+            "Keep-alives and reads one quorum round confirmed",
+            leases.round_waiters.clone(),
+        );
+        r.register(
+            "probe_reports",
+            "Probe reports taken by this node as leader, by vantage, region and result",
+            dr.probe_reports.clone(),
+        );
+        r.register(
+            "probe_verdict",
+            "On the leader: 1 for each region's current outage-consensus verdict (healthy, suspect, outage, dependency_outage)",
+            metrics.probe_verdict.clone(),
+        );
+        r.register_with_unit(
+            "failover_step_duration",
+            "Time to carry out one failover step, by step and result",
+            Unit::Seconds,
+            dr.step_seconds.clone(),
+        );
+        r.register(
+            "driver_calls",
+            "Traffic and compute driver calls, by driver and result (after retries)",
+            dr.driver_calls.clone(),
+        );
+        r.register_with_unit(
+            "driver_call_duration",
+            "Time of one driver call, retries included",
+            Unit::Seconds,
+            dr.driver_seconds.clone(),
+        );
+        r.register(
             "region_state",
             "1 for each region's current health state (HEALTHY, DEGRADED, DOWN, RECOVERING)",
             metrics.region_state.clone(),
@@ -199,7 +274,7 @@ impl Metrics {
         r.register_with_unit(
             "traffic_weight",
             "Share of traffic routed to each region",
-            Unit::Ratios,
+            Unit::Other("ratio".to_string()),
             metrics.traffic_weight.clone(),
         );
         r.register_with_unit(
@@ -269,6 +344,32 @@ impl Metrics {
                     .get_or_create(&labels([("peer", &peer.to_string())]))
                     .set(lag as i64);
             }
+        }
+        self.peer_last_contact.clear();
+        for (peer, age) in self.peer_contacts.ages() {
+            self.peer_last_contact
+                .get_or_create(&labels([("peer", &peer.to_string())]))
+                .set(age.as_secs_f64());
+        }
+        self.quorum_ack_age.set(
+            m.millis_since_quorum_ack
+                .filter(|_| m.state == ServerState::Leader)
+                .map_or(f64::NAN, |ms| ms as f64 / 1_000.0),
+        );
+        self.probe_verdict.clear();
+        for verdict in node.dr.verdicts() {
+            let name = match verdict {
+                Verdict::Healthy { .. } => "healthy",
+                Verdict::Suspect { .. } => "suspect",
+                Verdict::Outage { .. } => "outage",
+                Verdict::DependencyOutage { .. } => "dependency_outage",
+            };
+            self.probe_verdict
+                .get_or_create(&labels([
+                    ("region", verdict.region().as_str()),
+                    ("verdict", name),
+                ]))
+                .set(1);
         }
         self.storage_error
             .set(i64::from(node.storage_health.get().is_some()));

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -91,6 +91,26 @@ pub struct Network {
     dial_overrides: Arc<HashMap<NodeId, String>>,
     backoff: Duration,
     identity: Identity,
+    contacts: PeerContacts,
+}
+
+/// When each peer last answered a Raft RPC from this node (for `raft_peer_last_contact`).
+#[derive(Clone, Default)]
+pub struct PeerContacts(Arc<Mutex<HashMap<NodeId, Instant>>>);
+
+impl PeerContacts {
+    fn touch(&self, peer: NodeId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, Instant::now());
+    }
+
+    /// Each peer that ever answered, with the time since its last answer.
+    pub fn ages(&self) -> Vec<(NodeId, Duration)> {
+        let contacts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        contacts.iter().map(|(p, at)| (*p, at.elapsed())).collect()
+    }
 }
 
 impl Network {
@@ -99,12 +119,14 @@ impl Network {
         backoff: Duration,
         dial_overrides: HashMap<NodeId, String>,
         identity: Identity,
+        contacts: PeerContacts,
     ) -> Self {
         Network {
             dialer,
             dial_overrides: Arc::new(dial_overrides),
             backoff,
             identity,
+            contacts,
         }
     }
 }
@@ -129,6 +151,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             backoff: self.backoff,
             identity: self.identity.clone(),
             last_refusal: None,
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -143,6 +166,7 @@ pub struct PeerClient {
     /// The last refusal logged for this peer, so a refusing peer is reported when the reason
     /// appears or changes rather than on every heartbeat.
     last_refusal: Option<String>,
+    contacts: PeerContacts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +213,7 @@ impl PeerClient {
         let reply = match reply {
             Ok(reply) => {
                 self.last_refusal = None;
+                self.contacts.touch(self.target);
                 reply
             }
             Err(status) => {

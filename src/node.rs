@@ -40,8 +40,8 @@ use crate::grpc::raft_proto::raft_service_server::RaftServiceServer;
 use crate::grpc::raft_service::RaftTransport;
 use crate::identity::{self, ClusterId, Identity, IdentityError};
 use crate::leases::LeaseManager;
-use crate::metrics::Metrics;
-use crate::network::{Network, PeerDialer, MAX_RAFT_MESSAGE_BYTES};
+use crate::metrics::{Instruments, Metrics};
+use crate::network::{Network, PeerContacts, PeerDialer, MAX_RAFT_MESSAGE_BYTES};
 use crate::placement::Placement;
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
@@ -275,11 +275,13 @@ pub async fn run(
         Duration::from_millis(config.timing.heartbeat_ms.max(1_000)),
         tls.clone(),
     );
+    let peer_contacts = PeerContacts::default();
     let network = Network::new(
         peers.clone(),
         Duration::from_millis(config.timing.peer_backoff_ms),
         config.dial.clone().into_iter().collect(),
         identity.clone(),
+        peer_contacts.clone(),
     );
     let raft_config = config
         .raft_config()
@@ -328,9 +330,14 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(
         config.node_id,
         &config.region,
-        proposer.metrics(),
-        &wal_counters,
-        auth.denial_counters(),
+        Instruments {
+            proposer: proposer.metrics(),
+            wal: &wal_counters,
+            denials: auth.denial_counters(),
+            leases: leases.metrics(),
+            dr: dr.metrics(),
+            peer_contacts,
+        },
     ));
     tokio::spawn(metrics.clone().watch_leader(raft.clone()));
     let node = Arc::new(NodeContext {

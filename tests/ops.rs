@@ -1,7 +1,9 @@
 //! What SRE tooling polls: `/metrics` passes `promtool check metrics` (with a negative control
 //! showing promtool does reject a bad exposition), needs credentials, and carries the Raft and
-//! state gauges; `/livez` and `/readyz` answer without credentials, and `/readyz` turns 503 on a
-//! node that loses its quorum and 200 again when it returns.
+//! state gauges, lease requests by result, probe reports and verdicts, and peer contact ages;
+//! `/livez` and `/readyz` answer without credentials, and `/readyz` turns 503 on a node that
+//! loses its quorum and 200 again when it returns; the alerting rules in `deploy/prometheus`
+//! pass `promtool check rules` and their unit tests, which fail when a rule is broken.
 
 mod common;
 
@@ -16,6 +18,29 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// One HTTPS GET; `token: None` sends no credentials.
 async fn get(addr: &str, token: Option<&str>, path: &str) -> (u16, String) {
+    call(addr, token, "GET", path, None).await
+}
+
+/// One HTTPS POST of a JSON body with the operator's token.
+async fn post(addr: &str, path: &str, body: serde_json::Value) -> (u16, String) {
+    let body = body.to_string();
+    call(
+        addr,
+        Some(&operator_token()),
+        "POST",
+        path,
+        Some(body.as_bytes()),
+    )
+    .await
+}
+
+async fn call(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> (u16, String) {
     let credentials = ClientCredentials {
         token: token.map(str::to_string),
         token_file: None,
@@ -24,7 +49,7 @@ async fn get(addr: &str, token: Option<&str>, path: &str) -> (u16, String) {
     let client = credentials.http_client().expect("HTTPS client");
     let url = format!("{}{path}", client.base_url(addr));
     let response = client
-        .request("GET", &url, None, Duration::from_secs(5))
+        .request(method, &url, body, Duration::from_secs(5))
         .await
         .expect("HTTP exchange");
     (
@@ -64,6 +89,19 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The value of the sample of `name` whose labels include every `name="value"` pair given.
+fn labelled(text: &str, name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (labels, value) = rest.split_once("} ")?;
+        let labels: Vec<&str> = labels.split(',').collect();
+        pairs
+            .iter()
+            .all(|(k, v)| labels.contains(&format!("{k}=\"{v}\"").as_str()))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_need_credentials() {
     init_tracing();
@@ -80,6 +118,39 @@ async fn metrics_pass_promtool_and_need_credentials() {
         )
         .await
         .expect("acquire");
+    }
+    // A refusal, a keep-alive, and probe reports, each of which has its own series.
+    let api = leader.http_addr.as_str();
+    let (status, body) = post(
+        api,
+        "/v1/leases/db%2Fops-0/acquire",
+        serde_json::json!({"holder": "someone-else", "ttlMs": 10_000}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = post(
+        api,
+        "/v1/leases/db%2Fops-metrics/acquire",
+        serde_json::json!({"holder": "ops-test", "ttlMs": 10_000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let (status, body) = post(
+        api,
+        "/v1/leases/db%2Fops-metrics/keepalive",
+        serde_json::json!({"holder": "ops-test", "token": token["token"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for (vantage, ok) in [("london", false), ("tokyo", true)] {
+        let (status, body) = post(
+            api,
+            "/v1/probes/report",
+            serde_json::json!({"vantage": vantage, "region": "us-west-2", "ok": ok}),
+        )
+        .await;
+        assert_eq!(status, 204, "{body}");
     }
 
     let (status, _) = get(&leader.http_addr, None, "/metrics").await;
@@ -117,6 +188,61 @@ async fn metrics_pass_promtool_and_need_credentials() {
         text.contains("arbiter_raft_peer_lag_entries{peer="),
         "no peer lag on the leader"
     );
+    let requests = "arbiter_lease_requests_total";
+    for (operation, result, at_least) in [
+        ("acquire", "granted", 6.0),
+        ("acquire", "held_by", 1.0),
+        ("keep_alive", "renewed", 1.0),
+    ] {
+        let n = labelled(
+            &text,
+            requests,
+            &[("operation", operation), ("result", result)],
+        );
+        assert!(
+            n.is_some_and(|n| n >= at_least),
+            "{requests} {operation}/{result}: {n:?}\n{text}"
+        );
+    }
+    assert!(
+        sample(&text, "arbiter_lease_quorum_rounds_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    for (vantage, result) in [("london", "failing"), ("tokyo", "ok")] {
+        let pairs = [
+            ("vantage", vantage),
+            ("region", "us-west-2"),
+            ("result", result),
+        ];
+        assert_eq!(
+            labelled(&text, "arbiter_probe_reports_total", &pairs),
+            Some(1.0),
+            "{text}"
+        );
+    }
+    // One vantage sees us-west-2 failing: the leader's verdict is "suspect".
+    assert_eq!(
+        labelled(
+            &text,
+            "arbiter_probe_verdict",
+            &[("region", "us-west-2"), ("verdict", "suspect")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // Both followers answered the leader's heartbeats within the last few seconds.
+    for node in cluster.running() {
+        if node.ready.node_id == leader.node_id {
+            continue;
+        }
+        let peer = node.ready.node_id.to_string();
+        let age = labelled(
+            &text,
+            "arbiter_raft_peer_last_contact_seconds",
+            &[("peer", &peer)],
+        );
+        assert!(age.is_some_and(|s| s < 5.0), "peer {peer}: {age:?}\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,4 +285,48 @@ async fn readiness_turns_503_without_quorum_and_back() {
         async move { (get(&addr, None, "/readyz").await.0 == 200).then_some(()) }
     })
     .await;
+}
+
+/// `promtool` with `args`, run in `dir`; (passed, what it said).
+fn promtool(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool (Debian package `prometheus`; .ci/run installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+#[test]
+fn alerting_rules_pass_promtool_check_and_their_unit_tests() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    let (passed, said) = promtool(&dir, &["check", "rules", "arbiter-rules.yml"]);
+    assert!(passed, "promtool check rules:\n{said}");
+    let (passed, said) = promtool(&dir, &["test", "rules", "arbiter-rules.test.yml"]);
+    assert!(passed, "promtool test rules:\n{said}");
+
+    // Negative control: with the no-leader rule broken, the unit tests fail.
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let rules = std::fs::read_to_string(dir.join("arbiter-rules.yml")).expect("rules");
+    let broken = rules.replace(
+        "expr: arbiter_raft_has_leader == 0",
+        "expr: arbiter_raft_has_leader == 2",
+    );
+    assert_ne!(broken, rules, "the rule to break was not found");
+    std::fs::write(scratch.path().join("arbiter-rules.yml"), broken).expect("write");
+    std::fs::copy(
+        dir.join("arbiter-rules.test.yml"),
+        scratch.path().join("arbiter-rules.test.yml"),
+    )
+    .expect("copy");
+    let (passed, said) = promtool(scratch.path(), &["test", "rules", "arbiter-rules.test.yml"]);
+    assert!(
+        !passed && said.contains("ArbiterNoLeader"),
+        "a broken rule passed its unit tests:\n{said}"
+    );
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use super::config::{DriverConfig, DriverKind};
+use super::metrics::DrMetrics;
 use crate::http_client;
 
 /// The decision handed to a driver (JSON on stdin / as the webhook body).
@@ -42,6 +43,7 @@ pub struct DriverResult {
 pub struct Driver {
     name: &'static str,
     config: DriverConfig,
+    metrics: DrMetrics,
 }
 
 /// How much of a driver's output goes into the timeline.
@@ -49,10 +51,28 @@ const DETAIL_LIMIT: usize = 300;
 
 impl Driver {
     pub fn new(name: &'static str, config: DriverConfig) -> Self {
-        Driver { name, config }
+        Driver {
+            name,
+            config,
+            metrics: DrMetrics::default(),
+        }
     }
 
+    /// Counts this driver's calls in `metrics` (shared with the controller's registry).
+    pub fn with_metrics(self, metrics: DrMetrics) -> Self {
+        Driver { metrics, ..self }
+    }
+
+    /// Calls the driver, retrying as configured, and counts the call.
     pub async fn run(&self, call: &DriverCall) -> DriverResult {
+        let started = std::time::Instant::now();
+        let result = self.attempt(call).await;
+        self.metrics
+            .driver_call(self.name, result.ok, started.elapsed());
+        result
+    }
+
+    async fn attempt(&self, call: &DriverCall) -> DriverResult {
         let mut last = String::new();
         for attempt in 1..=self.config.retries + 1 {
             let timeout = Duration::from_millis(self.config.timeout_ms);

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod drivers;
+pub mod metrics;
 pub mod probe_agent;
 
 use std::collections::{BTreeMap, HashSet};
@@ -44,6 +45,7 @@ use crate::raft_types::Raft;
 use crate::store::StateMachineStore;
 use config::DrConfig;
 use drivers::{Driver, DriverCall};
+use metrics::DrMetrics;
 
 /// Identity the controller proposes automated decisions under.
 pub const CONTROLLER_IDENTITY: &str = "dr-controller";
@@ -107,6 +109,7 @@ struct Inner {
     running: Mutex<HashSet<String>>,
     traffic_driver: Driver,
     compute_driver: Driver,
+    metrics: DrMetrics,
 }
 
 impl DrController {
@@ -118,10 +121,14 @@ impl DrController {
     ) -> Result<Self, DrError> {
         let consensus = ProbeConsensus::new(config.consensus.clone())
             .map_err(|e| DrError::Invalid(e.to_string()))?;
+        let metrics = DrMetrics::default();
         let controller = DrController {
             inner: Arc::new(Inner {
-                traffic_driver: Driver::new("traffic", config.traffic_driver.clone()),
-                compute_driver: Driver::new("compute", config.compute_driver.clone()),
+                traffic_driver: Driver::new("traffic", config.traffic_driver.clone())
+                    .with_metrics(metrics.clone()),
+                compute_driver: Driver::new("compute", config.compute_driver.clone())
+                    .with_metrics(metrics.clone()),
+                metrics,
                 config,
                 raft,
                 state,
@@ -138,6 +145,23 @@ impl DrController {
 
     pub fn config(&self) -> &DrConfig {
         &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &DrMetrics {
+        &self.inner.metrics
+    }
+
+    /// This leader's current consensus verdict per region; empty on a follower (probe reports
+    /// live only in the leader's memory).
+    pub fn verdicts(&self) -> Vec<Verdict> {
+        if self.leader_or_redirect().is_err() {
+            return Vec::new();
+        }
+        self.inner
+            .consensus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .evaluate(self.mono_now())
     }
 
     pub fn mono_now(&self) -> MonoMillis {
@@ -165,12 +189,17 @@ impl DrController {
     /// Takes a probe agent's report (leader only; others redirect).
     pub fn record_probe(&self, report: ProbeReport) -> Result<(), DrError> {
         self.leader_or_redirect()?;
+        let (vantage, region, ok) = (report.vantage.clone(), report.region.clone(), report.ok);
         self.inner
             .consensus
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(report)
-            .map_err(|e| DrError::Invalid(e.to_string()))
+            .map_err(|e| DrError::Invalid(e.to_string()))?;
+        self.inner
+            .metrics
+            .probe_report(vantage.as_str(), region.as_str(), ok);
+        Ok(())
     }
 
     /// The failover being carried out, if one is unfinished.
@@ -589,7 +618,31 @@ impl DrController {
 
     /// Carries out one step and records it.
     async fn perform(&self, action: Action, event: &FailoverEvent) -> Result<(), DrError> {
-        let detail = match &action {
+        let started = Instant::now();
+        let result = match self.carry_out(&action, event).await {
+            // Not due yet: nothing done, nothing to record.
+            Ok(None) => return Ok(()),
+            Ok(Some((step, detail))) => self.record(&action, step, detail).await.map(|()| step),
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(FailoverStep::Failed) => "failed",
+            Ok(_) => "recorded",
+            Err(_) => "error",
+        };
+        self.inner
+            .metrics
+            .step(step_name(action.step()), outcome, started.elapsed());
+        result.map(|_| ())
+    }
+
+    /// Carries out one step: the step to record and its detail, or `None` when it is not due.
+    async fn carry_out(
+        &self,
+        action: &Action,
+        event: &FailoverEvent,
+    ) -> Result<Option<(FailoverStep, String)>, DrError> {
+        let detail = match action {
             Action::Fence { region, .. } => {
                 let outcome = self
                     .propose(Command::Lease(LeaseCommand::RevokeRegion {
@@ -642,9 +695,7 @@ impl DrController {
                     })
                     .await;
                 if !result.ok {
-                    return self
-                        .record(&action, FailoverStep::Failed, result.detail)
-                        .await;
+                    return Ok(Some((FailoverStep::Failed, result.detail)));
                 }
                 format!("{} (attempts: {})", result.detail, result.attempts)
             }
@@ -661,13 +712,13 @@ impl DrController {
                 if now < until {
                     // Not yet: the next tick looks again.
                     tokio::time::sleep(Duration::from_millis((until - now).min(1_000))).await;
-                    return Ok(());
+                    return Ok(None);
                 }
                 format!("{region} drained ({drain_ms} ms drain window)")
             }
             Action::Complete { .. } => "failover completed".to_string(),
         };
-        self.record(&action, action.step(), detail).await
+        Ok(Some((action.step(), detail)))
     }
 
     async fn record(
@@ -813,6 +864,19 @@ impl DrController {
                 }
             });
         }
+    }
+}
+
+/// A failover step as a metric label.
+pub fn step_name(step: FailoverStep) -> &'static str {
+    match step {
+        FailoverStep::Decide => "decide",
+        FailoverStep::Fence => "fence",
+        FailoverStep::ShiftTraffic => "shift_traffic",
+        FailoverStep::ScaleStandby => "scale_standby",
+        FailoverStep::Drained => "drained",
+        FailoverStep::Completed => "completed",
+        FailoverStep::Failed => "failed",
     }
 }
 
