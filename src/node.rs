@@ -63,6 +63,10 @@ const MAX_PEER_REQUESTS_PER_CONNECTION: usize = 64;
 /// Name of the file a node writes into its data dir once it is serving.
 pub const READY_FILE: &str = "ready.json";
 
+/// A node further behind than this (a follower catching up after a restart or installing a
+/// snapshot) serves stale reads nowhere but is not ready to take client traffic either.
+pub const READY_MAX_APPLY_LAG: u64 = 1_000;
+
 /// What the services share about this node.
 pub struct NodeContext {
     pub id: NodeId,
@@ -86,6 +90,33 @@ pub struct NodeContext {
     /// A storage failure the node is waiting out (e.g. out of space), for status.
     pub storage_health: StorageHealth,
     pub wal_counters: Arc<WalCounters>,
+}
+
+impl NodeContext {
+    /// Why this node should not take client traffic now; empty when it is ready (`/readyz`,
+    /// gRPC health): it knows a leader, its storage accepts writes, and its state machine is
+    /// within [`READY_MAX_APPLY_LAG`] entries of its log.
+    pub fn readiness_problems(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let mut reasons = Vec::new();
+        if m.running_state.is_err() {
+            reasons.push("the Raft core has stopped".to_string());
+        }
+        if m.current_leader.is_none() {
+            reasons.push("no leader known (election in progress, or no quorum)".to_string());
+        }
+        if let Some(error) = self.storage_health.get() {
+            reasons.push(format!("storage refuses writes: {error}"));
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        if last.saturating_sub(applied) > READY_MAX_APPLY_LAG {
+            reasons.push(format!(
+                "state machine behind: applied {applied} of {last} log entries"
+            ));
+        }
+        reasons
+    }
 }
 
 /// Written to `<data_dir>/ready.json` when the node serves: how to reach it.
@@ -643,8 +674,90 @@ async fn serve_grpc(
             node.auth.clone(),
         )))
         .add_service(crate::grpc::replication_service::server(&node))
-        .add_service(crate::grpc::routing_service::server(&node, &stop));
+        .add_service(crate::grpc::routing_service::server(&node, &stop))
+        .add_service(health_service(&node, &stop))
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?);
     serve_tonic(router, listener, tls.map(|t| (t, PortKind::Grpc)), stop).await
+}
+
+/// The services `grpc.health.v1` reports on: the overall server (`""`) and each public one.
+const HEALTH_SERVICES: &[&str] = &[
+    "",
+    "arbiter.v1.ClusterService",
+    "arbiter.v1.LeaseService",
+    "arbiter.v1.RoutingService",
+    "codesprintpro.dr.replication.v1.ReplicationCoordinator",
+];
+
+/// `grpc.health.v1.Health` (public, like `/readyz`): every service is `SERVING` while the node
+/// is ready ([`NodeContext::readiness_problems`]) and `NOT_SERVING` otherwise, and all turn
+/// `NOT_SERVING` when the node stops, so a load balancer drains it first.
+fn health_service(
+    node: &Arc<NodeContext>,
+    stop: &watch::Receiver<bool>,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    use tonic_health::ServingStatus;
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let node = node.clone();
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        let mut raft = node.raft.metrics();
+        // Storage health is not in the Raft metrics: look again at least this often.
+        let mut recheck = tokio::time::interval(Duration::from_secs(1));
+        let mut current = None;
+        loop {
+            let status = if *stop.borrow() {
+                ServingStatus::NotServing
+            } else if node.readiness_problems().is_empty() {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            if current != Some(status) {
+                for name in HEALTH_SERVICES {
+                    reporter.set_service_status(name, status).await;
+                }
+                current = Some(status);
+            }
+            if *stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                changed = raft.changed() => if changed.is_err() { return },
+                _ = recheck.tick() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    });
+    service
+}
+
+fn reflection_v1() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    NodeError,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(arbiter_client::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Serve(format!("gRPC reflection: {e}")))
+}
+
+/// The older reflection protocol, still the one many tools (grpcurl before 1.9) ask first.
+fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    NodeError,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(arbiter_client::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| NodeError::Serve(format!("gRPC reflection: {e}")))
 }
 
 /// A gRPC router behind the auth layer.

@@ -5,7 +5,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../../proto");
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // The descriptors, for the nodes' gRPC server reflection.
+    let descriptors =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("arbiter_descriptors.bin");
     tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
         .build_client(true)
         .build_server(true)
         // Status is printed as JSON by the CLI and served over HTTP.

@@ -3,7 +3,7 @@
 //!
 //! | operation | gRPC | HTTP | roles |
 //! |---|---|---|---|
-//! | `Read` | `ClusterService/GetStatus` (also on the peer port), `LeaseService/{Get,CurrentEpoch,ValidateToken}`, `RoutingService/*`, `ReplicationCoordinator/GetSyncMetrics` | every `GET` except the health check | all roles |
+//! | `Read` | `ClusterService/GetStatus` (also on the peer port), `LeaseService/{Get,CurrentEpoch,ValidateToken}`, `RoutingService/*`, `ReplicationCoordinator/GetSyncMetrics`, `grpc.reflection.{v1,v1alpha}.ServerReflection/*` | every `GET` except the health checks | all roles |
 //! | `Initialize` | `ClusterService/Initialize` | — | operator |
 //! | `Membership` | `ClusterService/{AddLearner,ChangeMembership}` | — | operator, node (`serve --rejoin`) |
 //! | `Backup` | `ClusterService/SaveSnapshot` | — | operator |
@@ -243,6 +243,14 @@ const GRPC: &[(&str, Access)] = &[
 const GRPC_SERVICES: &[(&str, Access)] = &[
     ("/arbiter.raft.v1.RaftService/", Access::Peer),
     ("/grpc.health.v1.Health/", Access::Public),
+    (
+        "/grpc.reflection.v1.ServerReflection/",
+        Access::Requires(Operation::Read),
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/",
+        Access::Requires(Operation::Read),
+    ),
 ];
 
 /// HTTP routes (axum route templates), by method.
@@ -739,6 +747,10 @@ mod tests {
             Access::Peer
         );
         assert_eq!(grpc_access("/grpc.health.v1.Health/Check"), Access::Public);
+        assert_eq!(
+            grpc_access("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Access::Requires(Operation::Read)
+        );
         assert_eq!(
             grpc_access("/arbiter.v1.LeaseService/Release"),
             Access::Requires(Operation::LeaseWrite)

@@ -3,7 +3,7 @@
 //! - `GET /livez` (public): 200 `{"live": true}` while the node serves and its Raft core runs;
 //!   503 once the core has failed (the node is about to stop).
 //! - `GET /readyz` (public): 200 `{"ready": true}` when this node knows a leader, its storage
-//!   accepts writes and its state machine is within [`READY_MAX_APPLY_LAG`] entries of its log;
+//!   accepts writes and its state machine is within [`crate::node::READY_MAX_APPLY_LAG`] entries of its log;
 //!   otherwise 503 `{"ready": false, "reasons": [...]}` — take it out of rotation.
 //! - `GET /metrics` (any authenticated role): Prometheus text exposition ([`crate::metrics`]).
 
@@ -14,10 +14,6 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-
-/// A node further behind than this (a follower catching up after a restart or installing a
-/// snapshot) serves stale reads nowhere but is not ready to take client traffic either.
-pub const READY_MAX_APPLY_LAG: u64 = 1_000;
 
 pub async fn livez(State(app): State<AppState>) -> Response {
     let running = app.node.raft.metrics().borrow().running_state.is_ok();
@@ -30,25 +26,7 @@ pub async fn livez(State(app): State<AppState>) -> Response {
 }
 
 pub async fn readyz(State(app): State<AppState>) -> Response {
-    let node = &app.node;
-    let m = node.raft.metrics().borrow().clone();
-    let mut reasons = Vec::new();
-    if m.running_state.is_err() {
-        reasons.push("the Raft core has stopped".to_string());
-    }
-    if m.current_leader.is_none() {
-        reasons.push("no leader known (election in progress, or no quorum)".to_string());
-    }
-    if let Some(error) = node.storage_health.get() {
-        reasons.push(format!("storage refuses writes: {error}"));
-    }
-    let last = m.last_log_index.unwrap_or(0);
-    let applied = m.last_applied.map_or(0, |l| l.index);
-    if last.saturating_sub(applied) > READY_MAX_APPLY_LAG {
-        reasons.push(format!(
-            "state machine behind: applied {applied} of {last} log entries"
-        ));
-    }
+    let reasons = app.node.readiness_problems();
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({ "ready": true }))).into_response()
     } else {

@@ -29,6 +29,10 @@ pub mod proto {
     pub mod replication {
         tonic::include_proto!("codesprintpro.dr.replication.v1");
     }
+
+    /// Encoded `FileDescriptorSet` of every public service, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("arbiter_descriptors");
 }
 
 /// Metadata keys a non-leader sets on its `UNAVAILABLE` reply to say where the leader is.
