@@ -26,6 +26,8 @@
 //! - [`leases`]: the leader's lease timers, expiry proposals, batched keep-alives.
 //! - [`placement`]: leader placement — leadership moves calmly to the preferred region (the
 //!   one outside production by default); `POST /v1/cluster/leader` moves it on request.
+//! - [`request_span`]: one tracing span per request (HTTP and gRPC) with a request id returned
+//!   in `x-request-id`.
 //! - [`proposer`]: group commit of client commands into log entries, with a write deadline.
 //! - [`store`]: the Raft log in a checksummed WAL (fdatasync before ack), metadata in sled
 //!   (durable flush), snapshots in a checksummed file; one `SyncPolicy` for every fsync.
@@ -60,6 +62,7 @@ pub mod node;
 pub mod placement;
 pub mod proposer;
 pub mod raft_types;
+pub mod request_span;
 pub mod socket_handoff;
 pub mod store;
 pub mod tls;

@@ -45,6 +45,7 @@ use crate::network::{Network, PeerContacts, PeerDialer, MAX_RAFT_MESSAGE_BYTES};
 use crate::placement::Placement;
 use crate::proposer::Proposer;
 use crate::raft_types::{Member, NodeId, Raft};
+use crate::request_span::RequestSpanLayer;
 use crate::socket_handoff::{adopt_listener, AdoptError};
 use crate::store::{self, StateMachineStore, StorageHealth, StoreError, SyncPolicy, WalCounters};
 use crate::tls::incoming::{self, TlsListener};
@@ -644,6 +645,7 @@ async fn serve_peer(
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(RequestSpanLayer)
         // A peer runs one replication stream plus votes and heartbeats at a time; without TLS
         // (loopback only) anyone reaching the port is a "peer", so it is bounded like a client.
         .concurrency_limit_per_connection(MAX_PEER_REQUESTS_PER_CONNECTION)
@@ -663,6 +665,7 @@ async fn serve_grpc(
 ) -> Result<(), NodeError> {
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(RequestSpanLayer)
         // One connection cannot hold more than this many requests (or streams) open: excess
         // requests wait for a slot instead of growing the server's work without bound.
         .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
@@ -760,9 +763,12 @@ fn reflection_v1alpha() -> Result<
         .map_err(|e| NodeError::Serve(format!("gRPC reflection: {e}")))
 }
 
-/// A gRPC router behind the auth layer.
+/// A gRPC router behind the request span and the auth layer.
 type AuthRouter = tonic::transport::server::Router<
-    tower::layer::util::Stack<GrpcAuthLayer, tower::layer::util::Identity>,
+    tower::layer::util::Stack<
+        GrpcAuthLayer,
+        tower::layer::util::Stack<RequestSpanLayer, tower::layer::util::Identity>,
+    >,
 >;
 
 /// Serves `router` on `listener`, over TLS when `tls` is given, until `stop` turns true.

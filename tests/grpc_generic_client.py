@@ -27,6 +27,7 @@ def main():
     parser.add_argument("--token", help="bearer token for calls that need credentials")
     parser.add_argument("--health-service", default="")
     parser.add_argument("--call", help="a method to call by reflection, SERVICE/METHOD")
+    parser.add_argument("--request-id", help="x-request-id to send with --call")
     parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args()
 
@@ -62,8 +63,14 @@ def main():
                 request_serializer=request_class.SerializeToString,
                 response_deserializer=response_class.FromString,
             )
-            response = call(request_class(), metadata=metadata, timeout=args.timeout)
+            call_metadata = list(metadata)
+            if args.request_id:
+                call_metadata.append(("x-request-id", args.request_id))
+            response, rpc = call.with_call(
+                request_class(), metadata=call_metadata, timeout=args.timeout
+            )
             out["response"] = json_format.MessageToDict(response)
+            out["request_id"] = dict(rpc.initial_metadata()).get("x-request-id")
     except grpc.RpcError as e:
         out["reflection_error"] = e.code().name
 

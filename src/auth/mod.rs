@@ -175,6 +175,7 @@ impl Auth {
                 }
             });
         let caller = checked.inspect_err(|e| self.denials.record(endpoint, e))?;
+        crate::request_span::record_caller(&caller.identity);
         request.extensions_mut().insert(caller);
         Ok(())
     }

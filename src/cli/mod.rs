@@ -23,8 +23,19 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "arbiter", version, about = "Quorum arbiter and DR controller")]
 struct Cli {
+    /// Log lines as text or as one JSON object per line (each with the request's span:
+    /// request_id, method, path, caller). The filter comes from ARBITER_LOG or RUST_LOG
+    /// (default "info,openraft=warn").
+    #[arg(long, global = true, value_enum, env = "ARBITER_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -60,7 +71,7 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -92,13 +103,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr, filtered by ARBITER_LOG, else RUST_LOG, else "info,openraft=warn".
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBITER_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Resolves on Ctrl-C or SIGTERM: the one way a long-running command stops.

@@ -142,6 +142,7 @@ fn router(node: Arc<NodeContext>) -> Router {
             telemetry,
             telemetry::track,
         ))
+        .layer(crate::request_span::RequestSpanLayer)
         .with_state(state)
 }
 
