@@ -446,7 +446,7 @@ impl LeaseManager {
                     timers.timers.on_elected(&state.machine.leases, now);
                     timers.leader_term = Some(term);
                     tracing::info!(term, "leader: lease timers rebuilt with full TTLs");
-                } else if ticks % RECONCILE_EVERY_TICKS == 0 {
+                } else if ticks.is_multiple_of(RECONCILE_EVERY_TICKS) {
                     // Grants and ends seen by `propose` update the timers at once; this catches
                     // what it cannot see (entries of an earlier term applied after election).
                     timers.timers.reconcile(&state.machine.leases, now);
