@@ -41,30 +41,42 @@ fn with_binary(unit: &str, bin: &Path) -> String {
     unit.replace(INSTALLED_BIN, &bin.display().to_string())
 }
 
-/// `systemd-analyze verify` on `text` saved as `dir/name`: Ok if it exits 0 and says nothing
-/// about the unit (unknown directives are only warnings, with exit status 0).
-fn verify(dir: &Path, name: &str, text: &str) -> Result<(), String> {
+/// `systemd-analyze ARGS DIR/NAME` with `text` saved as that unit file.
+fn analyze(dir: &Path, name: &str, text: &str, args: &[&str]) -> Output {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write unit");
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
+    Command::new("systemd-analyze")
+        .args(args)
         .arg(&path)
         .output()
-        .expect("systemd-analyze runs");
+        .expect("systemd-analyze runs")
+}
+
+/// `systemd-analyze verify` on `text` as `dir/name`: Ok if it exits 0 and says nothing about
+/// the unit (unknown directives are only warnings, with exit status 0).
+fn verify(dir: &Path, name: &str, text: &str) -> Result<(), String> {
+    let out = analyze(dir, name, text, &["verify", "--man=no"]);
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let about_unit = said
-        .lines()
-        .filter(|l| l.contains(name))
-        .collect::<Vec<_>>();
-    if out.status.success() && about_unit.is_empty() {
+    if out.status.success() && !said.lines().any(|l| l.contains(name)) {
         Ok(())
     } else {
         Err(format!("exit {:?}: {said}", out.status.code()))
     }
+}
+
+/// `systemd-analyze security --offline=true` on `text` as `dir/name`: whether its exposure is
+/// at most 2.0 (`--threshold` is on the 0-100 scale; the report prints 0.0-10.0).
+fn exposure_at_most_2(dir: &Path, name: &str, text: &str) -> (bool, String) {
+    let args = ["security", "--offline=true", "--no-pager", "--threshold=20"];
+    let out = analyze(dir, name, text, &args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// The units as installed (the probe unit as the instance for London).
@@ -73,63 +85,45 @@ const UNITS: [(&str, &str); 2] = [
     ("arbiter-probe@.service", "arbiter-probe@london.service"),
 ];
 
-#[test]
-fn units_pass_systemd_analyze_verify() {
+/// Calls `check(file, installed name, unit text, temp dir)` for each unit, its ExecStart
+/// pointing at this build; without systemd-analyze, says it skipped.
+fn for_each_unit(check: impl Fn(&str, &str, &str, &Path)) {
     if !have("systemd-analyze") {
         return;
     }
     let bin = Path::new(env!("CARGO_BIN_EXE_arbiter"));
     for (file, name) in UNITS {
         let dir = tempfile::tempdir().expect("temp dir");
-        let unit = with_binary(&read_unit(file), bin);
-        if let Err(said) = verify(dir.path(), name, &unit) {
+        check(file, name, &with_binary(&read_unit(file), bin), dir.path());
+    }
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    for_each_unit(|file, name, unit, dir| {
+        if let Err(said) = verify(dir, name, unit) {
             panic!("{file} does not verify: {said}");
         }
-
         // Negative controls: systemd-analyze does catch a typo'd directive and a missing binary.
         let typo = unit.replacen("NoNewPrivileges=", "NoNewPrivilege=", 1);
         assert_ne!(typo, unit);
         assert!(
-            verify(dir.path(), name, &typo).is_err(),
+            verify(dir, name, &typo).is_err(),
             "{file}: a typo'd directive passed"
         );
-        let missing = with_binary(&read_unit(file), &dir.path().join("no-such-arbiter"));
+        let missing = with_binary(&read_unit(file), &dir.join("no-such-arbiter"));
         assert!(
-            verify(dir.path(), name, &missing).is_err(),
+            verify(dir, name, &missing).is_err(),
             "{file}: a missing ExecStart binary passed"
         );
-    }
-}
-
-/// `systemd-analyze security --offline=true --threshold=N` on `text`: whether its exposure is at
-/// most N/10 (the threshold is on the 0-100 scale; the report prints 0.0-10.0).
-fn exposure_at_most(dir: &Path, name: &str, text: &str, threshold: u32) -> (bool, Output) {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write unit");
-    let out = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--no-pager"])
-        .arg(format!("--threshold={threshold}"))
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze runs");
-    (out.status.success(), out)
+    });
 }
 
 #[test]
 fn unit_sandboxes_stay_hardened() {
-    if !have("systemd-analyze") {
-        return;
-    }
-    let bin = Path::new(env!("CARGO_BIN_EXE_arbiter"));
-    for (file, name) in UNITS {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let unit = with_binary(&read_unit(file), bin);
-        let (ok, out) = exposure_at_most(dir.path(), name, &unit, 20);
-        assert!(
-            ok,
-            "{file}: exposure above 2.0:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+    for_each_unit(|file, name, unit, dir| {
+        let (ok, report) = exposure_at_most_2(dir, name, unit);
+        assert!(ok, "{file}: exposure above 2.0:\n{report}");
         // Negative control: the same unit without its sandbox is rated far above.
         let bare: String = unit
             .lines()
@@ -137,9 +131,9 @@ fn unit_sandboxes_stay_hardened() {
             .chain(["", "[Install]", "WantedBy=multi-user.target"])
             .map(|l| format!("{l}\n"))
             .collect();
-        let (ok, _) = exposure_at_most(dir.path(), name, &bare, 20);
+        let (ok, _) = exposure_at_most_2(dir, name, &bare);
         assert!(!ok, "{file}: an unhardened copy was rated at most 2.0");
-    }
+    });
 }
 
 #[test]
