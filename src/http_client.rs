@@ -20,6 +20,9 @@ pub enum HttpError {
         "unsupported URL {url:?}: only http://host:port/path (or https:// with a CA) is supported"
     )]
     BadUrl { url: String },
+    /// The connection or the TLS handshake failed: nothing of the request was sent.
+    #[error("{url}: cannot connect: {reason}")]
+    Connect { url: String, reason: String },
     #[error("{url}: {reason}")]
     Io { url: String, reason: String },
     #[error("{url}: no answer within {after_ms} ms")]
@@ -86,12 +89,12 @@ impl HttpClient {
         timeout: Duration,
     ) -> Result<HttpResponse, HttpError> {
         let (secure, authority, path) = split_url(url)?;
-        let io = |e: std::io::Error| HttpError::Io {
+        let connect = |e: std::io::Error| HttpError::Connect {
             url: url.to_string(),
             reason: e.to_string(),
         };
         let exchange = async {
-            let tcp = TcpStream::connect(authority).await.map_err(io)?;
+            let tcp = TcpStream::connect(authority).await.map_err(connect)?;
             let _ = tcp.set_nodelay(true);
             let head = self.head(method, authority, path, body.unwrap_or_default().len());
             if !secure {
@@ -111,7 +114,7 @@ impl HttpClient {
             let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await
-                .map_err(io)?;
+                .map_err(connect)?;
             exchange(url, stream, &head, body.unwrap_or_default()).await
         };
         tokio::time::timeout(timeout, exchange)

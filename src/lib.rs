@@ -12,6 +12,7 @@
 //!  peers ◀──network (tonic, peer port, mTLS)── openraft ──▶ grpc::raft_service (peer port)
 //! ```
 //!
+//! - [`api_client`]: the leader-following client of the HTTP API (CLI, probe agent, jepsen).
 //! - [`auth`]: identities (bearer tokens, client certificates), roles, the one permission
 //!   table and the layers that enforce it in front of both edges.
 //! - [`config`]: file/flag config validated into `NodeConfig`; `lan` and `wan` timing.
@@ -42,6 +43,7 @@
 //! - [`cli`]: the `arbiter` command line (serve, up, certs, auth, status, member, snapshot, lease,
 //!   DR commands).
 
+pub mod api_client;
 pub mod auth;
 pub mod backup;
 pub mod certs;

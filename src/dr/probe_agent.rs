@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api_client::{Answer, ApiClient, Retry};
 use crate::http_client::{self, HttpClient};
 
 #[derive(Debug, Clone)]
@@ -85,36 +86,17 @@ pub async fn probe(vantage: &str, region: &str, url: &str, timeout: Duration) ->
     report
 }
 
-/// Sends a report to the leader, trying `preferred` first and then every arbiter; returns the
-/// address that took it.
-async fn deliver(
-    http: &HttpClient,
-    report: &ProbeReportBody,
-    arbiters: &[String],
-    preferred: Option<&str>,
-    timeout: Duration,
-) -> Option<String> {
-    let body = serde_json::to_vec(report).ok()?;
-    let candidates = preferred
-        .into_iter()
-        .map(str::to_string)
-        .chain(arbiters.iter().cloned());
-    for addr in candidates {
-        let url = format!("{}/v1/probes/report", http.base_url(&addr));
-        if let Ok(response) = http.request("POST", &url, Some(&body), timeout).await {
-            if response.is_success() {
-                return Some(addr);
-            }
-        }
-    }
-    None
-}
-
 /// Runs the agent until `shutdown` resolves. Bounded per round: each probe and each report has
-/// a timeout, and rounds are `interval` apart.
+/// a timeout, and rounds are `interval` apart. Reports go to the leader through the shared
+/// [`ApiClient`], which keeps its leader guess from round to round; a report is idempotent
+/// (the controller keeps each vantage point's latest view), so it is retried on any node.
 pub async fn run(config: ProbeAgentConfig, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut leader: Option<String> = None;
+    let api = ApiClient::new(
+        config.arbiters.clone(),
+        config.arbiter_http.clone(),
+        config.timeout,
+    );
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -127,19 +109,19 @@ pub async fn run(config: ProbeAgentConfig, shutdown: impl std::future::Future<Ou
             .iter()
             .map(|(region, url)| probe(&config.vantage, region, url, config.timeout));
         for report in futures::future::join_all(probes).await {
-            match deliver(
-                &config.arbiter_http,
-                &report,
-                &config.arbiters,
-                leader.as_deref(),
-                config.timeout,
-            )
-            .await
+            let Ok(body) = serde_json::to_value(&report) else {
+                continue;
+            };
+            match api
+                .send("POST", "/v1/probes/report", Some(&body), Retry::Always)
+                .await
             {
-                Some(addr) => leader = Some(addr),
-                None => {
-                    tracing::warn!(vantage = %config.vantage, region = %report.region, "no arbiter took the report");
-                    leader = None;
+                Answer::Done(_) => {}
+                Answer::Refused { status, body, .. } => {
+                    tracing::warn!(vantage = %config.vantage, region = %report.region, status, %body, "the arbiter refused the report");
+                }
+                Answer::Unavailable(why) | Answer::Unknown(why) => {
+                    tracing::warn!(vantage = %config.vantage, region = %report.region, %why, "no arbiter took the report");
                 }
             }
         }

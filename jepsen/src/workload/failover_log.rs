@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{process, Context, WorkResult};
-use crate::api::{Answer, ApiClient};
+use crate::api::{Answer, ApiClient, Completion};
 use crate::history::{Op, OpType, Process, F};
 
 pub const FAILED: &str = "eu-central-1";

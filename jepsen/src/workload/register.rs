@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::lagging_replica::LaggingReplica;
 use super::{process, Context, WorkResult};
-use crate::api::{Answer, ApiClient};
+use crate::api::{Answer, ApiClient, Completion};
 use crate::history::{Op, OpType, Process, F};
 
 /// The values a register takes (see the module invariant).
