@@ -427,6 +427,34 @@ async fn audit_records_name_the_authenticated_caller_not_the_body() {
     let alice = cluster.issue(grant("alice", Role::Operator)).await;
     let api = leader.http_addr.clone();
 
+    tracing::info!("phase: a traffic shift is recorded as alice's");
+    dr_bootstrapped(&api, WAIT).await;
+    let (status, task) = http(
+        &api,
+        Some(&alice),
+        "POST",
+        "/v1/dr/traffic-shift",
+        Some(json!({"policyName": "audit", "sourceRegion": "us-west-2",
+                    "targetRegion": "eu-central-1", "trafficShiftPercentage": 10.0,
+                    "drainTimeoutSeconds": 1, "reason": "audit test"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{task}");
+    let id = task["taskTrackId"]
+        .as_str()
+        .expect("taskTrackId")
+        .to_string();
+    let (status, task) = http(
+        &api,
+        Some(&alice),
+        "GET",
+        &format!("/v1/dr/tasks/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["initiatedBy"], json!("alice"), "{task}");
+
     tracing::info!("phase: a break-glass takeover whose body names mallory");
     let (status, body) = http(
         &api,

@@ -24,13 +24,10 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::validate::{self, MAX_NAME_LEN, MAX_REASON_LEN};
 use super::{percent, read, rfc3339, AppState};
+use crate::auth::Caller;
 
 /// Longest drain accepted: a day. Longer is surely a unit mistake (ms for s).
 const MAX_DRAIN_TIMEOUT_SECONDS: u32 = 86_400;
-
-/// Who a shift through this API is recorded as until requests carry an authenticated
-/// identity (DESIGN.md, "Coming next").
-const OPERATOR: &str = "operator";
 
 /// The seed's request; also how a task shows the request it came from.
 #[derive(Debug, Serialize, Deserialize)]
@@ -118,6 +115,7 @@ fn basis_points(percentage: f64) -> Result<u32, ApiError> {
 
 pub async fn shift(
     State(app): State<AppState>,
+    caller: Caller,
     body: Result<Json<ShiftBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ShiftAccepted>), ApiError> {
     let Json(body) = body?;
@@ -147,7 +145,8 @@ pub async fn shift(
         percentage_bp,
         drain_timeout_seconds: body.drain_timeout_seconds,
         reason: reason.to_string(),
-        initiated_by: OPERATOR.to_string(),
+        // The authenticated identity, never a field of the request.
+        initiated_by: caller.identity,
     };
     let outcome = node
         .proposer
