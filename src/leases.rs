@@ -1,8 +1,8 @@
 //! Leader-side lease duties: the monotonic expiry timers, batched keep-alives, and the
 //! proposals that grant, release, revoke and expire leases.
 //!
-//! Invariant (DESIGN.md, "Leases and fencing tokens"): a lease is never granted to a new
-//! holder while the previous holder may still believe it holds it. The replicated table only
+//! Invariant: a lease is never granted to a new holder while the previous holder may still
+//! believe it holds it. The replicated table only
 //! frees a revoked or lapsed lease through an `Expire` entry, and only this module proposes
 //! `Expire`, only when [`LeaseTimers`] says the deadline passed on this leader's monotonic
 //! clock. A node that becomes leader re-times every live lease with a full TTL before it

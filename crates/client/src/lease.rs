@@ -112,7 +112,7 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// The holder-side deadline: `sent_at + ttl − drift_margin` (DESIGN.md, "Holder side").
+    /// The holder-side deadline: `sent_at + ttl − drift_margin` (see [`crate::lease_keeper`]).
     pub fn deadline(&self, drift_margin: Duration) -> Instant {
         holder_deadline(self.sent_at, self.ttl, drift_margin)
     }

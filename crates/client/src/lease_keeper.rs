@@ -1,7 +1,7 @@
 //! [`LeaseKeeper`]: holds one lease — renews it, knows until when it is valid, and says so the
 //! instant it stops being valid.
 //!
-//! Invariant (DESIGN.md, "Holder side"): the lease is valid until `send time of the last
+//! Invariant (the holder side of lease safety): the lease is valid until `send time of the last
 //! successful request + TTL − drift margin` on this process's monotonic clock, and never after.
 //! That deadline is enforced by a timer, not by the arbiter, so the keeper reports the loss on
 //! time even when every arbiter node is unreachable or frozen. Loss is final: a reply that
