@@ -428,7 +428,7 @@ async fn audit_records_name_the_authenticated_caller_not_the_body() {
     let api = leader.http_addr.clone();
 
     tracing::info!("phase: a traffic shift is recorded as alice's");
-    dr_bootstrapped(&api, WAIT).await;
+    dr_bootstrapped(&api, &alice).await;
     let (status, task) = http(
         &api,
         Some(&alice),
