@@ -103,8 +103,9 @@ up() {
 wait_leader() {
   local deadline=$((SECONDS + $1)) leader
   while [ $SECONDS -lt "$deadline" ]; do
-    leader=$(in_br "$BIN" status "${CREDS[@]}" --endpoints "${2:-$(endpoints)}" --json 2>/dev/null |
-      sed -n 's/^  "leader": \([0-9]*\),*$/\1/p' | head -n1)
+    # `status` exits 5 while there is no leader; its JSON is printed all the same.
+    leader=$(in_br "$BIN" status "${CREDS[@]}" --endpoints "${2:-$(endpoints)}" -o json 2>/dev/null |
+      sed -n 's/^  "leader": \([0-9]*\),*$/\1/p' | head -n1 || true)
     if [ -n "$leader" ]; then echo "$leader"; return 0; fi
     sleep 0.2
   done

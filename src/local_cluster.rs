@@ -419,29 +419,10 @@ pub async fn wait_for_leader(
     timeout: Duration,
     options: &ClientOptions,
 ) -> Result<NodeStatus, LaunchError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let statuses = futures::future::join_all(
-            endpoints
-                .iter()
-                .map(|e| crate::cli::fetch_status(e.clone(), options)),
-        )
-        .await;
-        let reachable: Vec<NodeStatus> = statuses.into_iter().filter_map(Result::ok).collect();
-        if let Some(leader) = reachable.iter().find(|s| s.role == "Leader") {
-            let agreed = reachable
-                .iter()
-                .all(|s| s.leader_id == Some(leader.node_id));
-            if agreed {
-                return Ok(leader.clone());
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(LaunchError::NoLeader {
-                endpoints: endpoints.to_vec(),
-                secs: timeout.as_secs(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    crate::grpc::cluster_service::find_leader(endpoints, timeout, true, options)
+        .await
+        .map_err(|_| LaunchError::NoLeader {
+            endpoints: endpoints.to_vec(),
+            secs: timeout.as_secs(),
+        })
 }

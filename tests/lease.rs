@@ -455,14 +455,14 @@ async fn cli_refuses_a_second_holder_by_name_and_grants_it_after_release() {
     let first = json(&out)["token"].as_u64().expect("a token");
 
     let (code, out, err) = cli(&cluster, &acquire("proxy-west")).await;
-    assert_eq!(code, 2, "refused: {out}{err}");
+    assert_eq!(code, 4, "refused: {out}{err}");
     assert!(err.contains("proxy-east"), "names the holder: {err}");
     let (code, out, _) = cli(
         &cluster,
         &[&acquire("proxy-west")[..], &["--json"]].concat(),
     )
     .await;
-    assert_eq!(code, 2);
+    assert_eq!(code, 4);
     assert_eq!(json(&out)["refusal"]["holder"], "proxy-east");
 
     let (code, out, _) = cli(&cluster, &["show", "--resource", "db/carts", "--json"]).await;
@@ -521,6 +521,6 @@ async fn cli_refuses_a_second_holder_by_name_and_grants_it_after_release() {
         ],
     )
     .await;
-    assert_eq!(code, 2, "a revoked lease cannot be renewed: {err}");
+    assert_eq!(code, 4, "a revoked lease cannot be renewed: {err}");
     assert!(err.contains("not current"), "{err}");
 }

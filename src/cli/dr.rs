@@ -1,27 +1,34 @@
 //! `arbiter failover | failback | regions | tenants | events`: the DR operator commands, over
 //! the nodes' HTTP API.
 //!
-//! Every command tries the endpoints in turn and follows a non-leader's `leaderHttpAddr`, so
-//! any node's address will do. With `--json` the node's JSON answer is printed (errors
-//! too, with a non-zero exit); otherwise a table.
+//! Every command goes through the shared leader-following [`ApiClient`]: it tries the endpoints
+//! in turn, follows a non-leader's `leaderHttpAddr` and waits out an election, so any node's
+//! address will do. With `--output json` the node's JSON answer is printed (errors too);
+//! otherwise a table. Exit codes as every command ([`super::exit`]): 4 refused, 5 no node or
+//! no leader, 3 outcome unknown.
+//!
+//! `failover` and `failback` ask for confirmation on a terminal (`--yes` skips it; without a
+//! terminal `--yes` is required), and with `--wait` follow the failover log or the traffic task
+//! live until it finishes.
 
-use std::collections::VecDeque;
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use super::exit::Failure;
+use super::output::{OutputArgs, Table};
 use super::up::{ClusterArgs, Port};
-use crate::http_client::{HttpClient, HttpResponse};
+use crate::api_client::{Answer, ApiClient, Patience, Retry};
 
 /// Each request's own deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to keep looking for a leader (e.g. through an election) before giving up.
 const LEADER_SEARCH: Duration = Duration::from_secs(10);
-/// Leader redirects followed per attempt; more means the nodes disagree, so try the next one.
-const MAX_REDIRECTS: usize = 3;
+/// How often `--wait` looks at the failover or task again.
+const WAIT_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Subcommand, Debug)]
 pub enum DrCommand {
@@ -61,9 +68,23 @@ pub struct MoveLeaderArgs {
 pub struct Target {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Print the JSON answer instead of a table.
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Confirmation and progress of a command that moves production traffic.
+#[derive(Args, Debug)]
+pub struct Act {
+    /// Do not ask for confirmation (required when not on a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Follow the failover (or the failback's traffic task) until it finishes, printing each
+    /// step as it is recorded; exit 0 when it completed, 1 when it failed.
     #[arg(long)]
-    json: bool,
+    wait: bool,
+    /// Give up waiting after this many seconds (exit 3: still running, outcome unknown).
+    #[arg(long, default_value_t = 900, requires = "wait")]
+    wait_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +102,8 @@ pub struct FailoverArgs {
     #[arg(long)]
     initiated_by: Option<String>,
     #[command(flatten)]
+    act: Act,
+    #[command(flatten)]
     target: Target,
 }
 
@@ -92,6 +115,8 @@ pub struct FailbackArgs {
     /// Who asks (default: operator).
     #[arg(long)]
     initiated_by: Option<String>,
+    #[command(flatten)]
+    act: Act,
     #[command(flatten)]
     target: Target,
 }
@@ -120,8 +145,16 @@ pub struct EventsArgs {
     target: Target,
 }
 
+/// What to follow after an accepted failover or failback.
+enum Follow {
+    Nothing,
+    Failover,
+    Failback,
+}
+
 pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
-    let (target, method, path, body, print): (_, _, _, _, fn(&Value)) = match command {
+    let mut act = None;
+    let (target, method, path, body, print, follow): (_, _, _, _, fn(&Value), _) = match command {
         DrCommand::Failover(a) => {
             let body = json!({
                 "failedRegion": a.region,
@@ -129,22 +162,32 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
                 "reason": a.reason,
                 "initiatedBy": a.initiated_by,
             });
+            let question = format!(
+                "Fail over {} to {}? Its write leases are revoked and its traffic moves.",
+                a.region,
+                a.to.as_deref().unwrap_or("its failover region")
+            );
+            act = Some((a.act, question));
             (
                 a.target,
                 "POST",
                 "/v1/dr/failover".to_string(),
                 Some(body),
-                print_failover,
+                print_failover as fn(&Value),
+                Follow::Failover,
             )
         }
         DrCommand::Failback(a) => {
             let body = json!({ "region": a.region, "initiatedBy": a.initiated_by });
+            let question = format!("Fail back to {}? Its tenants and traffic return.", a.region);
+            act = Some((a.act, question));
             (
                 a.target,
                 "POST",
                 "/v1/dr/failback".to_string(),
                 Some(body),
                 print_failback,
+                Follow::Failback,
             )
         }
         DrCommand::Regions(target) => (
@@ -153,6 +196,7 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
             "/v1/regions".to_string(),
             None,
             print_regions,
+            Follow::Nothing,
         ),
         DrCommand::Tenants(a) => {
             let path = match &a.tenant {
@@ -167,7 +211,7 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
             } else {
                 print_tenants
             };
-            (a.target, "GET", path, None, print)
+            (a.target, "GET", path, None, print, Follow::Nothing)
         }
         DrCommand::MoveLeader(a) => {
             let body = json!({ "region": a.region, "nodeId": a.node, "force": a.force });
@@ -177,6 +221,7 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
                 "/v1/cluster/leader".to_string(),
                 Some(body),
                 print_move,
+                Follow::Nothing,
             )
         }
         DrCommand::Events(a) => {
@@ -184,84 +229,179 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
                 "/v1/failover-events{}",
                 query(&[("failedRegion", &a.region)])
             );
-            (a.target, "GET", path, None, print_events)
+            (a.target, "GET", path, None, print_events, Follow::Nothing)
         }
     };
-    let endpoints = endpoints(&target);
-    let body = body
-        .map(|b| serde_json::to_vec(&without_nulls(b)))
-        .transpose()?;
-    let http = target.cluster.credentials().http_client()?;
-    let response = call(&http, &endpoints, method, &path, body.as_deref()).await?;
-    let answer: Value = serde_json::from_slice(&response.body).unwrap_or_else(
-        |_| json!({ "error": String::from_utf8_lossy(&response.body).trim().to_string() }),
-    );
-    if target.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else if response.is_success() {
-        print(&answer);
-    } else {
-        eprintln!("error ({}): {}", response.status, text(&answer["error"]));
-        if let Some(reason) = answer["reason"].as_str() {
-            eprintln!("reason: {reason} {}", answer["detail"]);
+    let wait = match &act {
+        Some((act, question)) => {
+            confirm(act.yes, question)?;
+            act.wait.then(|| Duration::from_secs(act.wait_timeout))
         }
-    }
-    Ok(if response.is_success() {
-        ExitCode::SUCCESS
+        None => None,
+    };
+    let json_output = target.output.is_json();
+    let api = client(&target)?;
+    let body = body.map(without_nulls);
+    let retry = if method == "GET" {
+        Retry::Always
     } else {
-        ExitCode::FAILURE
-    })
+        Retry::OnlyIfNotApplied
+    };
+    let answer = api.send(method, &path, body.as_ref(), retry).await;
+    let accepted = settle(answer, json_output, print)?;
+    if let Some(timeout) = wait {
+        return follow_until_done(&api, follow, &accepted, timeout, json_output).await;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn endpoints(target: &Target) -> Vec<String> {
-    target.cluster.endpoints(Port::Http)
+fn client(target: &Target) -> anyhow::Result<ApiClient> {
+    let http = target.cluster.credentials().http_client()?;
+    Ok(
+        ApiClient::new(target.cluster.endpoints(Port::Http), http, REQUEST_TIMEOUT)
+            .with_patience(Patience::Search(LEADER_SEARCH)),
+    )
 }
 
-/// Sends the request to the leader: tries each endpoint, follows `leaderHttpAddr` redirects,
-/// and keeps trying through an election until [`LEADER_SEARCH`] has passed. Returns the first
-/// answer that is not a redirect, else the last redirect or connection error.
-async fn call(
-    http: &HttpClient,
-    endpoints: &[String],
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-) -> anyhow::Result<HttpResponse> {
-    let deadline = tokio::time::Instant::now() + LEADER_SEARCH;
-    let mut last_answer = None;
-    let mut last_error = String::from("no endpoints");
-    loop {
-        for endpoint in endpoints {
-            let mut queue = VecDeque::from([endpoint.clone()]);
-            let mut redirects = 0;
-            while let Some(addr) = queue.pop_front() {
-                let url = format!("{}{path}", http.base_url(&addr));
-                match http.request(method, &url, body, REQUEST_TIMEOUT).await {
-                    Ok(response) if response.status == 503 => {
-                        let leader = serde_json::from_slice::<Value>(&response.body)
-                            .ok()
-                            .and_then(|v| v["leaderHttpAddr"].as_str().map(str::to_string));
-                        if let Some(leader) = leader.filter(|l| *l != addr) {
-                            if redirects < MAX_REDIRECTS {
-                                redirects += 1;
-                                queue.push_back(leader);
-                            }
-                        }
-                        last_answer = Some(response);
-                    }
-                    Ok(response) => return Ok(response),
-                    Err(e) => last_error = e.to_string(),
-                }
+/// Prints an answer; the accepted body, or the failure with its exit code.
+fn settle(answer: Answer, json_output: bool, print: fn(&Value)) -> anyhow::Result<Value> {
+    match answer {
+        Answer::Done(body) => {
+            if json_output {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print(&body);
             }
+            Ok(body)
+        }
+        Answer::Refused { status, body, .. } => {
+            if json_output {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            }
+            let mut message = format!("refused ({status}): {}", text(&body["error"]));
+            if let Some(reason) = body["reason"].as_str() {
+                message.push_str(&format!("; reason: {reason} {}", body["detail"]));
+            }
+            Err(Failure::refused(message).into())
+        }
+        Answer::Unavailable(why) => Err(Failure::unavailable(format!(
+            "no arbiter node took the request (nothing was changed): {why}"
+        ))
+        .into()),
+        Answer::Unknown(why) => Err(Failure::unknown(format!(
+            "outcome unknown: the request was sent but not confirmed; it may have been applied \
+             (check `arbiter events` before retrying): {why}"
+        ))
+        .into()),
+    }
+}
+
+/// Asks on the terminal unless `yes`; without a terminal, `--yes` is required.
+fn confirm(yes: bool, question: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(format!(
+            "{question} Not on a terminal: pass --yes to confirm."
+        ))
+        .into());
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if matches!(line.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        Err(Failure::usage("not confirmed; nothing was sent").into())
+    }
+}
+
+/// `--wait`: prints each new step (or task state) as the leader records it until the
+/// failover or task finishes.
+async fn follow_until_done(
+    api: &ApiClient,
+    follow: Follow,
+    accepted: &Value,
+    timeout: Duration,
+    json_output: bool,
+) -> anyhow::Result<ExitCode> {
+    let path = match follow {
+        Follow::Nothing => return Ok(ExitCode::SUCCESS),
+        Follow::Failover => format!(
+            "/v1/failover-events/{}",
+            encode(&text(&accepted["failoverId"]))
+        ),
+        Follow::Failback => match accepted["taskTrackId"].as_str() {
+            Some(task) => format!("/v1/dr/tasks/{}", encode(task)),
+            None => {
+                eprintln!("no traffic task to wait for: the failback restored tenants only");
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut shown = 0;
+    loop {
+        let current = match api.get(&path).await {
+            Answer::Done(value) => value,
+            Answer::Refused { status, body, .. } => {
+                return Err(Failure::refused(format!(
+                    "cannot follow {path} ({status}): {}",
+                    text(&body["error"])
+                ))
+                .into())
+            }
+            Answer::Unavailable(why) | Answer::Unknown(why) => {
+                eprintln!("(no answer while following: {why}; still trying)");
+                Value::Null
+            }
+        };
+        let status = match follow {
+            Follow::Failover => {
+                let steps = items(&current, "timelineLogs");
+                for step in steps.iter().skip(shown) {
+                    if !json_output {
+                        println!(
+                            "  {} {:<14} {}",
+                            text(&step["at"]),
+                            text(&step["step"]),
+                            text(&step["detail"])
+                        );
+                    }
+                }
+                shown = shown.max(steps.len());
+                current["eventStatus"].as_str().map(str::to_string)
+            }
+            _ => current["status"].as_str().map(str::to_string),
+        };
+        match status.as_deref() {
+            Some("COMPLETED") => {
+                if json_output {
+                    println!("{}", serde_json::to_string_pretty(&current)?);
+                } else {
+                    println!("completed");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some("FAILED") => {
+                if json_output {
+                    println!("{}", serde_json::to_string_pretty(&current)?);
+                }
+                anyhow::bail!("{path} FAILED: {}", text(&current["detail"]));
+            }
+            _ => {}
         }
         if tokio::time::Instant::now() >= deadline {
-            break;
+            return Err(Failure::unknown(format!(
+                "still {} after {} s; it goes on without this command (see `arbiter events`)",
+                status.as_deref().unwrap_or("unknown"),
+                timeout.as_secs()
+            ))
+            .into());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    match last_answer {
-        Some(response) => Ok(response),
-        None => bail!("no arbiter node answered: {last_error}"),
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
@@ -326,7 +466,7 @@ fn print_failover(event: &Value) {
         text(&event["eventStatus"]),
     );
     println!(
-        "follow it with: arbiter events --region {}",
+        "follow it with: arbiter events --region {} (or run failover with --wait)",
         text(&event["failedRegion"])
     );
 }
@@ -353,37 +493,25 @@ fn print_failback(answer: &Value) {
     );
 }
 
-/// Prints `rows` as a table: one column per (header, JSON field, width).
-fn print_table(rows: &[Value], columns: &[(&str, &str, usize)]) {
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(columns)
-            .map(|(cell, (_, _, width))| format!("{cell:<width$}"))
-            .collect();
-        padded.join(" ").trim_end().to_string()
-    };
-    println!(
-        "{}",
-        line(columns.iter().map(|(h, _, _)| h.to_string()).collect())
-    );
+/// Prints `rows` as a table: one column per (header, JSON field).
+fn print_table(rows: &[Value], columns: &[(&str, &str)]) {
+    let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let mut table = Table::new(&headers);
     for row in rows {
-        println!(
-            "{}",
-            line(columns.iter().map(|(_, f, _)| text(&row[*f])).collect())
-        );
+        table.push(columns.iter().map(|(_, f)| text(&row[*f])).collect());
     }
+    table.print();
 }
 
 fn print_regions(answer: &Value) {
     print_table(
         items(answer, "regions"),
         &[
-            ("REGION", "region", 16),
-            ("STATE", "state", 11),
-            ("WEIGHT%", "trafficWeightPercentage", 8),
-            ("DOWN_SINCE", "downSince", 21),
-            ("COOLDOWN_UNTIL", "cooldownUntil", 21),
+            ("REGION", "region"),
+            ("STATE", "state"),
+            ("WEIGHT%", "trafficWeightPercentage"),
+            ("DOWN_SINCE", "downSince"),
+            ("COOLDOWN_UNTIL", "cooldownUntil"),
         ],
     );
     println!("cooldown: {} ms", text(&answer["cooldownMs"]));
@@ -397,12 +525,12 @@ fn print_tenants(answer: &Value) {
     print_table(
         items(answer, "tenants"),
         &[
-            ("TENANT", "tenantId", 24),
-            ("PRIMARY", "primaryRegion", 16),
-            ("FAILOVER", "failoverRegion", 16),
-            ("ACTIVE", "activeRoutingRegion", 16),
-            ("STATUS", "routingStatus", 8),
-            ("UPDATED", "updatedAt", 21),
+            ("TENANT", "tenantId"),
+            ("PRIMARY", "primaryRegion"),
+            ("FAILOVER", "failoverRegion"),
+            ("ACTIVE", "activeRoutingRegion"),
+            ("STATUS", "routingStatus"),
+            ("UPDATED", "updatedAt"),
         ],
     );
 }

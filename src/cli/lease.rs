@@ -1,9 +1,10 @@
 //! `arbiter lease acquire | keepalive | release | show | revoke`: an operator's (or a script's)
 //! hands on write leases, through the same SDK the proxies use.
 //!
-//! Output: a human line per result, or one JSON object with `--json`. Exit status: 0 when the
-//! request took effect, 2 when the arbiter refused it (the refusal names the holder), 1 when
-//! the cluster could not be asked.
+//! Output: a human line per result, or one JSON object with `--output json`. Exit status
+//! ([`super::exit`]): 0 when the request took effect, 4 when the arbiter refused it (the
+//! refusal names the holder), 5 when no node answered or there was no leader, 3 when the
+//! outcome is unknown.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,10 +17,9 @@ use arbiter_client::{
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use super::exit;
+use super::output::OutputArgs;
 use super::up::{resolve_endpoints, CredentialArgs, Port, DEFAULT_DATA_DIR};
-
-/// Exit status of a request the arbiter refused.
-const REFUSED: u8 = 2;
 
 #[derive(Args, Debug)]
 pub struct LeaseArgs {
@@ -34,16 +34,15 @@ pub struct LeaseArgs {
 struct Target {
     /// gRPC endpoints (host:port), comma-separated. Default: the cluster `arbiter up` started
     /// (its cluster.json), else 127.0.0.1:7001-7003.
-    #[arg(long, value_delimiter = ',', global = true)]
+    #[arg(long, env = "ARBITER_ENDPOINTS", value_delimiter = ',', global = true)]
     endpoints: Vec<String>,
     /// Data dir of `arbiter up`, to find cluster.json, ca.pem and operator.token.
     #[arg(long, env = "ARBITER_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     data_dir: PathBuf,
     #[command(flatten)]
     credentials: CredentialArgs,
-    /// Print one JSON object instead of a line of text.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -161,6 +160,7 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
         .client_options()?;
     let client = ArbiterClient::connect(endpoints.clone(), options)
         .await
+        .map_err(exit::sdk)
         .with_context(|| format!("connecting to {}", endpoints.join(",")))?;
     let report = match args.command {
         LeaseCommand::Acquire {
@@ -173,7 +173,7 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
             if let Some(region) = region {
                 spec = spec.in_region(region);
             }
-            match client.acquire(&spec).await? {
+            match client.acquire(&spec).await.map_err(exit::sdk)? {
                 Ok(grant) => Report {
                     note: Some(format!(
                         "granted {} to {} for {} ms; fencing token:",
@@ -197,7 +197,11 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
         }
         LeaseCommand::Keepalive(lease) => {
             let (resource, holder, token) = lease.parts();
-            match client.keep_alive(&resource, &holder, token).await? {
+            match client
+                .keep_alive(&resource, &holder, token)
+                .await
+                .map_err(exit::sdk)?
+            {
                 Ok(renewal) => Report::done(
                     format!("renewed: token {token}, ttl {} ms", millis(renewal.ttl)),
                     json!({ "ok": true, "token": token.0, "ttl_ms": millis(renewal.ttl) }),
@@ -207,7 +211,11 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
         }
         LeaseCommand::Release(lease) => {
             let (resource, holder, token) = lease.parts();
-            match client.release(&resource, &holder, token).await? {
+            match client
+                .release(&resource, &holder, token)
+                .await
+                .map_err(exit::sdk)?
+            {
                 Ok(()) => Report::done(
                     format!("released {resource} (token {token})"),
                     json!({ "ok": true }),
@@ -216,7 +224,10 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
             }
         }
         LeaseCommand::Show { resource } => {
-            let info = client.get(&ResourceId::new(resource)).await?;
+            let info = client
+                .get(&ResourceId::new(resource))
+                .await
+                .map_err(exit::sdk)?;
             Report::done(show_text(&info), show_json(&info))
         }
         LeaseCommand::Revoke {
@@ -225,7 +236,11 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
             by,
         } => {
             let resource = ResourceId::new(resource);
-            match client.revoke(&resource, &reason, &by).await? {
+            match client
+                .revoke(&resource, &reason, &by)
+                .await
+                .map_err(exit::sdk)?
+            {
                 Ok(r) => Report::done(
                     format!(
                         "revoked {resource}: {} (token {}) is fenced; new epoch {}",
@@ -242,7 +257,7 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    if args.target.json {
+    if args.target.output.is_json() {
         println!("{}", serde_json::to_string_pretty(&report.json)?);
     } else if report.refused {
         eprintln!("{}", report.text);
@@ -253,7 +268,7 @@ pub async fn run(args: LeaseArgs) -> anyhow::Result<ExitCode> {
         println!("{}", report.text);
     }
     Ok(if report.refused {
-        ExitCode::from(REFUSED)
+        ExitCode::from(exit::REFUSED)
     } else {
         ExitCode::SUCCESS
     })

@@ -17,8 +17,9 @@ use arbiter_client::{AuthChannel, ClientOptions};
 use clap::{Args, Subcommand};
 use tonic::{Code, Status};
 
-use super::status::fetch_status;
+use super::exit::{Failure, OUTCOME_UNKNOWN};
 use super::up::{ClusterArgs, Port};
+use crate::grpc::cluster_service::find_leader;
 
 #[derive(Subcommand, Debug)]
 pub enum MemberCommand {
@@ -58,8 +59,6 @@ pub struct RemoveArgs {
     cluster: ClusterArgs,
 }
 
-/// Exit code of a change that was sent but not confirmed: it may or may not have happened.
-const OUTCOME_UNKNOWN: u8 = 3;
 /// Longest wait for one membership call: above the server's write deadline (wan: 8 s), so the
 /// leader's own `DEADLINE_EXCEEDED` normally comes first; this covers a leader that is frozen.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -97,31 +96,19 @@ fn outcome_unknown(reason: &str) -> ExitCode {
     ExitCode::from(OUTCOME_UNKNOWN)
 }
 
-/// The leader's status, as the reachable members among `endpoints` report it.
+/// The leader's status, as the reachable members among `endpoints` report it; unavailable
+/// (exit 5) when none is found within [`LEADER_SEARCH`].
 pub(super) async fn leader(
     endpoints: &[String],
     options: &ClientOptions,
 ) -> anyhow::Result<NodeStatus> {
-    for _ in 0..50 {
-        for endpoint in endpoints {
-            let Ok(status) = fetch_status(endpoint.clone(), options).await else {
-                continue;
-            };
-            if status.role == "Leader" {
-                return Ok(status);
-            }
-            if !status.leader_grpc_addr.is_empty() {
-                if let Ok(leader) = fetch_status(status.leader_grpc_addr.clone(), options).await {
-                    if leader.role == "Leader" {
-                        return Ok(leader);
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("no leader found among {}", endpoints.join(","))
+    find_leader(endpoints, LEADER_SEARCH, false, options)
+        .await
+        .map_err(|e| Failure::unavailable(e).into())
 }
+
+/// How long a membership command looks for a leader (through an election).
+const LEADER_SEARCH: Duration = Duration::from_secs(10);
 
 pub(super) fn client(
     status: &NodeStatus,

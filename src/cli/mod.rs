@@ -1,14 +1,23 @@
 //! Command line: `arbiter serve`, `up`, `certs`, `auth token`, `status`, `member`, `snapshot`,
-//! `lease`, `failover`, `failback`, `regions`, `tenants`, `events`, `probe`, `gateway`.
+//! `lease`, `failover`, `failback`, `regions`, `tenants`, `events`, `move-leader`, `probe`,
+//! `gateway`, `config`, `completions`.
+//!
+//! Every client command takes `--output table|json` and the same exit codes ([`exit`]); every
+//! global flag has an `ARBITER_*` variable (`ARBITER_ENDPOINTS`, `ARBITER_DATA_DIR`,
+//! `ARBITER_CA`, `ARBITER_CERT`, `ARBITER_KEY`, `ARBITER_TOKEN_FILE`, `ARBITER_TOKEN`,
+//! `ARBITER_OUTPUT`, `ARBITER_LOG_FORMAT`).
 //!
 //! `anyhow` lives here and in tests only: this is the binary's edge, where errors become a
 //! message and an exit code.
 
 mod auth;
 mod certs;
+mod config;
 mod dr;
+pub mod exit;
 mod lease;
 mod member;
+pub mod output;
 mod probe;
 mod rejoin;
 mod serve;
@@ -21,7 +30,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "arbiter", version, about = "Quorum arbiter and DR controller")]
+#[command(
+    name = "arbiter",
+    version,
+    about = "Quorum arbiter and DR controller",
+    after_help = EXIT_CODES_HELP
+)]
 struct Cli {
     /// Log lines as text or as one JSON object per line (each with the request's span:
     /// request_id, method, path, caller). The filter comes from ARBITER_LOG or RUST_LOG
@@ -67,7 +81,20 @@ enum Command {
     Auth(auth::AuthCommand),
     #[command(flatten)]
     Dr(dr::DrCommand),
+    /// Check a node config file, or show the effective config (file, flags and defaults).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Print a shell completion script: `arbiter completions bash > /etc/bash_completion.d/arbiter`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
+
+const EXIT_CODES_HELP: &str = "Exit codes: 0 done; 1 error; 2 usage; 3 outcome unknown (sent, \
+not confirmed: look before retrying); 4 refused by the cluster (nothing changed); 5 unavailable \
+(no node answered or no leader; nothing changed).\n\nStart here: `arbiter up` runs a local \
+three-node cluster; `arbiter status` shows it.";
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,13 +119,19 @@ pub fn main() -> ExitCode {
             Command::Lease(args) => lease::run(args).await,
             Command::Auth(command) => auth::run(command).await,
             Command::Dr(command) => dr::run(command).await,
+            Command::Config(command) => config::run(command),
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "arbiter", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }
@@ -136,5 +169,3 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
-
-pub use status::fetch_status;

@@ -11,7 +11,7 @@ use arbiter_client::proto::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo
 use arbiter_client::ClientOptions;
 
 use super::member::{client, leader, status_error};
-use super::status::fetch_status;
+use crate::grpc::cluster_service::fetch_status;
 use crate::node::ReadyInfo;
 
 /// Walks node `me` (serving, possibly empty) back into the cluster behind `endpoints`.

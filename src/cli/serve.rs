@@ -143,7 +143,7 @@ pub(super) fn parse_peer(s: &str) -> Result<PeerConfig, String> {
 }
 
 impl ServeArgs {
-    fn into_raw(self) -> anyhow::Result<RawNodeConfig> {
+    pub(super) fn into_raw(self) -> anyhow::Result<RawNodeConfig> {
         let mut raw = match &self.config {
             Some(path) => RawNodeConfig::from_file(path)?,
             None => RawNodeConfig::default(),

@@ -1,4 +1,6 @@
-//! `arbiter status`: asks every node for its view and prints one row per node.
+//! `arbiter status`: asks every node for its view and prints one row per node. Fails with
+//! "unavailable" (exit 5) when no node answers or the reachable nodes know no leader, so a
+//! script can use it as a health check of the whole cluster.
 
 use std::process::ExitCode;
 
@@ -6,15 +8,16 @@ use arbiter_client::proto::NodeStatus;
 use clap::Args;
 use serde::Serialize;
 
+use super::exit::Failure;
+use super::output::{OutputArgs, Table};
 use super::up::{ClusterArgs, Port};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -52,66 +55,65 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .find(|n| n.role == "Leader")
         .map(|n| n.node_id);
-    if args.json {
+    if args.output.is_json() {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&report);
     }
-    Ok(if report.nodes.is_empty() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    if report.nodes.is_empty() {
+        return Err(Failure::unavailable("no node answered").into());
+    }
+    if report.leader.is_none() {
+        return Err(Failure::unavailable(
+            "no leader: the reachable nodes know of none (an election, or no quorum)",
+        )
+        .into());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub use crate::grpc::cluster_service::fetch_status;
+use crate::grpc::cluster_service::fetch_status;
 
 fn opt(v: Option<u64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
 fn print_table(report: &Report) {
-    println!(
-        "{:<4} {:<14} {:<21} {:<9} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:<16}",
-        "ID",
-        "REGION",
-        "GRPC",
-        "ROLE",
-        "TERM",
-        "LEADER",
-        "LAST_LOG",
-        "COMMIT",
-        "APPLIED",
-        "VOTERS",
-        "DIGEST"
-    );
+    let mut table = Table::new(&[
+        "ID", "REGION", "GRPC", "ROLE", "TERM", "LEADER", "LAST_LOG", "COMMIT", "APPLIED",
+        "VOTERS", "DIGEST",
+    ]);
     for n in &report.nodes {
-        println!(
-            "{:<4} {:<14} {:<21} {:<9} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:016x}",
-            n.node_id,
-            n.region,
-            n.grpc_addr,
-            n.role,
-            n.term,
+        table.push(vec![
+            n.node_id.to_string(),
+            n.region.clone(),
+            n.grpc_addr.clone(),
+            n.role.clone(),
+            n.term.to_string(),
             opt(n.leader_id),
             opt(n.last_log_index),
             opt(n.committed_index),
             opt(n.applied_index),
-            n.voters.len(),
-            n.state_digest
-        );
+            n.voters.len().to_string(),
+            format!("{:016x}", n.state_digest),
+        ]);
+    }
+    for u in &report.unreachable {
+        table.push(vec![
+            "?".into(),
+            "?".into(),
+            u.endpoint.clone(),
+            format!("UNREACHABLE ({})", u.error),
+        ]);
+    }
+    table.print();
+    for n in &report.nodes {
         if !n.storage_error.is_empty() {
             println!(
-                "     node {} STORAGE ERROR (not acknowledging writes): {}",
+                "node {} STORAGE ERROR (not acknowledging writes): {}",
                 n.node_id, n.storage_error
             );
         }
-    }
-    for u in &report.unreachable {
-        println!(
-            "{:<4} {:<14} {:<21} UNREACHABLE ({})",
-            "?", "?", u.endpoint, u.error
-        );
     }
     match report.leader {
         Some(id) => println!("leader: node {id}"),

@@ -93,7 +93,7 @@ pub struct ClusterArgs {
     /// Endpoints (host:port), comma-separated: gRPC or HTTP addresses, as the command uses.
     /// Default: the cluster `arbiter up` started (its cluster.json), else the local default
     /// ports (gRPC 7001-7003, HTTP 8081-8083).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "ARBITER_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// Data dir of `arbiter up`, to find cluster.json, ca.pem and operator.token.
     #[arg(long, env = "ARBITER_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -120,10 +120,10 @@ pub struct CredentialArgs {
     #[arg(long, env = "ARBITER_CA", global = true)]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM), for identities authenticated by certificate.
-    #[arg(long, requires = "key", global = true)]
+    #[arg(long, env = "ARBITER_CERT", requires = "key", global = true)]
     pub cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, requires = "cert", global = true)]
+    #[arg(long, env = "ARBITER_KEY", requires = "cert", global = true)]
     pub key: Option<PathBuf>,
     /// File with one bearer token [default: <data-dir>/operator.token].
     #[arg(long, env = "ARBITER_TOKEN_FILE", global = true)]

@@ -280,6 +280,68 @@ pub async fn fetch_status(endpoint: String, options: &ClientOptions) -> Result<N
     status_within(ClusterServiceClient::new(channel)).await
 }
 
+/// The leader's status, found through the client gRPC ports of `endpoints` (and the leader
+/// address a follower names): the one leader-finding loop of the gRPC side (CLI membership
+/// commands, `arbiter up`, tests and the jepsen harness). With `agreed`, every reachable node
+/// must also name that leader, so a just-elected leader is not returned while another node
+/// still follows an older one. Waits out elections until `timeout`; the error lists what the
+/// nodes said.
+pub async fn find_leader(
+    endpoints: &[String],
+    timeout: Duration,
+    agreed: bool,
+    options: &ClientOptions,
+) -> Result<NodeStatus, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let statuses =
+            futures::future::join_all(endpoints.iter().map(|e| fetch_status(e.clone(), options)))
+                .await;
+        let mut last = Vec::new();
+        let mut reachable = Vec::new();
+        for (endpoint, status) in endpoints.iter().zip(statuses) {
+            match status {
+                Ok(status) => reachable.push(status),
+                Err(e) => last.push(format!("{endpoint}: {e}")),
+            }
+        }
+        let leader = match reachable.iter().find(|s| s.role == "Leader") {
+            Some(leader) => Some(leader.clone()),
+            // A follower names a leader outside `endpoints` (a single known node, say).
+            None => match reachable.iter().find(|s| !s.leader_grpc_addr.is_empty()) {
+                Some(s) if !agreed => fetch_status(s.leader_grpc_addr.clone(), options)
+                    .await
+                    .ok()
+                    .filter(|l| l.role == "Leader"),
+                _ => None,
+            },
+        };
+        if let Some(leader) = leader {
+            let agrees = reachable
+                .iter()
+                .all(|s| s.leader_id == Some(leader.node_id));
+            if !agreed || agrees {
+                return Ok(leader);
+            }
+        }
+        for s in &reachable {
+            last.push(format!(
+                "node {} ({}): {}, leader {:?}",
+                s.node_id, s.grpc_addr, s.role, s.leader_id
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "no leader within {} ms among {}: {}",
+                timeout.as_millis(),
+                endpoints.join(","),
+                last.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Node `id`'s status through its peer port at `addr`, as this node (its certificate): the
 /// bootstrap survey.
 pub async fn fetch_peer_status(

@@ -247,7 +247,11 @@ impl TestCluster {
                     };
                     let endpoint = endpoint.clone();
                     // Any answer but UNAUTHENTICATED means the token is known.
-                    async move { arbiter::cli::fetch_status(endpoint, &options).await.ok() }
+                    async move {
+                        arbiter::grpc::cluster_service::fetch_status(endpoint, &options)
+                            .await
+                            .ok()
+                    }
                 },
             )
             .await;
@@ -296,7 +300,11 @@ impl TestCluster {
                 || {
                     let (endpoint, options) = (endpoint.clone(), options.clone());
                     // Any answer but UNAUTHENTICATED means the subject is known.
-                    async move { arbiter::cli::fetch_status(endpoint, &options).await.ok() }
+                    async move {
+                        arbiter::grpc::cluster_service::fetch_status(endpoint, &options)
+                            .await
+                            .ok()
+                    }
                 },
             )
             .await;
