@@ -15,6 +15,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Status is printed as JSON by the CLI and served over HTTP.
         .type_attribute(".arbiter.v1.NodeStatus", "#[derive(serde::Serialize)]")
         .type_attribute(".arbiter.v1.NodeInfo", "#[derive(serde::Serialize)]")
+        // Their OpenAPI schema, for the server's document only (feature `openapi`).
+        .type_attribute(
+            ".arbiter.v1.NodeStatus",
+            "#[cfg_attr(feature = \"openapi\", derive(utoipa::ToSchema))]",
+        )
+        .type_attribute(
+            ".arbiter.v1.NodeInfo",
+            "#[cfg_attr(feature = \"openapi\", derive(utoipa::ToSchema))]",
+        )
         .compile_with_config(
             config,
             &[

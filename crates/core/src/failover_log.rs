@@ -62,6 +62,7 @@ impl TryFrom<String> for FailoverId {
 /// The seed's `failover_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailoverType {
     Automated,
     ManualOverride,
@@ -70,6 +71,7 @@ pub enum FailoverType {
 /// The seed's `event_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventStatus {
     Initiated,
     Drained,
@@ -86,6 +88,7 @@ impl EventStatus {
 /// A step of the failover workflow, in order; `Failed` can follow any unfinished step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FailoverStep {
     /// Consensus declared the outage and the controller committed to fail over.
     Decide,

@@ -17,6 +17,7 @@ pub const DEFAULT_COOLDOWN_MS: u64 = 600_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HealthState {
     Healthy,
     /// Some probes see trouble, not enough to declare an outage. Still serving.

@@ -42,6 +42,7 @@ impl fmt::Display for EpochId {
 /// The seed's `replication_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReplicationMode {
     /// Critical transactional data: a write is confirmed only once both regions have it.
     Sync,

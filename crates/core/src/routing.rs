@@ -17,6 +17,7 @@ use thiserror::Error;
 /// The seed's `routing_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RoutingStatus {
     /// Routed to its primary region.
     Default,
