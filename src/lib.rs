@@ -33,7 +33,8 @@
 //! - [`store`]: the Raft log in a checksummed WAL (fdatasync before ack), metadata in sled
 //!   (durable flush), snapshots in a checksummed file; one `SyncPolicy` for every fsync.
 //! - [`network`]: Raft RPCs to peers over cached tonic channels.
-//! - [`grpc`], [`http`]: the edges; errors become statuses in one place each.
+//! - [`grpc`], [`http`]: the edges; errors become statuses in one place each. The HTTP routes
+//!   and their OpenAPI document (`GET /v1/openapi.json`) come from one list.
 //! - [`codec`]: the only user of bincode; the CRC envelope for what is read back from disk.
 //! - [`raft_types`]: openraft type configuration.
 //! - [`tls`]: rustls configurations of the three ports (peer mTLS), reloaded on SIGHUP.

@@ -48,14 +48,18 @@ use crate::store::StateMachineStore;
 const MAX_TARGET_LAG: u64 = 64;
 
 /// What a completed move did, as the old leader saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MoveReport {
+    #[schema(value_type = u64)]
     pub from: NodeId,
+    #[schema(value_type = u64)]
     pub to: NodeId,
     /// The term the old leader led in; the new leader's is higher.
     pub from_term: u64,
-    /// `None` when the old leader had not yet heard from a new one when it stopped watching.
+    /// `None` (`null`) when the old leader had not yet heard from a new one when it stopped
+    /// watching.
+    #[schema(value_type = Option<u64>)]
     pub new_leader: Option<NodeId>,
     pub new_term: u64,
     /// From pausing writes to stepping down: how long writes were held at the old leader.

@@ -3,7 +3,7 @@
 //!
 //! | operation | gRPC | HTTP | roles |
 //! |---|---|---|---|
-//! | `Read` | `ClusterService/GetStatus` (also on the peer port), `LeaseService/{Get,CurrentEpoch,ValidateToken}`, `RoutingService/*`, `ReplicationCoordinator/GetSyncMetrics`, `grpc.reflection.{v1,v1alpha}.ServerReflection/*` | every `GET` except the health checks | all roles |
+//! | `Read` | `ClusterService/GetStatus` (also on the peer port), `LeaseService/{Get,CurrentEpoch,ValidateToken}`, `RoutingService/*`, `ReplicationCoordinator/GetSyncMetrics`, `grpc.reflection.{v1,v1alpha}.ServerReflection/*` | every `GET` except the public ones | all roles |
 //! | `Initialize` | `ClusterService/Initialize` | — | operator |
 //! | `Membership` | `ClusterService/{AddLearner,ChangeMembership}` | — | operator, node (`serve --rejoin`) |
 //! | `Backup` | `ClusterService/SaveSnapshot` | — | operator |
@@ -19,7 +19,7 @@
 //! | `ReportCheckpoint` | `ReplicationCoordinator/ReportCheckpoint` | — | operator, region (bound) |
 //! | `ProbeReport` | — | `POST /v1/probes/report` | operator, probe (bound) |
 //! | `Unlisted` | any method not above | any route not above | operator |
-//! | public | `grpc.health.v1.Health/*` | `GET /v1/health/check`, `GET /livez`, `GET /readyz` | no credentials |
+//! | public | `grpc.health.v1.Health/*` | `GET /v1/health/check`, `GET /livez`, `GET /readyz`, `GET /v1/openapi.json` (describes the API, holds no data) | no credentials |
 //! | peer | `RaftService/*`, `ClusterService/JoinCluster` | — | peer port only: node-to-node, authenticated by its mTLS (node certificates only); refused on the client ports |
 //!
 //! Binding rule (operations marked "bound"): a proxy may act only on leases whose holder is its
@@ -258,6 +258,7 @@ const HTTP: &[(&str, &str, Access)] = &[
     ("GET", "/v1/health/check", Access::Public),
     ("GET", "/livez", Access::Public),
     ("GET", "/readyz", Access::Public),
+    ("GET", "/v1/openapi.json", Access::Public),
     ("GET", "/metrics", Access::Requires(Operation::Read)),
     (
         "GET",
@@ -383,6 +384,12 @@ pub fn http_access(method: &str, route: &str) -> Access {
         .find(|(m, r, _)| *m == method && *r == route)
         .map(|(_, _, access)| *access)
         .unwrap_or(Access::Requires(Operation::Unlisted))
+}
+
+/// Every HTTP (method, route template) the table has a row for: the routes the server serves
+/// (`crate::http`'s tests hold the router to this list, and the list to the router).
+pub fn http_routes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    HTTP.iter().map(|(method, route, _)| (*method, *route))
 }
 
 /// What a request claims to act for; compared with a bound caller's scope.

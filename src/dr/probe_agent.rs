@@ -28,12 +28,19 @@ pub struct ProbeAgentConfig {
 }
 
 /// What an agent sends to `POST /v1/probes/report`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"vantage": "london", "region": "us-east-1", "ok": true,
+                          "dependencies": {"primaryDatabase": "CONNECTED", "messageBroker": "OK"},
+                          "activeConnections": 14205, "latencyMs": 42}))]
 pub struct ProbeReportBody {
+    /// The probe's vantage point, e.g. `london`.
     pub vantage: String,
+    /// The region probed.
     pub region: String,
+    /// Whether the region's health check answered healthy.
     pub ok: bool,
+    /// The health check's dependencies as it answered them (at most 32).
     #[serde(default)]
     pub dependencies: BTreeMap<String, String>,
     #[serde(default)]

@@ -23,10 +23,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody, FailbackRefusedBody, NotLeaderBody};
 use super::events::EventView;
 use super::validate::{self, MAX_REASON_LEN, MAX_REGION_LEN};
-use super::{read, AppState};
+use super::{openapi, read, AppState};
 use crate::auth::{Caller, Claim, Operation};
 use crate::dr::probe_agent::ProbeReportBody;
 
@@ -34,23 +36,35 @@ use crate::dr::probe_agent::ProbeReportBody;
 const MAX_REPORTED_DEPENDENCIES: usize = 32;
 const MAX_DEPENDENCY_TEXT: usize = 64;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"failedRegion": "us-east-1", "destinationRegion": "us-west-2",
+                          "reason": "us-east-1 primary database unreachable"}))]
 pub struct FailoverBody {
     failed_region: String,
+    /// Where to move; the controller picks one when absent.
     destination_region: Option<String>,
+    #[schema(max_length = 1024)]
     reason: String,
+    /// Kept for compatibility, checked for shape, then ignored: the log records the
+    /// authenticated caller.
+    #[schema(max_length = 128)]
     initiated_by: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"region": "us-east-1"}))]
 pub struct FailbackBody {
+    /// The recovered region, to route its tenants back to.
     region: String,
+    /// Kept for compatibility, checked for shape, then ignored.
+    #[schema(max_length = 128)]
     initiated_by: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// The new failover event; only its id when leadership changed before it could be read back.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum FailoverAccepted {
     Event(Box<EventView>),
@@ -60,11 +74,12 @@ pub enum FailoverAccepted {
     },
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailbackAccepted {
     region: String,
     tenants_restored: usize,
+    /// The traffic shift that moves traffic back; `null` when none had to move.
     task_track_id: Option<String>,
 }
 
@@ -75,6 +90,27 @@ fn initiated_by(caller: Caller, claimed: Option<&str>) -> Result<String, ApiErro
     Ok(caller.identity)
 }
 
+/// Manual failover
+///
+/// An operator's failover (`MANUAL_OVERRIDE`) of `failedRegion`: the decision is committed,
+/// then the controller carries it out step by step (fence, shift traffic, scale the standby,
+/// drained, completed), as for an automated one. Follow it in the failover log.
+#[utoipa::path(
+    post,
+    path = "/v1/dr/failover",
+    operation_id = "failover",
+    tag = "dr",
+    request_body = FailoverBody,
+    responses(
+        (status = 202, description = "Decided: the new failover event", body = FailoverAccepted),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused by the log, e.g. a failover already in progress", body = ErrorBody),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn failover(
     State(app): State<AppState>,
     caller: Caller,
@@ -117,6 +153,26 @@ pub async fn failover(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
+/// Failback
+///
+/// Routes a recovered region's tenants back to it, only once its cooldown has passed and its
+/// replication checkpoint has caught up with the active primary (no data regression).
+#[utoipa::path(
+    post,
+    path = "/v1/dr/failback",
+    operation_id = "failback",
+    tag = "dr",
+    request_body = FailbackBody,
+    responses(
+        (status = 202, description = "Started", body = FailbackAccepted),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused by the failback gate (the reason and its detail), or by the replicated state", body = FailbackRefusedBody),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn failback(
     State(app): State<AppState>,
     caller: Caller,
@@ -144,6 +200,27 @@ pub async fn failback(
     ))
 }
 
+/// Report a probe's observation
+///
+/// A probe agent's latest look at a region's health check, from its vantage point. An outage
+/// is declared only when the configured quorum of vantage points sees it over a window.
+/// Unknown fields are tolerated (agents of other versions). A probe identity reports only as
+/// its own vantage point.
+#[utoipa::path(
+    post,
+    path = "/v1/probes/report",
+    operation_id = "reportProbe",
+    tag = "probes",
+    request_body = ProbeReportBody,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn probe_report(
     State(app): State<AppState>,
     caller: Caller,

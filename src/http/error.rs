@@ -1,6 +1,8 @@
 //! The one place where errors become HTTP responses.
 //!
-//! Invariant: every failure answers JSON with an `error` string that says what is wrong, and a
+//! Invariant: every failure answers JSON with an `error` string that says what is wrong
+//! ([`ErrorBody`]; a 503 adds `leaderHttpAddr`, [`NotLeaderBody`]; the failback gate's 409 its
+//! reason, [`FailbackRefusedBody`]; these types are also the OpenAPI document's schemas), and a
 //! caller can tell what to do from the status alone:
 //!
 //! | status | meaning |
@@ -25,7 +27,9 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use arbiter_core::failover_plan::FailbackRefusal;
 
@@ -125,38 +129,83 @@ fn leader_http_addr(node: &NodeContext, leader_id: Option<NodeId>) -> Option<Str
         .filter(|addr| !addr.is_empty())
 }
 
+/// The body of every error answer but the two below (and the OpenAPI document's schema of it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, naming the field, the state or the credential that refused the request.
+    #[schema(example = "`ttlMs`: must be at least 500 ms")]
+    pub error: String,
+}
+
+/// A 503. From a node that is not the leader, `leaderHttpAddr` says where to retry; a leader
+/// that is shutting down or whose write queue stayed full answers only `error`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotLeaderBody {
+    #[schema(example = "not the leader; retry at 10.0.2.7:8081")]
+    pub error: String,
+    /// The leader's HTTP address; `null` while no leader is known (an election).
+    #[schema(example = "10.0.2.7:8081")]
+    pub leader_http_addr: Option<String>,
+}
+
+/// A 409 from the failback gate: the machine-readable reason beside the message. (In the
+/// OpenAPI document the three fields after `error` are optional, since a failback refused by
+/// the replicated state rather than the gate answers a plain `ErrorBody`.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailbackRefusedBody {
+    #[schema(example = "failback refused: the recovered region's checkpoint is behind")]
+    pub error: String,
+    /// The gate's reason: `RegionNotRecovered`, `CooldownNotElapsed`, `CheckpointBehind`,
+    /// `CheckpointDiverged` or `RpoViolated`.
+    #[schema(required = false, example = "CheckpointBehind")]
+    pub reason: String,
+    /// The reason's fields, in camelCase.
+    #[schema(required = false, value_type = Object, example = json!({"recoveredEpoch": 7, "primaryEpoch": 9}))]
+    pub detail: Value,
+    /// Whether asking again later, unchanged, can succeed.
+    #[schema(required = false)]
+    pub retryable: bool,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = match &self {
-            ApiError::NotLeader { leader_http_addr } => json!({
-                "error": match leader_http_addr {
+            ApiError::NotLeader { leader_http_addr } => Json(NotLeaderBody {
+                error: match leader_http_addr {
                     Some(addr) => format!("not the leader; retry at {addr}"),
                     None => "not the leader, and no leader is known (election in progress); retry shortly".to_string(),
                 },
-                "leaderHttpAddr": leader_http_addr,
-            }),
+                leader_http_addr: leader_http_addr.clone(),
+            })
+            .into_response(),
             ApiError::FailbackRefused(refusal) => {
                 let (reason, detail) = refusal_parts(refusal);
-                json!({
-                    "error": format!("failback refused: {refusal}"),
-                    "reason": reason,
-                    "detail": detail,
-                    "retryable": refusal.is_retryable(),
+                Json(FailbackRefusedBody {
+                    error: format!("failback refused: {refusal}"),
+                    reason,
+                    detail,
+                    retryable: refusal.is_retryable(),
                 })
+                .into_response()
             }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering an HTTP request");
-                json!({ "error": "internal error; see the node log" })
+                error_body("internal error; see the node log".to_string())
             }
-            other => json!({ "error": other.to_string() }),
+            other => error_body(other.to_string()),
         };
         if let ApiError::Auth(AuthError::Unauthenticated(_)) = &self {
             let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer")];
-            return (status, challenge, Json(body)).into_response();
+            return (status, challenge, body).into_response();
         }
-        (status, Json(body)).into_response()
+        (status, body).into_response()
     }
+}
+
+fn error_body(error: String) -> Response {
+    Json(ErrorBody { error }).into_response()
 }
 
 /// `CheckpointBehind { recovered_epoch, primary_epoch }` → `("CheckpointBehind",

@@ -16,16 +16,20 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::{read, rfc3339, validate, AppState};
+use super::error::{ApiError, ErrorBody, NotLeaderBody};
+use super::{openapi, read, rfc3339, validate, AppState};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1_000;
 
-#[derive(Debug, Serialize)]
+/// One failover, with the seed's `failover_events` columns in camelCase.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
+    /// `fo-<token>`.
+    #[schema(example = "fo-4096")]
     failover_id: String,
     initiated_by: String,
     failed_region: String,
@@ -34,13 +38,17 @@ pub struct EventView {
     event_status: EventStatus,
     uncommitted_data_loss_estimate_bytes: u64,
     uncommitted_data_loss_estimate_writes: u64,
+    /// Each step as it was recorded, in order.
     timeline_logs: Vec<TimelineView>,
+    /// RFC 3339, UTC.
     created_at: String,
+    /// `null` until `COMPLETED` or `FAILED`.
     completed_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct TimelineView {
+    /// RFC 3339, UTC.
     at: String,
     step: FailoverStep,
     detail: String,
@@ -72,18 +80,40 @@ impl From<&FailoverEvent> for EventView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {
     events: Vec<EventView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only failovers of this region.
     failed_region: Option<String>,
+    /// At most this many (default 100, capped at 1000).
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
+/// The failover log
+///
+/// Failovers newest first (by log order), with their timelines and data-loss estimates.
+#[utoipa::path(
+    get,
+    path = "/v1/failover-events",
+    operation_id = "listFailoverEvents",
+    tag = "dr",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The failovers", body = EventList),
+        (status = 400, description = openapi::BAD_QUERY, body = ErrorBody),
+        (status = 422, description = "`limit` is 0, or an unknown region", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -115,6 +145,21 @@ pub async fn list(
     .await
 }
 
+/// One failover
+#[utoipa::path(
+    get,
+    path = "/v1/failover-events/{id}",
+    operation_id = "getFailoverEvent",
+    tag = "dr",
+    params(("id" = String, Path, description = "The failover's `failoverId`", example = "fo-4096")),
+    responses(
+        (status = 200, description = "The failover", body = EventView),
+        (status = 404, description = "No such failover, or not a failover id", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,

@@ -32,6 +32,7 @@ use axum::extract::State;
 use axum::Json;
 use openraft::ServerState;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::node::NodeContext;
@@ -44,8 +45,14 @@ const UNKNOWN: &str = "UNKNOWN";
 /// Dependencies remembered per region; further names in a report are ignored.
 const MAX_DEPENDENCIES: usize = 32;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "region": "us-east-1", "status": "HEALTHY", "epochSeconds": 1770289920,
+    "dependencies": {"primaryDatabase": "CONNECTED", "messageBroker": "OK",
+                     "in-memoryCache": "OK", "raftQuorum": "OK"},
+    "metrics": {"activeConnections": 14205, "p99LatencyMs": 42, "cpuUtilization": 58.4}
+}))]
 pub struct HealthCheck {
     region: String,
     status: HealthState,
@@ -54,7 +61,9 @@ pub struct HealthCheck {
     metrics: Metrics,
 }
 
-#[derive(Serialize)]
+/// The region's dependencies as its probes last reported them (`UNKNOWN` until then), and
+/// this node's quorum.
+#[derive(Serialize, ToSchema)]
 struct Dependencies {
     #[serde(rename = "primaryDatabase")]
     primary_database: String,
@@ -62,15 +71,21 @@ struct Dependencies {
     message_broker: String,
     #[serde(rename = "in-memoryCache")]
     in_memory_cache: String,
+    /// `OK` or `LOST`.
     #[serde(rename = "raftQuorum")]
+    #[schema(value_type = String)]
     raft_quorum: &'static str,
 }
 
-#[derive(Serialize)]
+/// This process's load.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Metrics {
+    /// HTTP requests in flight, this one included.
     active_connections: u64,
+    /// p99 latency of the last 1,024 requests.
     p99_latency_ms: u64,
+    /// CPU as a percentage of the machine since the previous check.
     cpu_utilization: f64,
 }
 
@@ -104,6 +119,19 @@ impl ReportedDependencies {
     }
 }
 
+/// The seed's health check
+///
+/// This node's region: its replicated health (`HEALTHY` while not tracked yet), the
+/// dependencies its probes reported plus `raftQuorum`, and this process's load. Local state,
+/// no read barrier, so it answers even when the node is cut off. Always 200: the body says how
+/// healthy the region is.
+#[utoipa::path(
+    get,
+    path = "/v1/health/check",
+    operation_id = "getHealthCheck",
+    tag = "health",
+    responses((status = 200, description = "The region's health", body = HealthCheck)),
+)]
 pub async fn check(State(app): State<AppState>) -> Json<HealthCheck> {
     let node = &app.node;
     let region = RegionId::new(&node.region);

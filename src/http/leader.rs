@@ -16,22 +16,47 @@ use serde::Deserialize;
 
 use arbiter_core::placement::MoveReason;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody, NotLeaderBody};
 use super::validate::{self, MAX_REGION_LEN};
 use super::AppState;
 use crate::auth::Caller;
 use crate::placement::MoveReport;
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of `nodeId` and `region`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"region": "eu-central-1"}))]
 pub struct MoveBody {
+    /// The voter to move leadership to.
     node_id: Option<u64>,
+    /// The region whose voter should lead.
     region: Option<String>,
     /// Move even while a failover is in progress (the new leader resumes it from the log).
     #[serde(default)]
     force: bool,
 }
 
+/// Move leadership
+///
+/// Moves Raft leadership (and the DR controller with it) to a node or region now, through
+/// the same procedure as automatic placement, without its cooldown. Writes pause at the old
+/// leader until the new one takes over.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/leader",
+    operation_id = "moveLeader",
+    tag = "cluster",
+    request_body = MoveBody,
+    responses(
+        (status = 200, description = "Moved; the report says how long writes were held", body = MoveReport),
+        (status = 400, description = super::openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused: a failover in progress (without `force`), the target behind, a move under way, or another node took over", body = ErrorBody),
+        (status = 422, description = "An unknown node or region, or not exactly one of `nodeId` and `region`", body = ErrorBody),
+        (status = 503, description = super::openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = "The target did not acknowledge or take over in time; the entry is in the log and acted on only while current", body = ErrorBody),
+        (status = 500, description = super::openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn move_leader(
     State(app): State<AppState>,
     caller: Caller,

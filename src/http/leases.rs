@@ -46,9 +46,11 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorBody, NotLeaderBody};
 use super::validate::{self, MAX_REGION_LEN};
-use super::{read, AppState};
+use super::{openapi, read, AppState};
 use crate::auth::{holder_claim, lease_claims, Caller, Operation};
 use crate::node::NodeContext;
 
@@ -93,7 +95,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for LeaseRequest<T> {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 enum LeaseStatus {
     Free,
@@ -101,7 +103,8 @@ enum LeaseStatus {
     Draining,
 }
 
-#[derive(Debug, Serialize)]
+/// A resource's lease; `holder`, `token`, `ttlMs` and `region` are `null` while it is `FREE`.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaseView {
     resource: ResourceId,
@@ -109,8 +112,10 @@ pub struct LeaseView {
     holder: Option<HolderId>,
     token: Option<FencingToken>,
     ttl_ms: Option<u64>,
+    /// The resource's fencing epoch; 0 for a resource never leased.
     epoch: FencingToken,
     region: Option<RegionId>,
+    /// How long the holder may still believe it holds, by the leader's monotonic timers.
     may_hold_for_ms: u64,
 }
 
@@ -135,6 +140,21 @@ impl LeaseView {
     }
 }
 
+/// A resource's lease
+#[utoipa::path(
+    get,
+    path = "/v1/leases/{resource}",
+    operation_id = "getLease",
+    tag = "leases",
+    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    responses(
+        (status = 200, description = "The lease", body = LeaseView),
+        (status = 422, description = "A blank or over-long resource name", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(app): State<AppState>,
     Resource(resource): Resource,
@@ -154,18 +174,23 @@ pub async fn get(
     Ok(Json(view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"holder": "proxy-us-east-1-a", "ttlMs": 3000, "region": "us-east-1"}))]
 pub struct AcquireBody {
+    #[schema(max_length = 256)]
     holder: String,
+    /// Within the node's lease limits (by default 500 ms to 60 s).
     ttl_ms: u64,
     /// The holder's region, so the DR controller can fence a failed region's leases at once.
     region: Option<String>,
     break_glass: Option<BreakGlassBody>,
 }
 
-/// An operator's override of the wait for a draining or held lease.
-#[derive(Debug, Deserialize)]
+/// An operator's override of the wait for a draining or held lease (operator role only).
+/// `operator` is kept for compatibility, checked for shape, then ignored: the failover log
+/// records the authenticated caller.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakGlassBody {
     operator: String,
@@ -210,6 +235,29 @@ impl AcquireBody {
     }
 }
 
+/// Acquire a lease
+///
+/// Grants the lease and a new fencing token, or answers the current holder's lease unchanged
+/// (renewed, like a keep-alive). A lease is never granted while a previous holder may still
+/// believe it holds it; `breakGlass` skips that wait and names what it displaced. A proxy
+/// identity acquires only as its own holder and region.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{resource}/acquire",
+    operation_id = "acquireLease",
+    tag = "leases",
+    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    request_body = AcquireBody,
+    responses(
+        (status = 200, description = "Granted (or already held by this holder)", body = Answer<Done>),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused by the lease table; `retryable` says whether asking again unchanged can succeed", body = Answer<Refused>),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn acquire(
     State(app): State<AppState>,
     caller: Caller,
@@ -221,14 +269,34 @@ pub async fn acquire(
 }
 
 /// A holder presenting its lease: keep-alive and release.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"holder": "proxy-us-east-1-a", "token": 4096}))]
 pub struct HolderBody {
     holder: String,
     token: u64,
 }
 
+/// Keep a lease alive
+///
 /// Renews in memory after a quorum round, as over gRPC: no log entry.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{resource}/keepalive",
+    operation_id = "keepAliveLease",
+    tag = "leases",
+    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    request_body = HolderBody,
+    responses(
+        (status = 200, description = "Renewed for `ttlMs` from now", body = Answer<Done>),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused by the lease table; `retryable` says whether asking again unchanged can succeed", body = Answer<Refused>),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn keep_alive(
     State(app): State<AppState>,
     caller: Caller,
@@ -255,6 +323,26 @@ pub async fn keep_alive(
     }
 }
 
+/// Release a lease
+///
+/// Frees it at once: the next acquire need not wait.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{resource}/release",
+    operation_id = "releaseLease",
+    tag = "leases",
+    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    request_body = HolderBody,
+    responses(
+        (status = 200, description = "Released", body = Answer<Done>),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused by the lease table; `retryable` says whether asking again unchanged can succeed", body = Answer<Refused>),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn release(
     State(app): State<AppState>,
     caller: Caller,
@@ -269,16 +357,37 @@ pub async fn release(
     propose(&app.node, &resource, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "proxy-us-east-1-a is wedged"}))]
 pub struct RevokeBody {
     reason: String,
+    /// Kept for compatibility, checked for shape, then ignored.
     by: Option<String>,
 }
 
+/// Revoke a lease
+///
 /// Raises the epoch; the holder's lease drains until its deadline passes on the leader.
 /// Recorded as revoked by the authenticated caller; `by` is kept for compatibility, checked for
 /// shape, then ignored.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{resource}/revoke",
+    operation_id = "revokeLease",
+    tag = "leases",
+    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    request_body = RevokeBody,
+    responses(
+        (status = 200, description = "Revoked: the new epoch and the lease it took away", body = Answer<Done>),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused by the lease table; `retryable` says whether asking again unchanged can succeed", body = Answer<Refused>),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn revoke(
     State(app): State<AppState>,
     caller: Caller,
@@ -295,13 +404,15 @@ pub async fn revoke(
     propose(&app.node, &resource, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ValidateQuery {
+    /// The fencing token a write carries.
     token: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Validity {
     /// Whether writes carrying the token are authorised now: it is the `Held` lease's token.
@@ -309,6 +420,24 @@ pub struct Validity {
     current_epoch: FencingToken,
 }
 
+/// Check a fencing token
+///
+/// Whether writes carrying `token` are authorised now, and the resource's current epoch.
+#[utoipa::path(
+    get,
+    path = "/v1/leases/{resource}/validate",
+    operation_id = "validateLeaseToken",
+    tag = "leases",
+    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders"), ValidateQuery),
+    responses(
+        (status = 200, description = "The token's validity", body = Validity),
+        (status = 400, description = "`token` missing or not a number", body = ErrorBody),
+        (status = 422, description = "A blank or over-long resource name", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn validate_token(
     State(app): State<AppState>,
     Resource(resource): Resource,
@@ -399,7 +528,7 @@ pub enum LeaseReply {
 }
 
 /// What a command did; fields it does not produce are left out.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Done {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -416,23 +545,25 @@ pub struct Done {
     displaced_token: Option<FencingToken>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Refused {
     error: String,
     retryable: bool,
     refusal: RefusalView,
 }
 
-/// [`LeaseRefusal`] as the API shows it: `kind` names the variant, its fields follow.
-#[derive(Debug, Serialize)]
-#[serde(tag = "kind", rename_all_fields = "camelCase")]
+/// A `LeaseRefusal` as the API shows it: `kind` names the variant, its fields follow.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind")]
 enum RefusalView {
+    #[serde(rename_all = "camelCase")]
     HeldBy {
         holder: HolderId,
         token: FencingToken,
         ttl_ms: u64,
         may_hold_for_ms: u64,
     },
+    #[serde(rename_all = "camelCase")]
     Draining {
         holder: HolderId,
         token: FencingToken,
@@ -487,9 +618,9 @@ impl LeaseReply {
     }
 }
 
-/// `{"ok": .., ..reply}`.
-#[derive(Serialize)]
-struct Answer<T> {
+/// `{"ok": .., ..reply}`: `ok` is true with what was done (200), false with the refusal (409).
+#[derive(Serialize, ToSchema)]
+pub struct Answer<T> {
     ok: bool,
     #[serde(flatten)]
     reply: T,

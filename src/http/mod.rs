@@ -13,6 +13,10 @@
 //! | `GET /v1/failover-events`, `GET /v1/failover-events/{id}` | [`events`] | the failover log, newest first |
 //! | `GET/PUT /v1/replication/links`, `POST /v1/replication/links/heartbeat` | [`replication`] | replication links, their progress and RPO state |
 //! | `GET /v1/leases/{resource}`, `POST .../{acquire,keepalive,release,revoke}`, `GET .../validate` | [`leases`] | write leases and fencing tokens, as over gRPC |
+//! | `GET /v1/openapi.json` | [`openapi`] | this API as an OpenAPI 3.1 document |
+//!
+//! Every route is declared once, in [`api`], with its OpenAPI description: the router and the
+//! document are built from that one list.
 //!
 //! Invariants: reads of replicated state are linearizable — they wait for a quorum round
 //! ([`read`]) and a follower answers 503 with `leaderHttpAddr` instead of serving a stale view;
@@ -26,6 +30,7 @@ mod events;
 mod health;
 mod leader;
 mod leases;
+pub mod openapi;
 mod ops;
 mod regions;
 mod replication;
@@ -41,10 +46,11 @@ use arbiter_core::state_machine::StateMachine;
 use axum::extract::connect_info::Connected;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, Uri};
-use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use tokio::sync::watch;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::node::{NodeContext, NodeError};
 use crate::tls::incoming::ClientChain;
@@ -95,41 +101,8 @@ fn router(node: Arc<NodeContext>) -> Router {
         telemetry: telemetry.clone(),
         dependencies: Arc::default(),
     };
-    Router::new()
-        .route("/v1/cluster/status", get(cluster_status))
-        .route("/livez", get(ops::livez))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/cluster/leader", post(leader::move_leader))
-        .route("/v1/health/check", get(health::check))
-        .route("/v1/dr/traffic-shift", post(traffic::shift))
-        .route("/v1/dr/tasks/{id}", get(traffic::task))
-        .route("/v1/dr/failover", post(dr::failover))
-        .route("/v1/dr/failback", post(dr::failback))
-        .route("/v1/probes/report", post(dr::probe_report))
-        .route("/v1/regions", get(regions::list))
-        .route("/v1/tenants", get(tenants::list))
-        .route("/v1/tenants/{id}", get(tenants::get).put(tenants::upsert))
-        .route("/v1/tenants/{id}/active", post(tenants::set_active))
-        .route("/v1/failover-events", get(events::list))
-        .route("/v1/failover-events/{id}", get(events::get))
-        .route(
-            "/v1/replication/links",
-            get(replication::links).put(replication::upsert),
-        )
-        .route(
-            "/v1/replication/links/heartbeat",
-            post(replication::heartbeat),
-        )
-        .route("/v1/leases/{resource}", get(leases::get))
-        .route("/v1/leases/{resource}/acquire", post(leases::acquire))
-        .route("/v1/leases/{resource}/keepalive", post(leases::keep_alive))
-        .route("/v1/leases/{resource}/release", post(leases::release))
-        .route("/v1/leases/{resource}/revoke", post(leases::revoke))
-        .route(
-            "/v1/leases/{resource}/validate",
-            get(leases::validate_token),
-        )
+    let (routes, _) = api().split_for_parts();
+    routes
         // Route-level, so the layer sees the matched route template the permission table names.
         .route_layer(axum::middleware::from_fn_with_state(
             auth,
@@ -146,6 +119,49 @@ fn router(node: Arc<NodeContext>) -> Router {
         .with_state(state)
 }
 
+/// Every route and its handlers; see [`openapi`] for the document made from the same list.
+/// `routes!` takes the handlers of one path.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(cluster_status))
+        .routes(routes!(ops::livez))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(leader::move_leader))
+        .routes(routes!(health::check))
+        .routes(routes!(traffic::shift))
+        .routes(routes!(traffic::task))
+        .routes(routes!(dr::failover))
+        .routes(routes!(dr::failback))
+        .routes(routes!(dr::probe_report))
+        .routes(routes!(regions::list))
+        .routes(routes!(tenants::list))
+        .routes(routes!(tenants::get, tenants::upsert))
+        .routes(routes!(tenants::set_active))
+        .routes(routes!(events::list))
+        .routes(routes!(events::get))
+        .routes(routes!(replication::links, replication::upsert))
+        .routes(routes!(replication::heartbeat))
+        .routes(routes!(leases::get))
+        .routes(routes!(leases::acquire))
+        .routes(routes!(leases::keep_alive))
+        .routes(routes!(leases::release))
+        .routes(routes!(leases::revoke))
+        .routes(routes!(leases::validate_token))
+}
+
+/// This node's Raft view
+///
+/// Role, term, leader, log indexes, members and state digest, as `ClusterService/GetStatus`
+/// answers over gRPC. Local state: any node answers, leader or not.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/status",
+    operation_id = "getClusterStatus",
+    tag = "cluster",
+    responses((status = 200, description = "This node's status", body = arbiter_client::proto::NodeStatus)),
+)]
 async fn cluster_status(State(app): State<AppState>) -> Json<arbiter_client::proto::NodeStatus> {
     Json(app.node.status())
 }

@@ -15,28 +15,49 @@ use arbiter_core::WallMillis;
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::{percent, read, rfc3339, validate, AppState};
+use super::error::{ApiError, ErrorBody, NotLeaderBody};
+use super::{openapi, percent, read, rfc3339, validate, AppState};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegionsView {
+    /// How long a recovered region must stay healthy before it is trusted again.
     cooldown_ms: u64,
     regions: Vec<RegionView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RegionView {
     region: String,
+    /// `null` for a region that only has a traffic weight.
     state: Option<HealthState>,
+    /// RFC 3339, UTC.
     down_since: Option<String>,
     healthy_since: Option<String>,
     cooldown_until: Option<String>,
+    /// The region's share of traffic in percent; `null` before any weights are set.
     traffic_weight_percentage: Option<f64>,
 }
 
+/// Regions
+///
+/// Every region the arbiter knows, with its replicated health, hysteresis timestamps and
+/// share of traffic.
+#[utoipa::path(
+    get,
+    path = "/v1/regions",
+    operation_id = "listRegions",
+    tag = "dr",
+    responses(
+        (status = 200, description = "The regions", body = RegionsView),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn list(State(app): State<AppState>) -> Result<Json<RegionsView>, ApiError> {
     read(&app.node, |machine| {
         let weights = machine.traffic.weights();

@@ -32,13 +32,15 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::{read, rfc3339, validate, AppState};
+use super::error::{ApiError, ErrorBody, NotLeaderBody};
+use super::{openapi, read, rfc3339, validate, AppState};
 use crate::auth::{Caller, Claim, Operation};
 use crate::node::NodeContext;
 
-#[derive(Debug, Serialize)]
+/// A replication link (the seed's `replication_links`) and its RPO state.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkView {
     source_region: String,
@@ -48,8 +50,12 @@ pub struct LinkView {
     last_received_epoch_id: u64,
     replication_lag_ms: u64,
     is_link_active: bool,
+    /// RFC 3339, UTC.
     last_heartbeat_at: String,
+    /// The mode's recovery point objective: 0 for `SYNC`, 5,000 for `ASYNC`.
     rpo_target_ms: u64,
+    /// Whether an active link lags beyond its target (inactive links are not counted: their
+    /// last lag is stale).
     rpo_violated: bool,
 }
 
@@ -70,17 +76,37 @@ impl From<&ReplicationLink> for LinkView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LinkList {
     links: Vec<LinkView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LinkQuery {
+    /// Only links replicating out of this region.
     source_region: Option<String>,
 }
 
+/// Replication links
+///
+/// Every link, or those out of one region, by source then target.
+#[utoipa::path(
+    get,
+    path = "/v1/replication/links",
+    operation_id = "listReplicationLinks",
+    tag = "replication",
+    params(LinkQuery),
+    responses(
+        (status = 200, description = "The links", body = LinkList),
+        (status = 400, description = openapi::BAD_QUERY, body = ErrorBody),
+        (status = 422, description = "An unknown region", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn links(
     State(app): State<AppState>,
     query: Result<Query<LinkQuery>, QueryRejection>,
@@ -104,9 +130,10 @@ pub async fn links(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UpsertBody {
+#[schema(example = json!({"sourceRegion": "us-east-1", "targetRegion": "us-west-2", "replicationMode": "SYNC"}))]
+pub struct LinkBody {
     source_region: String,
     target_region: String,
     replication_mode: ReplicationMode,
@@ -114,20 +141,46 @@ pub struct UpsertBody {
 
 /// Signed as in the seed's columns, so that a negative value gets a message naming the field
 /// rather than serde's "expected u64".
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"sourceRegion": "us-east-1", "targetRegion": "us-west-2",
+                          "lastSentEpochId": 1042, "lastReceivedEpochId": 1040,
+                          "replicationLagMs": 120, "isLinkActive": true}))]
 pub struct HeartbeatBody {
     source_region: String,
     target_region: String,
+    #[schema(minimum = 0)]
     last_sent_epoch_id: i64,
+    /// At most `lastSentEpochId`.
+    #[schema(minimum = 0)]
     last_received_epoch_id: i64,
+    #[schema(minimum = 0)]
     replication_lag_ms: i32,
     is_link_active: bool,
 }
 
+/// Declare a link or change its mode
+///
+/// Declares the link, or changes the mode of an existing one (its progress is kept).
+#[utoipa::path(
+    put,
+    path = "/v1/replication/links",
+    operation_id = "putReplicationLink",
+    tag = "replication",
+    request_body = LinkBody,
+    responses(
+        (status = 200, description = "The link as written", body = LinkView),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused by the replicated state", body = ErrorBody),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn upsert(
     State(app): State<AppState>,
-    body: Result<Json<UpsertBody>, JsonRejection>,
+    body: Result<Json<LinkBody>, JsonRejection>,
 ) -> Result<Json<LinkView>, ApiError> {
     let Json(body) = body?;
     let node = &app.node;
@@ -143,6 +196,28 @@ pub async fn upsert(
     propose(node, command, &source, &target).await
 }
 
+/// Report a link's progress
+///
+/// The replication engine's report of a link's progress, which feeds `GetSyncMetrics`, the
+/// RPO monitor and the failover data-loss estimate. A region identity reports only the links
+/// out of its own region.
+#[utoipa::path(
+    post,
+    path = "/v1/replication/links/heartbeat",
+    operation_id = "reportLinkHeartbeat",
+    tag = "replication",
+    request_body = HeartbeatBody,
+    responses(
+        (status = 200, description = "The link as written", body = LinkView),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 404, description = "The link is not declared (`PUT /v1/replication/links`)", body = ErrorBody),
+        (status = 409, description = "Refused by the replicated state", body = ErrorBody),
+        (status = 422, description = "A negative number, received ahead of sent, or an unknown or repeated region", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn heartbeat(
     State(app): State<AppState>,
     caller: Caller,

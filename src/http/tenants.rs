@@ -22,20 +22,25 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody, NotLeaderBody};
 use super::validate::{self, MAX_NAME_LEN};
-use super::{read, rfc3339, AppState};
+use super::{openapi, read, rfc3339, AppState};
 
-#[derive(Debug, Serialize)]
+/// A row of the routing table (the seed's `tenant_routing_states`).
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantView {
     tenant_id: String,
     primary_region: String,
     failover_region: String,
+    /// Where the tenant's traffic goes now.
     active_routing_region: String,
     routing_status: RoutingStatus,
+    /// RFC 3339, UTC.
     updated_at: String,
+    /// The fencing token of the row's last write.
     version: u64,
 }
 
@@ -53,21 +58,27 @@ impl From<&TenantRoute> for TenantView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TenantList {
     tenants: Vec<TenantView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only tenants routed to this region now.
     active_region: Option<String>,
+    /// Only tenants in this status.
+    #[param(inline)]
     status: Option<RoutingStatus>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Two distinct regions the arbiter knows.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UpsertBody {
+#[schema(example = json!({"primaryRegion": "us-east-1", "failoverRegion": "us-west-2"}))]
+pub struct TenantBody {
     primary_region: String,
     failover_region: String,
 }
@@ -76,6 +87,22 @@ fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
     Ok(TenantId::new(validate::text("tenantId", id, MAX_NAME_LEN)?))
 }
 
+/// One tenant's route
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}",
+    operation_id = "getTenant",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant id (at most 128 bytes)", example = "tenant-42")),
+    responses(
+        (status = 200, description = "The tenant's row", body = TenantView),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A blank or over-long tenant id", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -92,6 +119,25 @@ pub async fn get(
     .await
 }
 
+/// The routing table
+///
+/// Every tenant, or those routed to one region or in one status, ordered by active region,
+/// status, then tenant id.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    operation_id = "listTenants",
+    tag = "tenants",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The tenants", body = TenantList),
+        (status = 400, description = openapi::BAD_QUERY, body = ErrorBody),
+        (status = 422, description = "An unknown region", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -127,10 +173,31 @@ pub async fn list(
     .await
 }
 
+/// Declare or change a tenant
+///
+/// A new tenant is routed to its primary; a `DEFAULT` one follows a new primary; a `SHIFTED`
+/// one stays where it is until failback; a `LOCKED` one is refused.
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{id}",
+    operation_id = "putTenant",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant id (at most 128 bytes)", example = "tenant-42")),
+    request_body = TenantBody,
+    responses(
+        (status = 200, description = "The tenant's row as written", body = TenantView),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "The tenant is `LOCKED`", body = ErrorBody),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn upsert(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    body: Result<Json<UpsertBody>, JsonRejection>,
+    body: Result<Json<TenantBody>, JsonRejection>,
 ) -> Result<Json<TenantView>, ApiError> {
     let Path(id) = id?;
     let Json(body) = body?;
@@ -183,17 +250,38 @@ async fn propose_route(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"region": "us-west-2", "expectedRegion": "us-east-1"}))]
 pub struct ActiveBody {
     region: String,
     /// With it, a compare-and-set: only if the tenant is routed to this region now.
     expected_region: Option<String>,
 }
 
+/// Route one tenant by hand
+///
 /// `POST /v1/tenants/{id}/active` `{"region", "expectedRegion"?}`: routes the tenant to
 /// `region` — unconditionally, or only if it is on `expectedRegion` (compare-and-set). A failed
 /// compare-and-set or a locked tenant is 409 and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/active",
+    operation_id = "setTenantActive",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant id (at most 128 bytes)", example = "tenant-42")),
+    request_body = ActiveBody,
+    responses(
+        (status = 200, description = "The tenant's row as written", body = TenantView),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "The compare-and-set failed, or the tenant is `LOCKED`; nothing changed", body = ErrorBody),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn set_active(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,

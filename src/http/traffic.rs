@@ -21,33 +21,55 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody, NotLeaderBody};
 use super::validate::{self, MAX_NAME_LEN, MAX_REASON_LEN};
-use super::{percent, read, rfc3339, AppState};
+use super::{openapi, percent, read, rfc3339, AppState};
 use crate::auth::Caller;
 
 /// Longest drain accepted: a day. Longer is surely a unit mistake (ms for s).
 const MAX_DRAIN_TIMEOUT_SECONDS: u32 = 86_400;
 
 /// The seed's request; also how a task shows the request it came from.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "policyName": "failover_us_east_primary", "sourceRegion": "us-east-1",
+    "targetRegion": "us-west-2", "trafficShiftPercentage": 100.0, "drainTimeoutSeconds": 30,
+    "reason": "Outage detected: us-east-1 API Gateway packet loss greater than 80%"
+}))]
 pub struct ShiftBody {
+    #[schema(max_length = 128)]
     policy_name: String,
+    /// A region the arbiter knows; not the target.
     source_region: String,
     target_region: String,
+    /// The share of the source's traffic to move, in percent.
+    #[schema(minimum = 0.0, maximum = 100.0)]
     traffic_shift_percentage: f64,
+    #[schema(maximum = 86_400)]
     drain_timeout_seconds: u32,
+    #[schema(max_length = 1024)]
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The seed's 202.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "taskTrackId": "dr_shift_88192ab", "status": "IN_PROGRESS",
+    "dnsPropagationStatus": "INITIATED", "drainActiveCount": 14205,
+    "updatedAt": "2026-06-07T12:12:00Z"
+}))]
 pub struct ShiftAccepted {
+    /// `dr_shift_<hex>`; follow it at `GET /v1/dr/tasks/{id}`.
     task_track_id: String,
     status: TaskStatus,
     dns_propagation_status: DnsPropagationStatus,
+    /// Connections the source region reported as active when the shift was decided.
     drain_active_count: u64,
+    /// RFC 3339, UTC, whole seconds.
     updated_at: String,
 }
 
@@ -64,7 +86,7 @@ impl From<&TrafficTask> for ShiftAccepted {
 }
 
 /// A task as `GET /v1/dr/tasks/{id}` shows it: the 202's fields, then the request and result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     #[serde(flatten)]
@@ -113,6 +135,27 @@ fn basis_points(percentage: f64) -> Result<u32, ApiError> {
     Ok(((percentage * 100.0).round() as u32).min(FULL_WEIGHT_BP))
 }
 
+/// Shift traffic (the seed's override)
+///
+/// Moves `trafficShiftPercentage` of the source region's traffic to the target. The weights
+/// change when the shift is applied; the traffic driver then moves the task to `COMPLETED` or
+/// `FAILED`. Unknown fields are refused, so a typo cannot go unnoticed.
+#[utoipa::path(
+    post,
+    path = "/v1/dr/traffic-shift",
+    operation_id = "shiftTraffic",
+    tag = "dr",
+    request_body = ShiftBody,
+    responses(
+        (status = 202, description = "Accepted: the shift is applied, the driver carries it out", body = ShiftAccepted),
+        (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
+        (status = 409, description = "Refused by the replicated state (e.g. no traffic weights yet)", body = ErrorBody),
+        (status = 422, description = openapi::INVALID, body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn shift(
     State(app): State<AppState>,
     caller: Caller,
@@ -170,6 +213,24 @@ pub async fn shift(
     }
 }
 
+/// A traffic-shift task
+///
+/// The 202's fields as they stand now, the request beside them, the driver's report once
+/// finished and the two regions' shares right after the shift.
+#[utoipa::path(
+    get,
+    path = "/v1/dr/tasks/{id}",
+    operation_id = "getTrafficTask",
+    tag = "dr",
+    params(("id" = String, Path, description = "The task's `taskTrackId`", example = "dr_shift_88192ab")),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
+        (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
+        (status = 500, description = openapi::INTERNAL, body = ErrorBody),
+    ),
+)]
 pub async fn task(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
