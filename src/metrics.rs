@@ -15,7 +15,6 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use arbiter_core::probe_consensus::Verdict;
 use arbiter_core::region_health::HealthState;
 use openraft::ServerState;
 use prometheus_client::encoding::text::encode;
@@ -358,16 +357,10 @@ impl Metrics {
         );
         self.probe_verdict.clear();
         for verdict in node.dr.verdicts() {
-            let name = match verdict {
-                Verdict::Healthy { .. } => "healthy",
-                Verdict::Suspect { .. } => "suspect",
-                Verdict::Outage { .. } => "outage",
-                Verdict::DependencyOutage { .. } => "dependency_outage",
-            };
             self.probe_verdict
                 .get_or_create(&labels([
                     ("region", verdict.region().as_str()),
-                    ("verdict", name),
+                    ("verdict", verdict.name()),
                 ]))
                 .set(1);
         }

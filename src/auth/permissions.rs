@@ -259,6 +259,7 @@ const HTTP: &[(&str, &str, Access)] = &[
     ("GET", "/livez", Access::Public),
     ("GET", "/readyz", Access::Public),
     ("GET", "/v1/openapi.json", Access::Public),
+    ("GET", "/v1/dashboard", Access::Requires(Operation::Read)),
     ("GET", "/metrics", Access::Requires(Operation::Read)),
     (
         "GET",

@@ -52,6 +52,7 @@ use super::error::{ApiError, ErrorBody, NotLeaderBody};
 use super::validate::{self, MAX_REGION_LEN};
 use super::{openapi, read, AppState};
 use crate::auth::{holder_claim, lease_claims, Caller, Operation};
+use crate::leases::LeaseManager;
 use crate::node::NodeContext;
 
 use arbiter_core::MAX_NAME_BYTES as MAX_LEASE_TEXT_LEN;
@@ -120,8 +121,9 @@ pub struct LeaseView {
 }
 
 impl LeaseView {
-    /// `may_hold_for_ms` is filled in by the caller: the timers are not part of the table.
-    fn new(resource: ResourceId, row: Option<&ResourceLease>) -> Self {
+    /// `may_hold_for_ms` is filled in by [`LeaseView::fill_may_hold`]: the timers are not part
+    /// of the table.
+    pub(super) fn new(resource: ResourceId, row: Option<&ResourceLease>) -> Self {
         let (state, lease) = match row.map(|row| &row.lease) {
             None | Some(LeaseState::Free) => (LeaseStatus::Free, None),
             Some(LeaseState::Held(lease)) => (LeaseStatus::Held, Some(lease)),
@@ -136,6 +138,14 @@ impl LeaseView {
             epoch: row.map(|row| row.epoch).unwrap_or_default(),
             region: lease.and_then(|l| l.region.clone()),
             may_hold_for_ms: 0,
+        }
+    }
+
+    /// How long the holder may still hold, by this node's lease timers. Called without the
+    /// state's read guard: the expiry loop takes the timers, then the state.
+    pub(super) fn fill_may_hold(&mut self, leases: &LeaseManager) {
+        if self.holder.is_some() {
+            self.may_hold_for_ms = leases.may_hold_for_ms(&self.resource);
         }
     }
 }
@@ -167,10 +177,7 @@ pub async fn get(
         ))
     })
     .await?;
-    if view.holder.is_some() {
-        // After the read guard is gone: the expiry loop takes the timers, then the state.
-        view.may_hold_for_ms = node.leases.may_hold_for_ms(&resource);
-    }
+    view.fill_may_hold(&node.leases);
     Ok(Json(view))
 }
 

@@ -14,16 +14,19 @@
 //! | `GET/PUT /v1/replication/links`, `POST /v1/replication/links/heartbeat` | [`replication`] | replication links, their progress and RPO state |
 //! | `GET /v1/leases/{resource}`, `POST .../{acquire,keepalive,release,revoke}`, `GET .../validate` | [`leases`] | write leases and fencing tokens, as over gRPC |
 //! | `GET /v1/openapi.json` | [`openapi`] | this API as an OpenAPI 3.1 document |
+//! | `GET /v1/dashboard` | [`dashboard`] | everything the dashboard shows, from this node (a follower answers too) |
 //!
 //! Every route is declared once, in [`api`], with its OpenAPI description: the router and the
 //! document are built from that one list.
 //!
 //! Invariants: reads of replicated state are linearizable — they wait for a quorum round
-//! ([`read`]) and a follower answers 503 with `leaderHttpAddr` instead of serving a stale view;
+//! ([`read`]) and a follower answers 503 with `leaderHttpAddr` instead of serving a stale view
+//! (the dashboard alone shows this node's own view, and says whether it leads);
 //! writes are validated completely before they are proposed, so bad input is a 4xx and never a
 //! state change; every error is JSON, built in [`error`] only. Bodies are capped at
 //! [`MAX_BODY_BYTES`].
 
+mod dashboard;
 mod dr;
 pub mod error;
 mod events;
@@ -149,6 +152,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(leases::release))
         .routes(routes!(leases::revoke))
         .routes(routes!(leases::validate_token))
+        .routes(routes!(dashboard::snapshot))
 }
 
 /// This node's Raft view

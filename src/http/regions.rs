@@ -11,6 +11,7 @@
 //! `null` before any weights are set.
 
 use arbiter_core::region_health::{HealthState, RegionHealth};
+use arbiter_core::state_machine::StateMachine;
 use arbiter_core::WallMillis;
 use axum::extract::State;
 use axum::Json;
@@ -59,31 +60,31 @@ struct RegionView {
     ),
 )]
 pub async fn list(State(app): State<AppState>) -> Result<Json<RegionsView>, ApiError> {
-    read(&app.node, |machine| {
-        let weights = machine.traffic.weights();
-        let regions = validate::known_regions(machine)
-            .into_iter()
-            .map(|region| {
-                let health = machine.regions.get(&region);
-                let at = |field: fn(&RegionHealth) -> Option<WallMillis>| {
-                    health.and_then(field).map(rfc3339::format)
-                };
-                RegionView {
-                    state: health.map(|h| h.state),
-                    down_since: at(|h| h.down_since),
-                    healthy_since: at(|h| h.healthy_since),
-                    cooldown_until: at(|h| h.cooldown_until),
-                    traffic_weight_percentage: weights
-                        .and_then(|w| w.weight_bp(&region))
-                        .map(percent),
-                    region: region.to_string(),
-                }
-            })
-            .collect();
-        Ok(Json(RegionsView {
-            cooldown_ms: machine.regions.cooldown_ms(),
-            regions,
-        }))
-    })
-    .await
+    read(&app.node, |machine| Ok(Json(view(machine)))).await
+}
+
+/// Every known region of `machine`, as [`list`] answers it.
+pub(super) fn view(machine: &StateMachine) -> RegionsView {
+    let weights = machine.traffic.weights();
+    let regions = validate::known_regions(machine)
+        .into_iter()
+        .map(|region| {
+            let health = machine.regions.get(&region);
+            let at = |field: fn(&RegionHealth) -> Option<WallMillis>| {
+                health.and_then(field).map(rfc3339::format)
+            };
+            RegionView {
+                state: health.map(|h| h.state),
+                down_since: at(|h| h.down_since),
+                healthy_since: at(|h| h.healthy_since),
+                cooldown_until: at(|h| h.cooldown_until),
+                traffic_weight_percentage: weights.and_then(|w| w.weight_bp(&region)).map(percent),
+                region: region.to_string(),
+            }
+        })
+        .collect();
+    RegionsView {
+        cooldown_ms: machine.regions.cooldown_ms(),
+        regions,
+    }
 }

@@ -272,6 +272,11 @@ impl FailoverLog {
             .filter(move |event| event.failed_region == *region)
     }
 
+    /// Every failover, newest first (by log order, as [`FailoverLog::by_failed_region`]).
+    pub fn newest_first(&self) -> impl Iterator<Item = &FailoverEvent> {
+        self.events.values().rev()
+    }
+
     /// Every failover event in the log.
     pub fn len(&self) -> usize {
         self.events.len()

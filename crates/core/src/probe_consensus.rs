@@ -201,6 +201,17 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict's kind in snake case (`healthy`, `suspect`, `outage`,
+    /// `dependency_outage`), as metrics label it and the dashboard shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Healthy { .. } => "healthy",
+            Verdict::Suspect { .. } => "suspect",
+            Verdict::Outage { .. } => "outage",
+            Verdict::DependencyOutage { .. } => "dependency_outage",
+        }
+    }
+
     pub fn region(&self) -> &RegionId {
         match self {
             Verdict::Healthy { region }
