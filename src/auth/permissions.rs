@@ -19,7 +19,7 @@
 //! | `ReportCheckpoint` | `ReplicationCoordinator/ReportCheckpoint` | — | operator, region (bound) |
 //! | `ProbeReport` | — | `POST /v1/probes/report` | operator, probe (bound) |
 //! | `Unlisted` | any method not above | any route not above | operator |
-//! | public | `grpc.health.v1.Health/*` | `GET /v1/health/check`, `GET /livez`, `GET /readyz`, `GET /v1/openapi.json` (describes the API, holds no data) | no credentials |
+//! | public | `grpc.health.v1.Health/*` | `GET /v1/health/check`, `GET /livez`, `GET /readyz`, `GET /v1/openapi.json` (describes the API, holds no data); `GET /ui`, `GET /ui/app.{js,css}` (static assets; the data comes from authenticated API calls) | no credentials |
 //! | peer | `RaftService/*`, `ClusterService/JoinCluster` | — | peer port only: node-to-node, authenticated by its mTLS (node certificates only); refused on the client ports |
 //!
 //! Binding rule (operations marked "bound"): a proxy may act only on leases whose holder is its
@@ -259,6 +259,10 @@ const HTTP: &[(&str, &str, Access)] = &[
     ("GET", "/livez", Access::Public),
     ("GET", "/readyz", Access::Public),
     ("GET", "/v1/openapi.json", Access::Public),
+    // The dashboard's static assets; the data comes from authenticated API calls.
+    ("GET", "/ui", Access::Public),
+    ("GET", "/ui/app.js", Access::Public),
+    ("GET", "/ui/app.css", Access::Public),
     ("GET", "/v1/dashboard", Access::Requires(Operation::Read)),
     ("GET", "/metrics", Access::Requires(Operation::Read)),
     (
@@ -719,6 +723,17 @@ mod tests {
         assert_eq!(
             without_a_row(&rpc_paths(proto)),
             vec!["/arbiter.v1.ClusterService/Forgotten".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_dashboard_page_is_public_and_its_data_is_a_read() {
+        for asset in ["/ui", "/ui/app.js", "/ui/app.css"] {
+            assert_eq!(http_access("GET", asset), Access::Public, "{asset}");
+        }
+        assert_eq!(
+            http_access("GET", "/v1/dashboard"),
+            Access::Requires(Operation::Read)
         );
     }
 

@@ -15,6 +15,7 @@
 //! | `GET /v1/leases/{resource}`, `POST .../{acquire,keepalive,release,revoke}`, `GET .../validate` | [`leases`] | write leases and fencing tokens, as over gRPC |
 //! | `GET /v1/openapi.json` | [`openapi`] | this API as an OpenAPI 3.1 document |
 //! | `GET /v1/dashboard` | [`dashboard`] | everything the dashboard shows, from this node (a follower answers too) |
+//! | `GET /ui`, `GET /ui/app.js`, `GET /ui/app.css` | [`ui`] | the dashboard's page, compiled in |
 //!
 //! Every route is declared once, in [`api`], with its OpenAPI description: the router and the
 //! document are built from that one list.
@@ -41,6 +42,7 @@ mod rfc3339;
 mod telemetry;
 mod tenants;
 mod traffic;
+mod ui;
 mod validate;
 
 use std::sync::Arc;
@@ -153,6 +155,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(leases::revoke))
         .routes(routes!(leases::validate_token))
         .routes(routes!(dashboard::snapshot))
+        .routes(routes!(ui::page))
+        .routes(routes!(ui::script))
+        .routes(routes!(ui::style))
 }
 
 /// This node's Raft view
