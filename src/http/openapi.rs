@@ -313,6 +313,9 @@ mod tests {
             [
                 "GET /livez",
                 "GET /readyz",
+                "GET /ui",
+                "GET /ui/app.css",
+                "GET /ui/app.js",
                 "GET /v1/health/check",
                 "GET /v1/openapi.json"
             ]
