@@ -118,6 +118,24 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
         "us-east-1's lease was fenced (epoch {epoch} > token {token})"
     );
 
+    tracing::info!("phase: the leader's metrics show the steps it carried out and its drivers");
+    let leader = drill.cluster.leader(Duration::from_secs(5)).await;
+    let client = http();
+    let url = format!("{}/metrics", client.base_url(&leader.http_addr));
+    let metrics = client
+        .request("GET", &url, None, Duration::from_secs(5))
+        .await
+        .expect("GET /metrics");
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    for series in [
+        "arbiter_failover_step_duration_seconds_count{step=\"fence\",result=\"recorded\"} 1",
+        "arbiter_failover_step_duration_seconds_count{step=\"completed\",result=\"recorded\"} 1",
+        "arbiter_driver_calls_total{driver=\"traffic\",result=\"ok\"}",
+        "arbiter_driver_calls_total{driver=\"compute\",result=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+
     tracing::info!("phase: failback is refused while the region is down");
     let (status, body) = drill
         .call(

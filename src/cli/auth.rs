@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::output::OutputArgs;
+
 use crate::auth::directory::TokensFile;
 use crate::auth::issue::{issue, TokenGrant};
 use crate::auth::{token, Role};
@@ -36,6 +38,22 @@ pub struct TokenArgs {
     /// Append the entry to this tokens file (created if absent).
     #[arg(long)]
     tokens_file: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// The token alone on stdout (for `$(...)`), or with whom it names under `--output json`.
+fn print_token(output: &OutputArgs, grant: &TokenGrant, token: &str) {
+    output.result(
+        token,
+        serde_json::json!({
+            "identity": grant.identity,
+            "role": grant.role.to_string(),
+            "region": grant.region,
+            "vantage": grant.vantage,
+            "token": token,
+        }),
+    );
 }
 
 pub async fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
@@ -55,7 +73,7 @@ pub async fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
     match &args.tokens_file {
         Some(path) => {
             let token = issue(path, &grant)?;
-            println!("{token}");
+            print_token(&args.output, &grant, &token);
             eprintln!(
                 "added {} ({}) to {}; send SIGHUP to the nodes to load it. The token is shown \
                  only now.",
@@ -66,7 +84,7 @@ pub async fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
         }
         None => {
             let token = token::generate();
-            println!("{token}");
+            print_token(&args.output, &grant, &token);
             let entry = TokensFile {
                 tokens: vec![grant.entry(&token)],
                 ..TokensFile::default()

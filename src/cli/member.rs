@@ -15,9 +15,11 @@ use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo, NodeStatus};
 use arbiter_client::{AuthChannel, ClientOptions};
 use clap::{Args, Subcommand};
+use serde_json::json;
 use tonic::{Code, Status};
 
 use super::exit::{Failure, OUTCOME_UNKNOWN};
+use super::output::OutputArgs;
 use super::up::{ClusterArgs, Port};
 use crate::grpc::cluster_service::find_leader;
 
@@ -49,6 +51,8 @@ pub struct AddArgs {
     learner: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +61,8 @@ pub struct RemoveArgs {
     id: u64,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// Longest wait for one membership call: above the server's write deadline (wan: 8 s), so the
@@ -129,7 +135,10 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             let options = args.cluster.credentials().client_options()?;
             let leader = leader(&args.cluster.endpoints(Port::Grpc), &options).await?;
             if leader.voters.iter().any(|v| v.node_id == args.id) {
-                println!("node {} is already a voter", args.id);
+                args.output.result(
+                    format!("node {} is already a voter", args.id),
+                    json!({"nodeId": args.id, "result": "already_voter"}),
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let mut client = client(&leader, &options)?;
@@ -152,7 +161,10 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
                 return Ok(outcome_unknown(&reason));
             }
             if args.learner {
-                println!("node {} joined as a learner", args.id);
+                args.output.result(
+                    format!("node {} joined as a learner", args.id),
+                    json!({"nodeId": args.id, "result": "learner"}),
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let mut voters: Vec<u64> = leader.voters.iter().map(|v| v.node_id).collect();
@@ -163,7 +175,10 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             {
                 return Ok(outcome_unknown(&reason));
             }
-            println!("node {} is a voter", args.id);
+            args.output.result(
+                format!("node {} is a voter", args.id),
+                json!({"nodeId": args.id, "result": "voter"}),
+            );
         }
         MemberCommand::Remove(args) => {
             let options = args.cluster.credentials().client_options()?;
@@ -176,7 +191,10 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
                 .collect();
             let learner = leader.learners.iter().any(|l| l.node_id == args.id);
             if voters.len() == leader.voters.len() && !learner {
-                println!("node {} is not a member", args.id);
+                args.output.result(
+                    format!("node {} is not a member", args.id),
+                    json!({"nodeId": args.id, "result": "not_a_member"}),
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             if voters.is_empty() {
@@ -189,7 +207,10 @@ pub async fn run(command: MemberCommand) -> anyhow::Result<ExitCode> {
             {
                 return Ok(outcome_unknown(&reason));
             }
-            println!("node {} removed; it can be stopped now", args.id);
+            args.output.result(
+                format!("node {} removed; it can be stopped now", args.id),
+                json!({"nodeId": args.id, "result": "removed"}),
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

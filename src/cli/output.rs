@@ -33,6 +33,18 @@ impl OutputArgs {
     pub fn is_json(&self) -> bool {
         self.json || self.output == Format::Json
     }
+
+    /// Prints a command's result: `text` for people, or `json` with `--output json`.
+    pub fn result(&self, text: impl std::fmt::Display, json: serde_json::Value) {
+        if self.is_json() {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_else(|_| json.to_string())
+            );
+        } else {
+            println!("{text}");
+        }
+    }
 }
 
 /// A table: each column as wide as its widest cell, so long names never shift the columns

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use arbiter_client::proto::SaveSnapshotRequest;
 use clap::{Args, Subcommand};
+use serde_json::json;
 
 use super::member::{client, leader, status_error};
+use super::output::OutputArgs;
 use super::serve::parse_peer;
 use super::up::{ClusterArgs, Port};
 use crate::backup::{self, Backup, BackupHeader, BACKUP_FORMAT_VERSION};
@@ -29,6 +31,8 @@ pub struct SaveArgs {
     file: PathBuf,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -41,6 +45,8 @@ pub struct RestoreArgs {
     /// voters).
     #[arg(long = "member", value_parser = parse_peer, required = true)]
     members: Vec<PeerConfig>,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 pub async fn run(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
@@ -69,33 +75,57 @@ pub async fn run(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
             Backup::from_bytes(&args.file, &backup.to_bytes())?;
             backup.save(&args.file)?;
             let h = &backup.header;
-            println!(
-                "saved {}: cluster {}, last applied index {} (term {}), state digest {}, {} bytes of state",
-                args.file.display(),
-                h.source_cluster_id,
-                h.last_applied_index,
-                h.last_applied_term,
-                h.state_digest,
-                h.data_len
+            args.output.result(
+                format!(
+                    "saved {}: cluster {}, last applied index {} (term {}), state digest {}, \
+                     {} bytes of state",
+                    args.file.display(),
+                    h.source_cluster_id,
+                    h.last_applied_index,
+                    h.last_applied_term,
+                    h.state_digest,
+                    h.data_len
+                ),
+                json!({
+                    "file": args.file,
+                    "clusterId": h.source_cluster_id,
+                    "lastAppliedIndex": h.last_applied_index,
+                    "lastAppliedTerm": h.last_applied_term,
+                    "stateDigest": h.state_digest,
+                    "stateBytes": h.data_len,
+                }),
             );
         }
         SnapshotCommand::Restore(args) => {
             let backup = Backup::load(&args.file)?;
             let members: BTreeMap<_, _> = args.members.iter().map(|p| (p.id, p.member())).collect();
             let cluster_id = backup::restore(&backup, &args.file, &args.out, &members).await?;
-            println!(
+            let dirs: BTreeMap<String, PathBuf> = members
+                .keys()
+                .map(|id| (id.to_string(), backup::member_dir(&args.out, *id)))
+                .collect();
+            let mut text = format!(
                 "restored {} (index {}, state digest {}) as new cluster {cluster_id}",
                 args.file.display(),
                 backup.header.last_applied_index,
                 backup.header.state_digest
             );
-            for id in members.keys() {
-                println!(
-                    "  node {id}: {}",
-                    backup::member_dir(&args.out, *id).display()
-                );
+            for (id, dir) in &dirs {
+                text.push_str(&format!("\n  node {id}: {}", dir.display()));
             }
-            println!("start each node on its dir with its address as given (no --bootstrap)");
+            text.push_str(
+                "\nstart each node on its dir with its address as given (no --bootstrap)",
+            );
+            args.output.result(
+                text,
+                json!({
+                    "file": args.file,
+                    "clusterId": cluster_id.to_string(),
+                    "lastAppliedIndex": backup.header.last_applied_index,
+                    "stateDigest": backup.header.state_digest,
+                    "memberDirs": dirs,
+                }),
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

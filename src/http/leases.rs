@@ -150,13 +150,20 @@ impl LeaseView {
     }
 }
 
+/// The `{resource}` path parameter, as the document describes it.
+const RESOURCE_PARAM: &str =
+    "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`";
+/// The 409 of every lease operation.
+const REFUSED: &str =
+    "Refused by the lease table; `retryable` says whether asking again unchanged can succeed";
+
 /// A resource's lease
 #[utoipa::path(
     get,
     path = "/v1/leases/{resource}",
     operation_id = "getLease",
     tag = "leases",
-    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    params(("resource" = String, Path, description = RESOURCE_PARAM, example = "db%2Forders")),
     responses(
         (status = 200, description = "The lease", body = LeaseView),
         (status = 422, description = "A blank or over-long resource name", body = ErrorBody),
@@ -253,12 +260,12 @@ impl AcquireBody {
     path = "/v1/leases/{resource}/acquire",
     operation_id = "acquireLease",
     tag = "leases",
-    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    params(("resource" = String, Path, description = RESOURCE_PARAM, example = "db%2Forders")),
     request_body = AcquireBody,
     responses(
         (status = 200, description = "Granted (or already held by this holder)", body = Answer<Done>),
         (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
-        (status = 409, description = "Refused by the lease table; `retryable` says whether asking again unchanged can succeed", body = Answer<Refused>),
+        (status = 409, description = REFUSED, body = Answer<Refused>),
         (status = 422, description = openapi::INVALID, body = ErrorBody),
         (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
         (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
@@ -292,12 +299,12 @@ pub struct HolderBody {
     path = "/v1/leases/{resource}/keepalive",
     operation_id = "keepAliveLease",
     tag = "leases",
-    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    params(("resource" = String, Path, description = RESOURCE_PARAM, example = "db%2Forders")),
     request_body = HolderBody,
     responses(
         (status = 200, description = "Renewed for `ttlMs` from now", body = Answer<Done>),
         (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
-        (status = 409, description = "Refused by the lease table; `retryable` says whether asking again unchanged can succeed", body = Answer<Refused>),
+        (status = 409, description = REFUSED, body = Answer<Refused>),
         (status = 422, description = openapi::INVALID, body = ErrorBody),
         (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
         (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
@@ -338,12 +345,12 @@ pub async fn keep_alive(
     path = "/v1/leases/{resource}/release",
     operation_id = "releaseLease",
     tag = "leases",
-    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    params(("resource" = String, Path, description = RESOURCE_PARAM, example = "db%2Forders")),
     request_body = HolderBody,
     responses(
         (status = 200, description = "Released", body = Answer<Done>),
         (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
-        (status = 409, description = "Refused by the lease table; `retryable` says whether asking again unchanged can succeed", body = Answer<Refused>),
+        (status = 409, description = REFUSED, body = Answer<Refused>),
         (status = 422, description = openapi::INVALID, body = ErrorBody),
         (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
         (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
@@ -383,12 +390,12 @@ pub struct RevokeBody {
     path = "/v1/leases/{resource}/revoke",
     operation_id = "revokeLease",
     tag = "leases",
-    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders")),
+    params(("resource" = String, Path, description = RESOURCE_PARAM, example = "db%2Forders")),
     request_body = RevokeBody,
     responses(
         (status = 200, description = "Revoked: the new epoch and the lease it took away", body = Answer<Done>),
         (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
-        (status = 409, description = "Refused by the lease table; `retryable` says whether asking again unchanged can succeed", body = Answer<Refused>),
+        (status = 409, description = REFUSED, body = Answer<Refused>),
         (status = 422, description = openapi::INVALID, body = ErrorBody),
         (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
         (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
@@ -435,7 +442,7 @@ pub struct Validity {
     path = "/v1/leases/{resource}/validate",
     operation_id = "validateLeaseToken",
     tag = "leases",
-    params(("resource" = String, Path, description = "The fenced resource (at most 256 bytes); one path segment, so a `/` is sent as `%2F`", example = "db%2Forders"), ValidateQuery),
+    params(("resource" = String, Path, description = RESOURCE_PARAM, example = "db%2Forders"), ValidateQuery),
     responses(
         (status = 200, description = "The token's validity", body = Validity),
         (status = 400, description = "`token` missing or not a number", body = ErrorBody),
