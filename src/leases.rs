@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arbiter_core::command::{Command, Outcome};
 use arbiter_core::lease_table::{LeaseCommand, LeaseLimits, LeaseOutcome, LeaseRefusal};
-use arbiter_core::lease_timers::LeaseTimers;
+use arbiter_core::lease_timers::{LeaseTimers, TimerRenewal};
 use arbiter_core::replication::{DataLossEstimate, WriteRate};
 use arbiter_core::{FencingToken, HolderId, MonoMillis, ResourceId};
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -338,20 +338,21 @@ impl LeaseManager {
     fn renew_timer(&self, resource: &ResourceId, token: FencingToken, ttl_ms: u64) -> bool {
         let now = self.mono_now();
         let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
-        let lapsed = timers.leader_term.is_some()
-            && timers
-                .timers
-                .may_hold_until(resource)
-                .is_some_and(|until| until <= now);
-        if lapsed {
-            return false;
+        if timers.leader_term.is_none() {
+            // Stale timers: `on_elected` soon gives every live lease a full TTL from a moment
+            // after this request arrived, which covers this renewal.
+            return true;
         }
-        if !timers.timers.renew(resource, token, ttl_ms, now) {
-            // The grant was applied without passing through this leader's `propose` (an
-            // earlier term's entry): start its timer now, which is also a full renewal.
-            timers.timers.start(resource, token, ttl_ms, now);
+        match timers.timers.renew(resource, token, ttl_ms, now) {
+            TimerRenewal::Renewed => true,
+            TimerRenewal::Lapsed => false,
+            TimerRenewal::NoTimer => {
+                // The grant was applied without passing through this leader's `propose` (an
+                // earlier term's entry): start its timer now, which is also a full renewal.
+                timers.timers.start(resource, token, ttl_ms, now);
+                true
+            }
         }
-        true
     }
 
     /// Waits for a quorum round that starts after this call (ReadIndex): afterwards this node

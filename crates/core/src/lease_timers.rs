@@ -30,6 +30,17 @@ struct Timer {
     deadline: MonoMillis,
 }
 
+/// What [`LeaseTimers::renew`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerRenewal {
+    /// The deadline is now at least `now + ttl`.
+    Renewed,
+    /// The deadline had already passed; nothing changed. The lease is as good as expired.
+    Lapsed,
+    /// No timer runs for that token; nothing changed.
+    NoTimer,
+}
+
 /// Per-resource deadlines of the live leases, kept by the current leader only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseTimers {
@@ -115,20 +126,24 @@ impl LeaseTimers {
     /// A keep-alive for `token`, confirmed by a quorum round, extends the deadline to
     /// `now + ttl_ms`; it never shortens it. `now` is when the keep-alive arrived (or later).
     /// Call [`LeaseTable::check_keepalive`] first: this only knows tokens, not lease states.
-    /// Returns false, changing nothing, if there is no timer for that token.
+    ///
+    /// A deadline that has passed stays passed ([`TimerRenewal::Lapsed`]): once it is due, the
+    /// leader proposes `Expire`, and a renewal answered "ok" before that entry applies would
+    /// have its holder count a fresh TTL while the next holder is granted.
     pub fn renew(
         &mut self,
         resource: &ResourceId,
         token: FencingToken,
         ttl_ms: u64,
         now: MonoMillis,
-    ) -> bool {
+    ) -> TimerRenewal {
         match self.timers.get_mut(resource) {
+            Some(timer) if timer.token == token && timer.deadline <= now => TimerRenewal::Lapsed,
             Some(timer) if timer.token == token => {
                 timer.deadline = timer.deadline.max(now.saturating_add_ms(ttl_ms));
-                true
+                TimerRenewal::Renewed
             }
-            _ => false,
+            _ => TimerRenewal::NoTimer,
         }
     }
 

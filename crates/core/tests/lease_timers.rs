@@ -2,7 +2,7 @@
 //! hand and asserts which `Expire` commands the leader would propose, and when.
 
 use arbiter_core::lease_table::{BreakGlass, LeaseCommand, LeaseOutcome, LeaseTable};
-use arbiter_core::lease_timers::LeaseTimers;
+use arbiter_core::lease_timers::{LeaseTimers, TimerRenewal};
 use arbiter_core::{ApplyCtx, FencingToken, HolderId, MonoMillis, ResourceId, WallMillis};
 
 const TTL: u64 = 3_000;
@@ -92,8 +92,11 @@ fn on_elected_forgets_deadlines_from_an_earlier_term() {
     let mut table = LeaseTable::new();
     let token = grant(&mut table, 1, "db/orders", "proxy-a");
     let mut timers = LeaseTimers::new();
-    timers.reconcile(&table, MonoMillis(0));
-    assert!(timers.renew(&res("db/orders"), token, TTL, MonoMillis(50_000)));
+    timers.reconcile(&table, MonoMillis(49_000));
+    assert_eq!(
+        timers.renew(&res("db/orders"), token, TTL, MonoMillis(50_000)),
+        TimerRenewal::Renewed
+    );
 
     // Re-elected after another leader ran; whatever this node knew is reset to the election.
     timers.on_elected(&table, MonoMillis(10_000));
@@ -132,7 +135,10 @@ fn renew_extends_and_never_shortens_and_only_for_the_timed_token() {
     let mut timers = LeaseTimers::new();
     timers.reconcile(&table, MonoMillis(0));
 
-    assert!(timers.renew(&orders, token, TTL, MonoMillis(2_000)));
+    assert_eq!(
+        timers.renew(&orders, token, TTL, MonoMillis(2_000)),
+        TimerRenewal::Renewed
+    );
     assert_eq!(
         timers.may_hold_until(&orders),
         Some(MonoMillis(2_000 + TTL))
@@ -140,18 +146,56 @@ fn renew_extends_and_never_shortens_and_only_for_the_timed_token() {
     assert!(timers.due(MonoMillis(TTL)).is_empty(), "renewal moved it");
 
     // A keep-alive processed late (received earlier) must not pull the deadline back.
-    assert!(timers.renew(&orders, token, TTL, MonoMillis(1_000)));
+    assert_eq!(
+        timers.renew(&orders, token, TTL, MonoMillis(1_000)),
+        TimerRenewal::Renewed
+    );
     assert_eq!(
         timers.may_hold_until(&orders),
         Some(MonoMillis(2_000 + TTL))
     );
 
-    assert!(!timers.renew(&orders, FencingToken(token.0 + 1), TTL, MonoMillis(9_000)));
-    assert!(!timers.renew(&res("db/none"), token, TTL, MonoMillis(9_000)));
+    assert_eq!(
+        timers.renew(&orders, FencingToken(token.0 + 1), TTL, MonoMillis(9_000)),
+        TimerRenewal::NoTimer
+    );
+    assert_eq!(
+        timers.renew(&res("db/none"), token, TTL, MonoMillis(9_000)),
+        TimerRenewal::NoTimer
+    );
     assert_eq!(
         timers.may_hold_until(&orders),
         Some(MonoMillis(2_000 + TTL))
     );
+}
+
+#[test]
+fn a_deadline_that_passed_cannot_be_renewed() {
+    let mut table = LeaseTable::new();
+    let token = grant(&mut table, 1, "db/orders", "proxy-a");
+    let orders = res("db/orders");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+
+    // One millisecond before the deadline a keep-alive still counts...
+    assert_eq!(
+        timers.renew(&orders, token, TTL, MonoMillis(TTL - 1)),
+        TimerRenewal::Renewed
+    );
+    let deadline = MonoMillis(2 * TTL - 1);
+    assert_eq!(timers.may_hold_until(&orders), Some(deadline));
+
+    // ...at the deadline it is due, its `Expire` may be in flight, and nothing revives it.
+    assert_eq!(timers.due(deadline), [(orders.clone(), token)]);
+    for late in [deadline, MonoMillis(deadline.0 + 1), MonoMillis(10 * TTL)] {
+        assert_eq!(
+            timers.renew(&orders, token, TTL, late),
+            TimerRenewal::Lapsed,
+            "renewed at {late:?}"
+        );
+        assert_eq!(timers.may_hold_until(&orders), Some(deadline));
+    }
+    assert_eq!(timers.due(deadline), [(orders, token)]);
 }
 
 #[test]
@@ -232,7 +276,10 @@ fn reconcile_drops_released_leases_and_retimes_replaced_ones() {
         timers.may_hold_until(&res("db/users")),
         Some(MonoMillis(1_000 + TTL))
     );
-    assert!(!timers.renew(&res("db/users"), users, TTL, MonoMillis(1_500)));
+    assert_eq!(
+        timers.renew(&res("db/users"), users, TTL, MonoMillis(1_500)),
+        TimerRenewal::NoTimer
+    );
     assert_eq!(
         timers.due(MonoMillis(1_000 + TTL)),
         [(res("db/users"), replaced)]
@@ -260,7 +307,10 @@ fn expire_proposed_for_a_lease_replaced_meanwhile_is_refused_by_the_table() {
         timers.may_hold_until(&res("db/orders")),
         Some(MonoMillis(TTL + TTL))
     );
-    assert!(timers.renew(&res("db/orders"), new, TTL, MonoMillis(TTL)));
+    assert_eq!(
+        timers.renew(&res("db/orders"), new, TTL, MonoMillis(TTL)),
+        TimerRenewal::Renewed
+    );
 }
 
 #[test]
