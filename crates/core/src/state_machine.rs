@@ -204,6 +204,60 @@ mod tests {
         assert_eq!(steps, [FailoverStep::Decide, FailoverStep::Completed]);
     }
 
+    /// The token a command mints, from its outcome.
+    fn minted(outcome: &Outcome) -> FencingToken {
+        match outcome {
+            Outcome::Lease(LeaseOutcome::Granted { token, .. }) => *token,
+            Outcome::Lease(LeaseOutcome::Revoked(revoked)) => revoked.epoch,
+            other => panic!("expected a grant or a revoke, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tokens_are_the_log_positions_of_the_commands_that_minted_them() {
+        let mut sm = StateMachine::default();
+        let on = |resource: &str, holder: &str| {
+            Command::Lease(LeaseCommand::Acquire {
+                resource: ResourceId::new(resource),
+                holder: HolderId::new(holder),
+                region: None,
+                ttl_ms: 10_000,
+                break_glass: None,
+            })
+        };
+        let revoke = Command::Lease(LeaseCommand::Revoke {
+            resource: ResourceId::new("db/a"),
+            by: "operator".into(),
+            reason: "drill".into(),
+        });
+        // Entries far apart in the log, several commands in one, a grant and a revoke: each
+        // token names exactly the entry and position that minted it, so no two are equal and
+        // later ones are larger, across resources as within one.
+        let entries = [
+            (5, vec![on("db/a", "h1"), on("db/b", "h2")]),
+            (6, vec![revoke]),
+            (
+                40,
+                vec![on("db/c", "h3"), on("db/d", "h4"), on("db/e", "h5")],
+            ),
+        ];
+        let mut tokens = Vec::new();
+        for (index, commands) in entries {
+            let outcomes = sm.apply_batch(index, &Batch::new(WallMillis(index), commands));
+            for (position, outcome) in outcomes.iter().enumerate() {
+                let token = minted(outcome);
+                assert_eq!(
+                    token,
+                    FencingToken::from_log_position(index, position as u32),
+                    "entry {index}, command {position}"
+                );
+                assert_eq!(token.log_index(), index);
+                tokens.push(token);
+            }
+        }
+        assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    }
+
     #[test]
     fn a_batch_larger_than_tokens_can_number_is_refused_whole_and_alike_everywhere() {
         let max = FencingToken::MAX_COMMANDS_PER_ENTRY as usize;
