@@ -547,6 +547,74 @@ mod tests {
         assert!(Instant::now() >= deadline);
     }
 
+    /// Rule 3 with replies slow enough to tell send from reply, and a margin wide enough to
+    /// tell it from loopback transit: every deadline lies between `send + TTL − margin` of the
+    /// earliest possible send and that of the request's arrival at the node. The delay stays
+    /// below the keeper's per-attempt cap (`renew_every / 2`), so the late replies do arrive.
+    #[tokio::test]
+    async fn deadlines_count_from_the_send_less_the_margin_when_replies_are_late() {
+        const TTL: Duration = Duration::from_millis(1_000);
+        const MARGIN: Duration = Duration::from_millis(200);
+        const RENEW_EVERY: Duration = Duration::from_millis(400);
+        const DELAY: Duration = Duration::from_millis(120);
+        let late_ok = Answer::Late(
+            DELAY,
+            Box::new(Answer::Ok {
+                token: 7,
+                ttl_ms: TTL.as_millis() as u64,
+            }),
+        );
+        let node = MockArbiter::default();
+        node.on_acquire(late_ok.clone());
+        node.on_keep_alive(late_ok);
+        let client = ArbiterClient::connect(vec![node.serve().await], ClientOptions::default())
+            .await
+            .unwrap();
+        let spec = LeaseSpec::new("db/orders", "proxy-a", TTL);
+        let options = KeeperOptions {
+            renew_every: Some(RENEW_EVERY),
+            drift_margin: Some(MARGIN),
+        };
+
+        let asked = Instant::now();
+        let keeper = LeaseKeeper::acquire(&client, &spec, options)
+            .await
+            .unwrap()
+            .unwrap();
+        let replied = Instant::now();
+        assert!(replied - asked >= DELAY, "the acquire reply was late");
+        let granted_until = keeper.valid_until().unwrap();
+        let acquire_arrived = node.arrivals()[0];
+        assert!(granted_until >= asked + (TTL - MARGIN));
+        assert!(
+            granted_until <= acquire_arrived + (TTL - MARGIN),
+            "the grant's deadline is {:?} past arrival + TTL − margin",
+            granted_until - (acquire_arrived + (TTL - MARGIN))
+        );
+
+        let mut validity = keeper.subscribe();
+        let renewed_until = {
+            let renewed = validity
+                .wait_for(
+                    |v| !matches!(v, Validity::Valid { until, .. } if *until == granted_until),
+                )
+                .await
+                .unwrap();
+            match &*renewed {
+                Validity::Valid { until, .. } => *until,
+                lost => panic!("lost instead of renewed: {lost:?}"),
+            }
+        };
+        let keep_alive_arrived = node.arrivals()[1];
+        // The keep-alive went out one interval after the acquire was sent, at the earliest.
+        assert!(renewed_until >= asked + RENEW_EVERY + (TTL - MARGIN));
+        assert!(
+            renewed_until <= keep_alive_arrived + (TTL - MARGIN),
+            "the renewal's deadline is {:?} past arrival + TTL − margin",
+            renewed_until - (keep_alive_arrived + (TTL - MARGIN))
+        );
+    }
+
     #[tokio::test]
     async fn release_ends_validity_before_the_request_goes_out() {
         let (node, keeper) = keeper(Answer::Silent).await;

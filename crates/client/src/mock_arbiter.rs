@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::proto::lease_service_server::{LeaseService, LeaseServiceServer};
@@ -36,11 +37,13 @@ struct Script {
     revoke: Option<Answer>,
 }
 
-/// A scripted arbiter node; counts the calls it gets.
+/// A scripted arbiter node; counts the calls it gets and notes when each scripted one arrived.
 #[derive(Clone, Default)]
 pub(crate) struct MockArbiter {
     script: Arc<Mutex<Script>>,
     calls: Arc<AtomicU32>,
+    /// Arrival instants of scripted calls, in order: every request was sent before its entry.
+    arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl MockArbiter {
@@ -58,6 +61,11 @@ impl MockArbiter {
 
     pub(crate) fn calls(&self) -> u32 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// When each scripted call (acquire, keep-alive, revoke) arrived, in order.
+    pub(crate) fn arrivals(&self) -> Vec<Instant> {
+        self.arrivals.lock().unwrap().clone()
     }
 
     /// Serves on a fresh loopback port; returns `host:port`.
@@ -83,6 +91,7 @@ impl MockArbiter {
         presented: u64,
     ) -> Result<Response<proto::LeaseReply>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.arrivals.lock().unwrap().push(Instant::now());
         let answer = pick(&self.script.lock().unwrap());
         let Some(answer) = answer else {
             return Err(Status::unimplemented("not scripted"));
