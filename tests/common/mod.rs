@@ -136,6 +136,14 @@ pub fn node_spec(dir: &Path, id: u64, region: &str, extra_args: &[&str]) -> Node
     spec
 }
 
+/// How to start nodes `1..=n` in `dir`, placed round [`REGIONS`]; their sockets are bound
+/// already, so their addresses are known before any node starts.
+pub fn cluster_specs(dir: &Path, n: usize, extra_args: &[&str]) -> Vec<NodeSpec> {
+    (0..n)
+        .map(|i| node_spec(dir, i as u64 + 1, REGIONS[i % REGIONS.len()], extra_args))
+        .collect()
+}
+
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
     /// The nodes' tokens file (`--auth-tokens-file`); [`TestCluster::issue`] adds to it.
@@ -150,17 +158,20 @@ impl TestCluster {
     /// bootstraps them and waits for a leader.
     pub async fn start(n: usize, extra_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let specs = cluster_specs(dir.path(), n, extra_args);
+        TestCluster::start_specs(dir, specs).await
+    }
+
+    /// Starts the nodes of `specs` (made by [`cluster_specs`] in `dir`, then adjusted, e.g.
+    /// with `--dial` overrides through link proxies), bootstraps them and waits for a leader.
+    pub async fn start_specs(dir: tempfile::TempDir, specs: Vec<NodeSpec>) -> TestCluster {
         let tokens_file = tokens_file(dir.path());
         let mut nodes = Vec::new();
-        let mut specs = Vec::new();
-        for i in 0..n {
-            let id = i as u64 + 1;
-            let spec = node_spec(dir.path(), id, REGIONS[i % REGIONS.len()], extra_args);
+        for spec in &specs {
             let process = spec
                 .start(&binary(), Duration::from_secs(30))
                 .await
                 .expect("node starts");
-            specs.push(spec);
             nodes.push(Some(process));
         }
         let cluster = TestCluster {
