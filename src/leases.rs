@@ -305,6 +305,7 @@ impl LeaseManager {
         holder: &HolderId,
         token: FencingToken,
     ) -> Result<Result<u64, LeaseRefusal>, ReadError> {
+        #[cfg(not(feature = "mutant-no-quorum-keepalive"))]
         self.confirm_leadership().await?;
         let ttl_ms = {
             let state = self.inner.state.read();

@@ -44,6 +44,11 @@
 //! - [`cli`]: the `arbiter` command line (serve, up, certs, auth, status, member, snapshot, lease,
 //!   DR commands).
 
+// A mutant feature removes a lease-safety rule (see `scripts/mutants.sh`); it exists to prove a
+// test fails without the rule and must never reach a release build.
+#[cfg(all(not(debug_assertions), feature = "mutant-no-quorum-keepalive"))]
+compile_error!("mutant features remove a safety rule: debug test builds only");
+
 pub mod api_client;
 pub mod auth;
 pub mod backup;

@@ -135,6 +135,11 @@ impl Renewal {
 
 /// `sent_at + ttl − drift_margin`, never before `sent_at`.
 pub(crate) fn holder_deadline(sent_at: Instant, ttl: Duration, drift_margin: Duration) -> Instant {
+    // Called when the reply arrives, so "now" is the reply time.
+    #[cfg(feature = "mutant-deadline-from-reply")]
+    let sent_at = Instant::now();
+    #[cfg(feature = "mutant-no-drift-margin")]
+    let drift_margin = Duration::ZERO;
     sent_at + ttl.saturating_sub(drift_margin)
 }
 

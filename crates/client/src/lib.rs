@@ -21,6 +21,17 @@
 //! - [`fenced_resource`]: [`FencedResource`] — the resource-side guard against stale tokens.
 //! - [`hlc`], [`crdt`]: conflict-resolution building blocks, re-exported from the pure core.
 
+// A mutant feature removes a lease-safety rule (see `scripts/mutants.sh`); it exists to prove a
+// test fails without the rule and must never reach a release build.
+#[cfg(all(
+    not(debug_assertions),
+    any(
+        feature = "mutant-deadline-from-reply",
+        feature = "mutant-no-drift-margin"
+    )
+))]
+compile_error!("mutant features remove a safety rule: debug test builds only");
+
 /// Generated protobuf code (never edited).
 pub mod proto {
     tonic::include_proto!("arbiter.v1");

@@ -119,6 +119,7 @@ impl LeaseTimers {
     /// The new-leader rule: forget whatever this node knew from an earlier term and extend every
     /// live lease by a full TTL from `now`, the election.
     pub fn on_elected(&mut self, table: &LeaseTable, now: MonoMillis) {
+        #[cfg(not(feature = "mutant-elected-keeps-old-deadlines"))]
         self.timers.clear();
         self.reconcile(table, now);
     }
@@ -138,6 +139,7 @@ impl LeaseTimers {
         now: MonoMillis,
     ) -> TimerRenewal {
         match self.timers.get_mut(resource) {
+            #[cfg(not(feature = "mutant-renew-lapsed"))]
             Some(timer) if timer.token == token && timer.deadline <= now => TimerRenewal::Lapsed,
             Some(timer) if timer.token == token => {
                 timer.deadline = timer.deadline.max(now.saturating_add_ms(ttl_ms));

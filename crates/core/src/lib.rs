@@ -28,6 +28,18 @@
 //! - [`failover_plan`]: the failover workflow over [`failover_log`] (`next_action`) and the
 //!   failback gate over [`region_health`] and [`replication`].
 
+// A mutant feature removes a lease-safety rule (see `scripts/mutants.sh`); it exists to prove a
+// test fails without the rule and must never reach a release build.
+#[cfg(all(
+    not(debug_assertions),
+    any(
+        feature = "mutant-renew-lapsed",
+        feature = "mutant-elected-keeps-old-deadlines",
+        feature = "mutant-token-not-log-position"
+    )
+))]
+compile_error!("mutant features remove a safety rule: debug test builds only");
+
 pub mod command;
 pub mod crdt;
 pub mod failover_log;

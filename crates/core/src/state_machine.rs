@@ -51,6 +51,8 @@ impl StateMachine {
             .enumerate()
             .map(|(position, command)| {
                 // Checked above: position < MAX_COMMANDS_PER_ENTRY, so the cast cannot truncate.
+                #[cfg(feature = "mutant-token-not-log-position")]
+                let log_index = 0;
                 let ctx = ApplyCtx {
                     token: FencingToken::from_log_position(log_index, position as u32),
                     now: batch.proposed_at,
