@@ -151,9 +151,13 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_state() {
         Duration::from_secs(5),
     )
     .await;
+    // Refused, naming the backup's holder: not merely an error, which a timeout would also be.
+    let refusal = token.expect_err("r-0 is still held by the backup's holder");
     assert!(
-        token.is_err(),
-        "r-0 is still held by the backup's holder: {token:?}"
+        refusal.starts_with("refused: ")
+            && refusal.contains("HeldBy")
+            && refusal.contains("holder: \"h\""),
+        "{refusal}"
     );
     assert_eq!(
         epoch_of(&target_endpoints, "r-0").await,

@@ -106,7 +106,13 @@ mod tests {
         let r = FencedResource::new();
         r.check(FencingToken(4096)).unwrap();
         r.observe_epoch(FencingToken(8192));
-        assert!(r.check(FencingToken(4096)).is_err());
+        assert_eq!(
+            r.check(FencingToken(4096)),
+            Err(StaleToken {
+                presented: FencingToken(4096),
+                highest: FencingToken(8192)
+            })
+        );
         r.observe_epoch(FencingToken(1));
         assert_eq!(r.highest(), FencingToken(8192));
         // The next grant's token is above the revoke's epoch.
@@ -118,7 +124,18 @@ mod tests {
         let r = FencedResource::new();
         r.observe_epoch(FencingToken(10));
         let mut ran = false;
-        assert!(r.write(FencingToken(3), || ran = true).is_err());
+        assert_eq!(
+            r.write(FencingToken(3), || ran = true),
+            Err(StaleToken {
+                presented: FencingToken(3),
+                highest: FencingToken(10)
+            })
+        );
         assert!(!ran);
+        assert_eq!(
+            r.highest(),
+            FencingToken(10),
+            "a refused write raises nothing"
+        );
     }
 }

@@ -793,9 +793,14 @@ fn ttl_limits_follow_the_one_and_a_half_election_timeouts_rule() {
         }
     );
     assert!(!short.is_retryable());
-    assert!(lan
-        .validate_ttl(LeaseLimits::DEFAULT_MAX_TTL_MS + 1)
-        .is_err());
+    assert_eq!(
+        lan.validate_ttl(LeaseLimits::DEFAULT_MAX_TTL_MS + 1),
+        Err(LeaseError::TtlOutOfRange {
+            ttl_ms: LeaseLimits::DEFAULT_MAX_TTL_MS + 1,
+            min_ms: 450,
+            max_ms: LeaseLimits::DEFAULT_MAX_TTL_MS,
+        })
+    );
 
     // 1.5 × 3001 = 4501.5, rounded up.
     assert_eq!(LeaseLimits::for_election_timeout(3_001).min_ttl_ms(), 4_502);
