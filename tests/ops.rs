@@ -119,8 +119,10 @@ async fn metrics_pass_promtool_and_need_credentials() {
         .await
         .expect("acquire");
     }
-    // A refusal, a keep-alive, and probe reports, each of which has its own series.
+    // A refusal, a keep-alive, and probe reports, each of which has its own series. Probe
+    // reports name a region, which the DR controller's bootstrap writes first.
     let api = leader.http_addr.as_str();
+    dr_bootstrapped(api, WAIT).await;
     let (status, body) = post(
         api,
         "/v1/leases/db%2Fops-0/acquire",
