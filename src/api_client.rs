@@ -219,10 +219,10 @@ impl ApiClient {
 
     /// The index of `addr`, added to the list if it is new and there is room.
     fn position_or_learn(&self, addr: &str) -> Option<usize> {
-        if let Some(i) = self.nodes().iter().position(|n| n == addr) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = nodes.iter().position(|n| n == addr) {
             return Some(i);
         }
-        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
         if nodes.len() >= self.configured + MAX_LEARNED {
             return None;
         }
@@ -230,6 +230,7 @@ impl ApiClient {
         Some(nodes.len() - 1)
     }
 
+    #[cfg(test)]
     fn nodes(&self) -> Vec<String> {
         self.nodes.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -18,6 +18,7 @@ use arbiter_core::replication::{DataLossEstimate, WriteRate};
 use arbiter_core::{FencingToken, HolderId, MonoMillis, ResourceId};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::ServerState;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -33,7 +34,13 @@ const RECONCILE_EVERY_TICKS: u64 = 20;
 /// A read or keep-alive could not be confirmed by a quorum round.
 pub type ReadError = WriteError;
 
-type Labels = Vec<(String, String)>;
+/// One `lease_requests_total` series: static strings, so counting allocates nothing on the
+/// keep-alive path.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    operation: &'static str,
+    result: &'static str,
+}
 
 /// The lease instruments this manager updates (registered by [`crate::metrics::Metrics`]).
 #[derive(Clone)]
@@ -42,7 +49,7 @@ pub struct LeaseMetrics {
     /// fence, expire) and `result`: what was done (granted, already_held, renewed, released,
     /// revoked, fenced, expired), the refusal's kind (held_by, draining, stale_token, ...), or
     /// why nothing was decided (not_leader, timeout, overloaded, shutting_down, error).
-    pub requests: Family<Labels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
     /// Quorum rounds run to confirm leadership for keep-alives and reads.
     pub quorum_rounds: Counter,
     /// Keep-alives and reads one quorum round confirmed at once.
@@ -60,12 +67,9 @@ impl Default for LeaseMetrics {
 }
 
 impl LeaseMetrics {
-    fn count(&self, operation: &str, result: &str) {
+    fn count(&self, operation: &'static str, result: &'static str) {
         self.requests
-            .get_or_create(&vec![
-                ("operation".to_string(), operation.to_string()),
-                ("result".to_string(), result.to_string()),
-            ])
+            .get_or_create(&RequestLabels { operation, result })
             .inc();
     }
 }

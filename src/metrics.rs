@@ -25,10 +25,11 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::node::NodeContext;
 
-type Labels = Vec<(String, String)>;
+/// A label set built at runtime (region, peer, vantage names).
+pub(crate) type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+pub(crate) fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

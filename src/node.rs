@@ -706,9 +706,14 @@ fn health_service(
     let mut stop = stop.clone();
     tokio::spawn(async move {
         let mut raft = node.raft.metrics();
-        // Storage health is not in the Raft metrics: look again at least this often.
+        // Storage health and apply lag are looked at on this tick; between ticks only a change
+        // of leader or role is worth a look (the metrics change on every commit).
         let mut recheck = tokio::time::interval(Duration::from_secs(1));
         let mut current = None;
+        let role = |raft: &watch::Receiver<openraft::RaftMetrics<NodeId, Member>>| {
+            let m = raft.borrow();
+            (m.current_leader, m.state, m.running_state.is_ok())
+        };
         loop {
             let status = if *stop.borrow() {
                 ServingStatus::NotServing
@@ -726,8 +731,18 @@ fn health_service(
             if *stop.borrow() {
                 return;
             }
+            let seen = role(&raft);
             tokio::select! {
-                changed = raft.changed() => if changed.is_err() { return },
+                changed = async {
+                    loop {
+                        if raft.changed().await.is_err() {
+                            return false;
+                        }
+                        if role(&raft) != seen {
+                            return true;
+                        }
+                    }
+                } => if !changed { return },
                 _ = recheck.tick() => {}
                 _ = stop.changed() => {}
             }

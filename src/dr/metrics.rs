@@ -6,15 +6,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
-type Labels = Vec<(String, String)>;
-type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+use crate::metrics::{labels, Labels};
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
 /// 10 ms to ~5.5 min: driver calls and failover steps range from a table update to a
 /// scale-up that waits for instances.
@@ -52,7 +46,7 @@ impl DrMetrics {
     pub fn probe_report(&self, vantage: &str, region: &str, ok: bool) {
         let result = if ok { "ok" } else { "failing" };
         self.probe_reports
-            .get_or_create(&labels(&[
+            .get_or_create(&labels([
                 ("vantage", vantage),
                 ("region", region),
                 ("result", result),
@@ -62,17 +56,17 @@ impl DrMetrics {
 
     pub fn step(&self, step: &str, result: &str, took: Duration) {
         self.step_seconds
-            .get_or_create(&labels(&[("step", step), ("result", result)]))
+            .get_or_create(&labels([("step", step), ("result", result)]))
             .observe(took.as_secs_f64());
     }
 
     pub fn driver_call(&self, driver: &str, ok: bool, took: Duration) {
         let result = if ok { "ok" } else { "failed" };
         self.driver_calls
-            .get_or_create(&labels(&[("driver", driver), ("result", result)]))
+            .get_or_create(&labels([("driver", driver), ("result", result)]))
             .inc();
         self.driver_seconds
-            .get_or_create(&labels(&[("driver", driver)]))
+            .get_or_create(&labels([("driver", driver)]))
             .observe(took.as_secs_f64());
     }
 }
