@@ -7,8 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use arbiter_client::proto::lease_service_client::LeaseServiceClient;
+use arbiter_client::proto::{GetLeaseRequest, NotLeader};
 use common::serve::{rejoin_args, serve_until_exit, wait_until_voter};
 use common::*;
+use prost::Message;
 use rand::{Rng, SeedableRng};
 
 const TTL_MS: u64 = 60_000;
@@ -72,14 +75,24 @@ async fn three_nodes_elect_one_leader_and_survive_a_leader_kill() {
     let follower = (1..=3)
         .find(|id| *id != current.node_id)
         .expect("a follower");
+    // A follower answers a read with a redirect naming the leader; a dead or wedged node
+    // would answer nothing, which is not the same.
+    let mut at_follower = LeaseServiceClient::new(
+        grpc_channel(&cluster.node(follower).ready.grpc_addr).expect("channel"),
+    );
+    let request = GetLeaseRequest {
+        resource: "after-kill".into(),
+    };
+    let status = tokio::time::timeout(Duration::from_secs(5), at_follower.current_epoch(request))
+        .await
+        .expect("the follower answers")
+        .expect_err("a follower redirects reads rather than answering them");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let redirect = NotLeader::decode(status.details()).expect("a NotLeader redirect");
     assert_eq!(
-        epoch_of(
-            &[cluster.node(follower).ready.grpc_addr.clone()],
-            "after-kill"
-        )
-        .await,
-        None,
-        "a follower redirects reads rather than answering them"
+        (redirect.leader_id, redirect.leader_grpc_addr.as_str()),
+        (Some(current.node_id), current.grpc_addr.as_str()),
+        "{status:?}"
     );
     assert!(epoch_of(&endpoints, "after-kill").await >= Some(token));
 }

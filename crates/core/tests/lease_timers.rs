@@ -1,7 +1,7 @@
 //! The leader's lease deadlines: time is a `MonoMillis` argument, so each test walks a clock by
 //! hand and asserts which `Expire` commands the leader would propose, and when.
 
-use arbiter_core::lease_table::{BreakGlass, LeaseCommand, LeaseOutcome, LeaseTable};
+use arbiter_core::lease_table::{BreakGlass, LeaseCommand, LeaseOutcome, LeaseRefusal, LeaseTable};
 use arbiter_core::lease_timers::{LeaseTimers, TimerRenewal};
 use arbiter_core::{ApplyCtx, FencingToken, HolderId, MonoMillis, ResourceId, WallMillis};
 
@@ -298,10 +298,14 @@ fn expire_proposed_for_a_lease_replaced_meanwhile_is_refused_by_the_table() {
     apply(&mut table, 2, release("db/orders", "proxy-a", old));
     let new = grant(&mut table, 3, "db/orders", "proxy-b");
 
-    assert!(matches!(
-        expire_due(&mut table, 4, due)[..],
-        [LeaseOutcome::Refused(_)]
-    ));
+    // Refused as stale: the old lease's token is not the new one's, so proxy-b keeps it.
+    assert_eq!(
+        expire_due(&mut table, 4, due),
+        [LeaseOutcome::Refused(LeaseRefusal::StaleToken {
+            presented: old,
+            current: new,
+        })]
+    );
     timers.reconcile(&table, MonoMillis(TTL));
     assert_eq!(
         timers.may_hold_until(&res("db/orders")),
