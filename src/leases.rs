@@ -190,6 +190,9 @@ impl LeaseManager {
 
     /// Milliseconds on this process's monotonic clock.
     pub fn mono_now(&self) -> MonoMillis {
+        #[cfg(feature = "mutant-wall-clock-expiry")]
+        return MonoMillis(wall_clock_mutant::elapsed_ms());
+        #[cfg(not(feature = "mutant-wall-clock-expiry"))]
         MonoMillis(self.inner.epoch.elapsed().as_millis() as u64)
     }
 
@@ -244,6 +247,8 @@ impl LeaseManager {
             } => {
                 // What the displaced holder may still write before its deadline passes.
                 let may_hold_ms = self.may_hold_for_ms(resource);
+                #[cfg(feature = "mutant-break-glass-no-estimate")]
+                let may_hold_ms = 0;
                 Command::BreakGlassAcquire {
                     data_loss: DataLossEstimate::from_lag(may_hold_ms, self.inner.write_rate),
                     acquire: command,
@@ -449,7 +454,10 @@ impl LeaseManager {
                 if timers.leader_term != Some(term) {
                     // New leadership: a full TTL for every live lease from now, since we cannot
                     // know when the previous leader last renewed them.
+                    #[cfg(not(feature = "mutant-reelected-keeps-timers"))]
                     timers.timers.on_elected(&state.machine.leases, now);
+                    #[cfg(feature = "mutant-reelected-keeps-timers")]
+                    timers.timers.reconcile(&state.machine.leases, now);
                     timers.leader_term = Some(term);
                     tracing::info!(term, "leader: lease timers rebuilt with full TTLs");
                 } else if ticks.is_multiple_of(RECONCILE_EVERY_TICKS) {
@@ -495,5 +503,26 @@ fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> ReadE
             }
         }
         RaftError::Fatal(f) => WriteError::Raft(f.to_string()),
+    }
+}
+
+/// Rule 7's mutant: lease time read from the wall clock, counted from the first reading, so a
+/// step of the wall clock moves every deadline.
+#[cfg(feature = "mutant-wall-clock-expiry")]
+mod wall_clock_mutant {
+    use std::sync::OnceLock;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    fn wall_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    pub fn elapsed_ms() -> u64 {
+        static START: OnceLock<u64> = OnceLock::new();
+        // A day of headroom, so a step backwards does not saturate at zero.
+        let start = *START.get_or_init(|| wall_ms().saturating_sub(86_400_000));
+        wall_ms().saturating_sub(start)
     }
 }

@@ -46,7 +46,15 @@
 
 // A mutant feature removes a lease-safety rule (see `scripts/mutants.sh`); it exists to prove a
 // test fails without the rule and must never reach a release build.
-#[cfg(all(not(debug_assertions), feature = "mutant-no-quorum-keepalive"))]
+#[cfg(all(
+    not(debug_assertions),
+    any(
+        feature = "mutant-no-quorum-keepalive",
+        feature = "mutant-break-glass-no-estimate",
+        feature = "mutant-wall-clock-expiry",
+        feature = "mutant-reelected-keeps-timers"
+    )
+))]
 compile_error!("mutant features remove a safety rule: debug test builds only");
 
 pub mod api_client;

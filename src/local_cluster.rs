@@ -119,6 +119,9 @@ pub struct NodeSpec {
     pub profile: Profile,
     /// Further `arbiter serve` flags, e.g. `--snapshot-every 20`.
     pub extra_args: Vec<String>,
+    /// Environment variables set for the node on top of this process's own, e.g. a
+    /// `LD_PRELOAD` clock shim in a test that steps the node's wall clock.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +184,7 @@ impl NodeSpec {
             tls: None,
             profile: Profile::Lan,
             extra_args: Vec::new(),
+            env: Vec::new(),
         })
     }
 
@@ -243,6 +247,7 @@ impl NodeSpec {
             });
         }
         cmd.args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -521,4 +521,34 @@ async fn audit_records_name_the_authenticated_caller_not_the_body() {
     for event in events {
         assert_eq!(event["initiatedBy"], json!("alice"), "{event}");
     }
+
+    // Rule 6: the override is logged with what the displaced holder may still write: its
+    // remaining validity (at most the TTL) at the configured 5,000 writes/s of 1,000 bytes.
+    let overrides: Vec<&Value> = events
+        .iter()
+        .filter(|event| {
+            event["timelineLogs"].as_array().is_some_and(|steps| {
+                steps.iter().any(|step| {
+                    step["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("break-glass"))
+                })
+            })
+        })
+        .collect();
+    assert_eq!(overrides.len(), 1, "one break-glass override: {log}");
+    let event = overrides[0];
+    assert_eq!(event["failoverType"], json!("MANUAL_OVERRIDE"), "{event}");
+    let writes = event["uncommittedDataLossEstimateWrites"]
+        .as_u64()
+        .expect("a write estimate");
+    assert!(
+        0 < writes && writes <= TTL_MS * 5_000 / 1_000,
+        "estimate of {writes} writes for a lease with at most {TTL_MS} ms left: {event}"
+    );
+    assert_eq!(
+        event["uncommittedDataLossEstimateBytes"],
+        json!(writes * 1_000),
+        "{event}"
+    );
 }

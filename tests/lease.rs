@@ -307,11 +307,32 @@ async fn a_holder_cut_off_from_every_node_reports_the_loss_by_its_deadline() {
         "loss reported {signal_delay:?} after the deadline"
     );
 
-    tracing::info!("phase: nodes resume; the lost lease stays lost");
+    tracing::info!("phase: nodes resume; the arbiter frees the lease and refuses the old token");
     cluster.leader(Duration::from_secs(10)).await;
-    sleep(Duration::from_millis(300)).await;
-    assert!(!keeper.is_valid());
-    assert!(matches!(keeper.validity(), Validity::Lost { .. }));
+    let resource = ResourceId::new("db/payments");
+    let successor = LeaseSpec::new("db/payments", "proxy-us", ttl);
+    let grant = eventually("the lapsed lease to be granted again", ttl * 5, || {
+        let (client, successor) = (client.clone(), successor.clone());
+        async move { client.acquire(&successor).await.ok()?.ok() }
+    })
+    .await;
+    assert!(grant.token > keeper.token());
+    let refused = client
+        .keep_alive(&resource, keeper.holder(), keeper.token())
+        .await
+        .expect("cluster reachable");
+    assert_eq!(
+        refused,
+        Err(Refusal::StaleToken {
+            presented: keeper.token(),
+            current: grant.token,
+        })
+    );
+    // The holder's own view agrees, from the same moment.
+    let Validity::Lost { at, .. } = keeper.validity() else {
+        panic!("valid again after the arbiter came back");
+    };
+    assert_eq!(at, deadline);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,6 +351,23 @@ async fn a_revoked_holder_is_refused_at_once_and_fenced_by_the_new_epoch() {
     let old_token = keeper.token();
     let fence = FencedResource::new();
     fence.write(old_token, || ()).expect("the holder writes");
+    // The last deadline the holder counted before it learnt of the revoke: until then it may
+    // write, so no successor may be granted before it.
+    let last_deadline = {
+        let mut validity = keeper.subscribe();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                match &*validity.borrow_and_update() {
+                    Validity::Valid { until, .. } => last = Some(*until),
+                    Validity::Lost { .. } => return last,
+                }
+                if validity.changed().await.is_err() {
+                    return last;
+                }
+            }
+        })
+    };
 
     tracing::info!("phase: revoke");
     let revoked = client
@@ -402,6 +440,17 @@ async fn a_revoked_holder_is_refused_at_once_and_fenced_by_the_new_epoch() {
         async move { client.acquire(&successor).await.ok()?.ok() }
     })
     .await;
+    let granted_by = Instant::now();
+    let old_deadline = last_deadline
+        .await
+        .expect("the deadline watcher did not panic")
+        .expect("valid before the revoke");
+    assert!(
+        granted_by > old_deadline,
+        "the successor was granted {:?} before the revoked holder's deadline",
+        old_deadline - granted_by
+    );
+    tracing::info!(after_old_deadline = ?(granted_by - old_deadline), "successor granted");
     assert!(grant.token > epoch);
     fence
         .write(grant.token, || ())

@@ -155,6 +155,7 @@ impl Cluster {
                     tls: Some(certs.node_tls(id)),
                     profile: config.profile,
                     extra_args,
+                    env: Vec::new(),
                 },
             );
         }

@@ -255,6 +255,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 "--auth-tokens-file".into(),
                 tokens_file.display().to_string(),
             ],
+            env: Vec::new(),
         };
         eprintln!("starting node {} ({})...", spec.id, spec.region);
         nodes.push(spec.start(&binary, Duration::from_secs(30)).await?);

@@ -47,6 +47,8 @@ impl FencedResource {
     ) -> Result<T, StaleToken> {
         let mut highest = self.lock();
         admit(&mut highest, token)?;
+        #[cfg(feature = "mutant-check-then-write")]
+        drop(highest);
         Ok(write())
     }
 
@@ -117,6 +119,58 @@ mod tests {
         assert_eq!(r.highest(), FencingToken(8192));
         // The next grant's token is above the revoke's epoch.
         assert!(r.check(FencingToken(12288)).is_ok());
+    }
+
+    /// Rule 9: the check and the write are one step. A write with token 9 that arrives while
+    /// a write with token 5 runs waits for it, so the store's last write is the higher token's.
+    /// Were the floor let go between check and write, token 9 would write during token 5's
+    /// write and token 5's would land last: a lower token overwriting a higher one.
+    #[test]
+    fn a_higher_token_waits_for_a_running_lower_write_and_lands_after_it() {
+        use std::sync::mpsc;
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        let resource = Arc::new(FencedResource::new());
+        let store = Arc::new(Mutex::new(Vec::new()));
+        let (low_running_tx, low_running) = mpsc::channel();
+        let (high_wrote_tx, high_wrote) = mpsc::channel();
+
+        let low = {
+            let (resource, store) = (resource.clone(), store.clone());
+            std::thread::spawn(move || {
+                resource.write(FencingToken(5), || {
+                    low_running_tx.send(()).unwrap();
+                    // While this write runs, the higher token must not get to write. Wait for
+                    // it a while (it is expected not to come), then finish this write.
+                    let overtaken = high_wrote.recv_timeout(Duration::from_millis(300)).is_ok();
+                    store.lock().unwrap().push(5);
+                    overtaken
+                })
+            })
+        };
+        low_running.recv().unwrap();
+        let high = {
+            let (resource, store) = (resource.clone(), store.clone());
+            std::thread::spawn(move || {
+                resource.write(FencingToken(9), || {
+                    store.lock().unwrap().push(9);
+                    let _ = high_wrote_tx.send(());
+                })
+            })
+        };
+        let overtaken = low.join().unwrap().expect("token 5 admitted first");
+        high.join().unwrap().expect("token 9 admitted after");
+        assert!(
+            !overtaken,
+            "token 9 wrote while token 5's write was running"
+        );
+        assert_eq!(
+            *store.lock().unwrap(),
+            [5, 9],
+            "the lower token's write landed last"
+        );
+        assert_eq!(resource.highest(), FencingToken(9));
     }
 
     #[test]

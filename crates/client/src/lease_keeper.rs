@@ -392,6 +392,8 @@ impl Renewer {
                         }
                         Err(error) => {
                             tracing::debug!(resource = %self.resource, %error, "keep-alive failed");
+                            #[cfg(feature = "mutant-renew-on-error")]
+                            extend(&self.state, Instant::now() + self.renew_every * 3);
                             // Try again soon; the deadline timer decides when it is too late.
                             next_renewal = Instant::now() + self.renew_every / 4;
                         }
@@ -500,6 +502,28 @@ mod tests {
         );
     }
 
+    /// Rule 2 on the holder's side: keep-alives that fail (here every answer is "outcome
+    /// unknown", as from a leader that cannot reach a quorum) renew nothing, so validity ends at
+    /// the deadline the last success gave, however often the holder retries.
+    #[tokio::test]
+    async fn failed_keep_alives_do_not_extend_validity() {
+        let (node, keeper) = keeper(Answer::WriteTimeout).await;
+        let deadline = keeper.valid_until().unwrap();
+        let cause = tokio::time::timeout(Duration::from_millis(3 * TTL_MS), keeper.lost())
+            .await
+            .expect("still valid long after its deadline: a failed keep-alive counted");
+        assert_eq!(cause, LossCause::DeadlinePassed);
+        let Validity::Lost { at, .. } = keeper.validity() else {
+            panic!("lost but valid");
+        };
+        assert_eq!(at, deadline, "a failed keep-alive moved the deadline");
+        assert!(
+            node.calls() >= 3,
+            "the holder kept trying: {}",
+            node.calls()
+        );
+    }
+
     #[tokio::test]
     async fn a_refused_keep_alive_ends_validity_at_once() {
         let (_, keeper) = keeper(Answer::Stale { current: 99 }).await;
@@ -519,32 +543,87 @@ mod tests {
         assert!(!keeper.is_valid());
     }
 
+    /// A keep-alive that reached the arbiter before the deadline, but whose reply is due after
+    /// it, is not waited for: the loss is reported at the deadline, and the reply, once the
+    /// arbiter sends it, changes nothing. The keep-alive goes out 100 ms before the deadline
+    /// (renewals every 800 ms of a 900 ms validity) and is answered 250 ms after it arrived,
+    /// within the keeper's per-attempt cap (400 ms): only the deadline can cut it short.
     #[tokio::test]
-    async fn a_reply_after_the_deadline_does_not_revive_the_lease() {
-        let late = Answer::Late(
-            Duration::from_millis(TTL_MS),
+    async fn a_reply_due_after_the_deadline_is_not_waited_for_and_changes_nothing() {
+        const TTL: Duration = Duration::from_millis(1_000);
+        const DELAY: Duration = Duration::from_millis(250);
+        let node = MockArbiter::default();
+        node.on_acquire(Answer::Ok {
+            token: 7,
+            ttl_ms: TTL.as_millis() as u64,
+        });
+        node.on_keep_alive(Answer::Late(
+            DELAY,
             Box::new(Answer::Ok {
                 token: 7,
-                ttl_ms: TTL_MS,
+                ttl_ms: TTL.as_millis() as u64,
             }),
+        ));
+        let client = ArbiterClient::connect(vec![node.serve().await], ClientOptions::default())
+            .await
+            .unwrap();
+        let spec = LeaseSpec::new("db/orders", "proxy-a", TTL);
+        let options = KeeperOptions {
+            renew_every: Some(Duration::from_millis(800)),
+            drift_margin: Some(Duration::from_millis(100)),
+        };
+        let keeper = LeaseKeeper::acquire(&client, &spec, options)
+            .await
+            .unwrap()
+            .unwrap();
+        let deadline = keeper.valid_until().unwrap();
+
+        let cause = tokio::time::timeout(2 * TTL, keeper.lost())
+            .await
+            .expect("lost by the deadline");
+        let observed = Instant::now();
+        assert_eq!(cause, LossCause::DeadlinePassed);
+        let keep_alive_arrived = node.arrivals()[1];
+        assert!(keep_alive_arrived < deadline, "the keep-alive was in time");
+        assert!(
+            keep_alive_arrived + DELAY > deadline,
+            "its reply was due after the deadline"
         );
-        let (_, keeper) = keeper(late).await;
-        assert_eq!(keeper.lost().await, LossCause::DeadlinePassed);
-        tokio::time::sleep(Duration::from_millis(2 * TTL_MS)).await;
-        assert!(!keeper.is_valid());
+        assert!(
+            observed - deadline < Duration::from_millis(50),
+            "the loss waited {:?} past the deadline for the reply",
+            observed - deadline
+        );
+
+        // The arbiter's reply time passes: the lease stays lost, from the same moment.
+        tokio::time::sleep_until(keep_alive_arrived + DELAY + Duration::from_millis(50)).await;
+        let Validity::Lost { at, .. } = keeper.validity() else {
+            panic!("a late reply revived the lease");
+        };
+        assert_eq!(at, deadline);
     }
 
     #[tokio::test]
     async fn stopping_renewal_lets_the_lease_run_to_its_deadline() {
-        let (_, keeper) = keeper(Answer::Ok {
+        let (node, keeper) = keeper(Answer::Ok {
             token: 7,
             ttl_ms: TTL_MS,
         })
         .await;
         keeper.stop_renewing();
+        let calls = node.calls();
         let deadline = keeper.valid_until().unwrap();
-        assert_eq!(keeper.lost().await, LossCause::DeadlinePassed);
-        assert!(Instant::now() >= deadline);
+        let cause = tokio::time::timeout(Duration::from_millis(3 * TTL_MS), keeper.lost())
+            .await
+            .expect("still valid long after its deadline");
+        let observed = Instant::now();
+        assert_eq!(cause, LossCause::DeadlinePassed);
+        let Validity::Lost { at, .. } = keeper.validity() else {
+            panic!("lost but valid");
+        };
+        assert_eq!(at, deadline, "nothing moved the deadline");
+        assert!(observed >= deadline);
+        assert_eq!(node.calls(), calls, "no keep-alive after stop_renewing");
     }
 
     /// Rule 3 with replies slow enough to tell send from reply, and a margin wide enough to
@@ -620,14 +699,22 @@ mod tests {
         let (node, keeper) = keeper(Answer::Silent).await;
         let validity = keeper.subscribe();
         assert_eq!(keeper.release().await, Ok(Ok(())));
-        assert!(matches!(
-            &*validity.borrow(),
-            Validity::Lost {
-                cause: LossCause::Released,
-                ..
-            }
-        ));
-        assert!(node.calls() >= 2);
+        let Validity::Lost {
+            cause: LossCause::Released,
+            at,
+            ..
+        } = *validity.borrow()
+        else {
+            panic!("not lost by release: {:?}", *validity.borrow());
+        };
+        let released = node.releases();
+        assert_eq!(released.len(), 1);
+        // The holder stopped believing before the arbiter could free the lease for another.
+        assert!(
+            at <= released[0],
+            "validity ended {:?} after the release arrived",
+            at - released[0]
+        );
     }
 
     #[test]

@@ -27,7 +27,9 @@
     not(debug_assertions),
     any(
         feature = "mutant-deadline-from-reply",
-        feature = "mutant-no-drift-margin"
+        feature = "mutant-no-drift-margin",
+        feature = "mutant-renew-on-error",
+        feature = "mutant-check-then-write"
     )
 ))]
 compile_error!("mutant features remove a safety rule: debug test builds only");

@@ -44,6 +44,8 @@ pub(crate) struct MockArbiter {
     calls: Arc<AtomicU32>,
     /// Arrival instants of scripted calls, in order: every request was sent before its entry.
     arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// Arrival instants of releases.
+    releases: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl MockArbiter {
@@ -66,6 +68,11 @@ impl MockArbiter {
     /// When each scripted call (acquire, keep-alive, revoke) arrived, in order.
     pub(crate) fn arrivals(&self) -> Vec<Instant> {
         self.arrivals.lock().unwrap().clone()
+    }
+
+    /// When each release arrived, in order.
+    pub(crate) fn releases(&self) -> Vec<Instant> {
+        self.releases.lock().unwrap().clone()
     }
 
     /// Serves on a fresh loopback port; returns `host:port`.
@@ -171,6 +178,7 @@ impl LeaseService for MockArbiter {
         _: Request<proto::ReleaseRequest>,
     ) -> Result<Response<proto::LeaseReply>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.releases.lock().unwrap().push(Instant::now());
         Ok(Response::new(proto::LeaseReply {
             ok: true,
             ..Default::default()

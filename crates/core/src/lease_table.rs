@@ -389,6 +389,7 @@ impl LeaseTable {
                 });
             }
             // Even the same holder waits: its revoked lease may still be writing elsewhere.
+            #[cfg(not(feature = "mutant-grant-while-draining"))]
             Some(LeaseState::Draining { lease, .. }) if !break_glass => {
                 return Err(LeaseRefusal::Draining {
                     holder: lease.holder.clone(),

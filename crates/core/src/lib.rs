@@ -35,7 +35,9 @@
     any(
         feature = "mutant-renew-lapsed",
         feature = "mutant-elected-keeps-old-deadlines",
-        feature = "mutant-token-not-log-position"
+        feature = "mutant-token-not-log-position",
+        feature = "mutant-grant-while-draining",
+        feature = "mutant-break-glass-unlogged"
     )
 ))]
 compile_error!("mutant features remove a safety rule: debug test builds only");
