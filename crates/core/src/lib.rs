@@ -24,6 +24,8 @@
 //!   validated per-region traffic weights.
 //! - [`replication`]: replicated replication links and sync checkpoints; sync metrics, RPO
 //!   violations and data-loss estimates.
+//! - [`capacity_plan`]: the seed's capacity model (bandwidth, writes in flight, DNS-cached
+//!   clients, predicted RTO by component) as a pure function of its inputs.
 //! - [`failover_log`]: the append-only failover log; steps only advance, each recorded once.
 //! - [`failover_plan`]: the failover workflow over [`failover_log`] (`next_action`) and the
 //!   failback gate over [`region_health`] and [`replication`].
@@ -42,6 +44,7 @@
 ))]
 compile_error!("mutant features remove a safety rule: debug test builds only");
 
+pub mod capacity_plan;
 pub mod command;
 pub mod crdt;
 pub mod failover_log;
