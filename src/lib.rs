@@ -32,6 +32,8 @@
 //! - [`proposer`]: group commit of client commands into log entries, with a write deadline.
 //! - [`store`]: the Raft log in a checksummed WAL (fdatasync before ack), metadata in sled
 //!   (durable flush), snapshots in a checksummed file; one `SyncPolicy` for every fsync.
+//! - [`pg_cluster`]: local PostgreSQL primaries and streaming standbys on unix sockets (run as
+//!   the `postgres` user when root), with promotion and SIGKILL/SIGSTOP, for tests and drills.
 //! - [`network`]: Raft RPCs to peers over cached tonic channels.
 //! - [`grpc`], [`http`]: the edges; errors become statuses in one place each. The HTTP routes
 //!   and their OpenAPI document (`GET /v1/openapi.json`) come from one list.
@@ -75,6 +77,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod pg_cluster;
 pub mod placement;
 pub mod proposer;
 pub mod raft_types;

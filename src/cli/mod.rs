@@ -1,6 +1,6 @@
 //! Command line: `arbiter serve`, `up`, `certs`, `auth token`, `status`, `member`, `snapshot`,
 //! `lease`, `failover`, `failback`, `regions`, `tenants`, `events`, `move-leader`, `probe`,
-//! `gateway`, `config`, `completions`.
+//! `gateway`, `pg`, `plan`, `config`, `completions`.
 //!
 //! Every client command takes `--output table|json` and the same exit codes ([`exit`]); every
 //! global flag has an `ARBITER_*` variable (`ARBITER_ENDPOINTS`, `ARBITER_DATA_DIR`,
@@ -18,6 +18,7 @@ pub mod exit;
 mod lease;
 mod member;
 pub mod output;
+mod pg;
 mod probe;
 mod rejoin;
 mod serve;
@@ -81,6 +82,9 @@ enum Command {
     Auth(auth::AuthCommand),
     #[command(flatten)]
     Dr(dr::DrCommand),
+    /// PostgreSQL under a lease: install the in-database fence.
+    #[command(subcommand)]
+    Pg(pg::PgCommand),
     /// Check a node config file, or show the effective config (file, flags and defaults).
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -119,6 +123,7 @@ pub fn main() -> ExitCode {
             Command::Lease(args) => lease::run(args).await,
             Command::Auth(command) => auth::run(command).await,
             Command::Dr(command) => dr::run(command).await,
+            Command::Pg(command) => pg::run(command).await,
             Command::Config(command) => config::run(command),
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();

@@ -19,6 +19,8 @@
 //! - [`lease_keeper`]: [`LeaseKeeper`] — holds a lease and knows, on its own monotonic clock,
 //!   until when it is valid, even with every arbiter node unreachable.
 //! - [`fenced_resource`]: [`FencedResource`] — the resource-side guard against stale tokens.
+//! - [`pg_fence`] (feature `postgres`): the same guard inside PostgreSQL — `arbiter_fence.check`
+//!   and a helper that runs a closure in a transaction fenced by a [`LeaseKeeper`]'s token.
 //! - [`hlc`], [`crdt`]: conflict-resolution building blocks, re-exported from the pure core.
 
 // A mutant feature removes a lease-safety rule (see `scripts/mutants.sh`); it exists to prove a
@@ -64,6 +66,8 @@ pub mod lease;
 pub mod lease_keeper;
 #[cfg(test)]
 mod mock_arbiter;
+#[cfg(feature = "postgres")]
+pub mod pg_fence;
 
 pub use client::{ArbiterClient, ClientOptions, EndpointStatus};
 pub use credentials::{channel, AuthChannel, BearerToken, ClientTls};
