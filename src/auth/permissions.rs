@@ -280,6 +280,7 @@ const HTTP: &[(&str, &str, Access)] = &[
         "/v1/dr/tasks/{id}",
         Access::Requires(Operation::Read),
     ),
+    ("GET", "/v1/plan", Access::Requires(Operation::Read)),
     ("GET", "/v1/regions", Access::Requires(Operation::Read)),
     ("GET", "/v1/tenants", Access::Requires(Operation::Read)),
     ("GET", "/v1/tenants/{id}", Access::Requires(Operation::Read)),

@@ -1,4 +1,4 @@
-//! `arbiter failover | failback | regions | tenants | events`: the DR operator commands, over
+//! `arbiter failover | failback | regions | tenants | events | move-leader | plan`: the DR operator commands, over
 //! the nodes' HTTP API.
 //!
 //! Every command goes through the shared leader-following [`ApiClient`]: it tries the endpoints
@@ -46,6 +46,9 @@ pub enum DrCommand {
     /// Move Raft leadership (and with it the DR controller) to a node or region now; refused
     /// during a failover. Automatic placement does this for the preferred region on its own.
     MoveLeader(MoveLeaderArgs),
+    /// The seed's capacity model for this cluster: replication bandwidth, transactions in
+    /// flight at failure, DNS-cached clients, predicted RTO by component (live, or what-if).
+    Plan(super::plan::PlanArgs),
 }
 
 #[derive(Args, Debug)]
@@ -221,6 +224,17 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
                 "/v1/cluster/leader".to_string(),
                 Some(body),
                 print_move,
+                Follow::Nothing,
+            )
+        }
+        DrCommand::Plan(a) => {
+            let path = a.path(query);
+            (
+                a.target_cluster,
+                "GET",
+                path,
+                None,
+                super::plan::print as fn(&Value),
                 Follow::Nothing,
             )
         }

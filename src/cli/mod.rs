@@ -19,6 +19,7 @@ mod lease;
 mod member;
 pub mod output;
 mod pg;
+mod plan;
 mod probe;
 mod rejoin;
 mod serve;

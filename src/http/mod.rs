@@ -8,6 +8,7 @@
 //! | `GET /v1/health/check` | [`health`] | the seed's health check for this node's region |
 //! | `POST /v1/dr/traffic-shift`, `GET /v1/dr/tasks/{id}` | [`traffic`] | the seed's traffic shift (202) and its task |
 //! | `POST /v1/dr/failover`, `POST /v1/dr/failback`, `POST /v1/probes/report` | [`dr`] | operator overrides and probe agents, through the DR controller |
+//! | `GET /v1/plan` | [`plan`] | the seed's capacity model for this cluster: bandwidth, writes in flight, DNS-cached clients, predicted RTO by component |
 //! | `GET /v1/regions` | [`regions`] | health, down-since, cooldown, traffic weights |
 //! | `GET /v1/tenants`, `GET/PUT /v1/tenants/{id}` | [`tenants`] | the routing table |
 //! | `GET /v1/failover-events`, `GET /v1/failover-events/{id}` | [`events`] | the failover log, newest first |
@@ -36,6 +37,7 @@ mod leader;
 mod leases;
 pub mod openapi;
 mod ops;
+mod plan;
 mod regions;
 mod replication;
 mod rfc3339;
@@ -140,6 +142,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(dr::failover))
         .routes(routes!(dr::failback))
         .routes(routes!(dr::probe_report))
+        .routes(routes!(plan::plan))
         .routes(routes!(regions::list))
         .routes(routes!(tenants::list))
         .routes(routes!(tenants::get, tenants::upsert))
