@@ -7,56 +7,12 @@ use std::time::Duration;
 
 use arbiter::auth::issue::TokenGrant;
 use arbiter::auth::Role;
-use arbiter::tls::ClientCredentials;
 use common::*;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The DR tick of this test's cluster.
 const TICK_MS: u64 = 100;
-
-/// One request to `addr` with `token` (`None`: no credentials); status and JSON body.
-async fn call(
-    addr: &str,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let credentials = ClientCredentials {
-        token: token.map(str::to_string),
-        token_file: None,
-        ..certs().operator()
-    };
-    let client = credentials.http_client().expect("HTTPS client");
-    let url = format!("{}{path}", client.base_url(addr));
-    let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
-    let response = client
-        .request(method, &url, body.as_deref(), Duration::from_secs(5))
-        .await
-        .expect("HTTP exchange");
-    let value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    (response.status, value)
-}
-
-/// `arbiter ARGS` with the operator's credentials: exit code, stdout, stderr.
-async fn arbiter(args: &[&str]) -> (i32, String, String) {
-    let credentials = cli_credentials();
-    let output = tokio::process::Command::new(binary())
-        .args(args)
-        .args(&credentials)
-        .env_remove("ARBITER_ENDPOINTS")
-        .env_remove("ARBITER_OUTPUT")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("the CLI runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn input<'a>(plan: &'a Value, name: &str) -> &'a Value {
     plan["inputs"]
@@ -91,7 +47,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
     let http = http.join(",");
 
     tracing::info!("phase: without a declared link the plan says the lag is unknown");
-    let (status, plan) = call(&api, Some(&operator), "GET", "/v1/plan", None).await;
+    let (status, plan) = http_with_token(&api, Some(&operator), "GET", "/v1/plan", None).await;
     assert_eq!(status, 200, "{plan}");
     assert_eq!(plan["sourceRegion"], "us-east-1");
     assert_eq!(plan["targetRegion"], "us-west-2");
@@ -108,7 +64,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
     tracing::info!(
         "phase: the link reports the seed's 800 ms lag; the CLI gives the seed's numbers"
     );
-    let (status, body) = call(
+    let (status, body) = http_with_token(
         &api,
         Some(&operator),
         "PUT",
@@ -117,7 +73,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = call(
+    let (status, body) = http_with_token(
         &api,
         Some(&operator),
         "POST",
@@ -130,7 +86,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (code, out, err) = arbiter(&["plan", "--endpoints", &http, "-o", "json"]).await;
+    let (code, out, err) = arbiter_cli(&["plan", "--endpoints", &http, "-o", "json"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let plan: Value = serde_json::from_str(&out).expect("JSON plan");
     assert_eq!(input(&plan, "lagMs")["value"], 800);
@@ -157,7 +113,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
     assert_eq!(input(&plan, "leaseTtlMs")["value"], 60_000);
     let commit = input(&plan, "commitMs")["value"].as_u64().expect("commit");
     assert!(
-        commit >= 1 && commit < 5_000,
+        (1..5_000).contains(&commit),
         "a loopback quorum round: {commit}"
     );
     let detection = component(&plan, "detection");
@@ -175,7 +131,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
     );
 
     tracing::info!("phase: what-if flags override the live inputs");
-    let (code, out, err) = arbiter(&[
+    let (code, out, err) = arbiter_cli(&[
         "plan",
         "--endpoints",
         &http,
@@ -216,7 +172,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
     assert_eq!(component(&what_if, "promotion"), 2_775 + 75 + 500);
 
     tracing::info!("phase: the table shows the seed's figures as the seed writes them");
-    let (code, table, err) = arbiter(&["plan", "--endpoints", &http]).await;
+    let (code, table, err) = arbiter_cli(&["plan", "--endpoints", &http]).await;
     assert_eq!(code, 0, "{table}{err}");
     tracing::info!("arbiter plan:\n{table}");
     for expected in [
@@ -239,10 +195,11 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
             vantage: None,
         })
         .await;
-    let (status, body) = call(&api, Some(&reader), "GET", "/v1/plan?lagMs=100", None).await;
+    let (status, body) =
+        http_with_token(&api, Some(&reader), "GET", "/v1/plan?lagMs=100", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["inFlightAtFailure"]["transactions"], 500);
-    let (status, _) = call(&api, None, "GET", "/v1/plan", None).await;
+    let (status, _) = http_with_token(&api, None, "GET", "/v1/plan", None).await;
     assert_eq!(status, 401);
     for (path, expected) in [
         ("/v1/plan?lagMs=-1", 400),
@@ -254,7 +211,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
         ),
         ("/v1/plan?writesPerSec=1000000000000000", 422),
     ] {
-        let (status, body) = call(&api, Some(&reader), "GET", path, None).await;
+        let (status, body) = http_with_token(&api, Some(&reader), "GET", path, None).await;
         assert_eq!(status, expected, "{path}: {body}");
         assert!(body["error"].is_string(), "{path}: {body}");
     }

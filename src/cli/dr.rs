@@ -456,7 +456,7 @@ fn encode(value: &str) -> String {
 }
 
 /// A JSON value as table text: strings bare, `null` as `-`.
-fn text(value: &Value) -> String {
+pub(super) fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),

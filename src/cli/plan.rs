@@ -8,7 +8,7 @@
 use clap::Args;
 use serde_json::Value;
 
-use super::dr::Target;
+use super::dr::{text, Target};
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
@@ -148,14 +148,6 @@ pub(super) fn print(plan: &Value) {
         ]);
     }
     inputs.print();
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// A float with at most one decimal, trailing ".0" dropped (52 Mbps, 276.3 s).

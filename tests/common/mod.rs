@@ -361,6 +361,50 @@ pub async fn dr_bootstrapped(http_addr: &str, timeout: Duration) {
     .await;
 }
 
+/// One HTTPS request to `addr` presenting `token` (`None`: no credential at all, only the CA);
+/// the status and the body as JSON (`null` when it is not JSON).
+pub async fn http_with_token(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let credentials = ClientCredentials {
+        token: token.map(str::to_string),
+        token_file: None,
+        ..certs().operator()
+    };
+    let client = credentials.http_client().expect("HTTPS client");
+    let url = format!("{}{path}", client.base_url(addr));
+    let body = body.map(|b| serde_json::to_vec(&b).expect("encode JSON"));
+    let response = client
+        .request(method, &url, body.as_deref(), Duration::from_secs(5))
+        .await
+        .expect("HTTP exchange");
+    let value = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
+    (response.status, value)
+}
+
+/// Runs `arbiter ARGS` with the operator's credentials appended and no `ARBITER_ENDPOINTS` /
+/// `ARBITER_OUTPUT` from the test's environment: exit code, stdout, stderr.
+pub async fn arbiter_cli(args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(binary())
+        .args(args)
+        .args(cli_credentials())
+        .env_remove("ARBITER_ENDPOINTS")
+        .env_remove("ARBITER_OUTPUT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("the CLI runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
