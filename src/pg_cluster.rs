@@ -8,7 +8,10 @@
 //!   primary over that socket (`primary_conninfo` with `host=<socket dir>`).
 //! - PostgreSQL refuses to run as root: when this process is root, every PostgreSQL program runs
 //!   as the unprivileged `postgres` user (setgid/setuid in the child before exec) on a temp dir
-//!   owned by that user. The postmaster is our direct child, so its pid is the one we signal.
+//!   owned by that user. The postmaster is our direct child, so its pid is the one we signal;
+//!   the rest of the server (backends, walsender, walreceiver, ...) are its children, each in
+//!   a session of its own (PostgreSQL calls setsid), found through `/proc` when the whole
+//!   server is to be stopped or killed.
 //! - A [`PgServer`] owns its postmaster and temp dir: dropping it stops that postmaster
 //!   (immediate shutdown, SIGKILL after a deadline), reaps it and removes the dir.
 //! - Every wait polls a condition until a deadline; none sleeps and hopes.
@@ -415,6 +418,18 @@ impl PgServer {
             .await
     }
 
+    /// On a primary with `synchronous_standby_names`: waits until the standby named `standby`
+    /// is its synchronous standby (which takes its first flush report after streaming starts).
+    pub async fn wait_synchronous(&self, standby: &str) -> Result<(), PgError> {
+        let sql = format!(
+            "SELECT count(*) > 0 FROM pg_stat_replication \
+             WHERE application_name = {} AND sync_state = 'sync'",
+            quote_literal(standby)
+        );
+        self.wait_until(&format!("standby {standby} synchronous"), &sql)
+            .await
+    }
+
     /// The primary's current WAL position.
     pub async fn current_lsn(&self) -> Result<String, PgError> {
         self.query_one("SELECT pg_current_wal_lsn()::text")
@@ -451,19 +466,46 @@ impl PgServer {
         self.stop_with(libc::SIGINT).await
     }
 
-    /// SIGKILL of the postmaster: a crash. Its backends notice their parent is gone and exit.
+    /// SIGKILL of every process of the server: a crash of its host. Nothing is flushed or
+    /// handed over; the data dir keeps what reached it.
     pub async fn kill(&mut self) -> Result<(), PgError> {
+        self.signal_group(libc::SIGKILL)?;
         self.stop_with(libc::SIGKILL).await
     }
 
-    /// SIGSTOP of the postmaster: it and new connections hang; its existing backends do not.
+    /// SIGKILL of the postmaster alone: its backends notice their parent is gone and exit.
+    pub async fn kill_postmaster(&mut self) -> Result<(), PgError> {
+        self.stop_with(libc::SIGKILL).await
+    }
+
+    /// SIGSTOP of every process of the server: a hung host. Connections hang, the walsender
+    /// stops streaming and a standby stops receiving and confirming.
     pub fn pause(&self) -> Result<(), PgError> {
-        self.signal(libc::SIGSTOP)
+        self.signal_group(libc::SIGSTOP)
     }
 
     /// SIGCONT after [`PgServer::pause`].
     pub fn resume(&self) -> Result<(), PgError> {
-        self.signal(libc::SIGCONT)
+        self.signal_group(libc::SIGCONT)
+    }
+
+    /// `signal` to every process of the server: the postmaster is stopped first so that it
+    /// forks no child we would miss, then its children and itself get `signal`.
+    fn signal_group(&self, signal: libc::c_int) -> Result<(), PgError> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        if signal != libc::SIGCONT {
+            self.signal(libc::SIGSTOP)?;
+        }
+        for child in children_of(pid) {
+            // SAFETY: a child of our unreaped postmaster, which alone reaps it: while the
+            // postmaster is stopped its children's pids cannot be reused. (For SIGCONT it runs;
+            // a pid reused in between would get a SIGCONT, which a running process ignores.)
+            // One that exited in between is simply gone (ESRCH, ignored).
+            unsafe { libc::kill(child as libc::pid_t, signal) };
+        }
+        self.signal(signal)
     }
 
     fn signal(&self, signal: libc::c_int) -> Result<(), PgError> {
@@ -484,7 +526,7 @@ impl PgServer {
         if self.postmaster.is_none() {
             return Ok(());
         }
-        self.signal(libc::SIGCONT)?;
+        self.signal_group(libc::SIGCONT)?;
         self.signal(signal)?;
         let started = Instant::now();
         while started.elapsed() < STOP_DEADLINE {
@@ -493,7 +535,7 @@ impl PgServer {
             }
             tokio::time::sleep(POLL).await;
         }
-        self.signal(libc::SIGKILL)?;
+        self.signal_group(libc::SIGKILL)?;
         if let Some(mut child) = self.postmaster.take() {
             child.wait().map_err(io("reap postgres"))?;
         }
@@ -519,32 +561,50 @@ impl PgServer {
 }
 
 impl Drop for PgServer {
-    /// Immediate shutdown (SIGQUIT: backends ended at once, no checkpoint), SIGKILL if it is
-    /// not gone by the deadline; then the temp dir goes.
+    /// Immediate shutdown (SIGQUIT: backends ended at once, no checkpoint), SIGKILL of the
+    /// whole group if it is not gone by the deadline; then the temp dir goes.
     fn drop(&mut self) {
-        if let Some(mut child) = self.postmaster.take() {
-            let pid = child.id() as libc::pid_t;
-            // SAFETY: signals to our own unreaped child.
-            unsafe {
-                libc::kill(pid, libc::SIGCONT);
-                libc::kill(pid, libc::SIGQUIT);
-            }
+        if self.postmaster.is_some() {
+            let _ = self.signal_group(libc::SIGCONT);
+            let _ = self.signal(libc::SIGQUIT);
             let started = Instant::now();
             let mut gone = false;
             while started.elapsed() < STOP_DEADLINE {
-                if matches!(child.try_wait(), Ok(Some(_))) {
+                if self.reaped().unwrap_or(false) {
                     gone = true;
                     break;
                 }
                 std::thread::sleep(POLL);
             }
             if !gone {
-                let _ = child.kill();
-                let _ = child.wait();
+                let _ = self.signal_group(libc::SIGKILL);
+                if let Some(mut child) = self.postmaster.take() {
+                    let _ = child.wait();
+                }
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The pids whose parent is `parent`, from `/proc/<pid>/stat` (field 4, after the command name
+/// in parentheses, which may itself hold spaces and parentheses).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after_name = &stat[stat.rfind(')')? + 1..];
+                    after_name.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }
 
 fn check(what: &str, output: &std::process::Output) -> Result<(), PgError> {

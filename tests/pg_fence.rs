@@ -200,6 +200,35 @@ async fn stale_tokens_are_refused_and_the_floor_survives_a_restart() {
         .await
         .expect("the connection survives a refusal");
 
+    tracing::info!("phase: an application role may pass the check but not move the floor");
+    primary
+        .query(
+            "CREATE ROLE app LOGIN; GRANT INSERT ON app_writes TO app; \
+             GRANT USAGE ON SEQUENCE app_writes_id_seq TO app",
+        )
+        .await
+        .expect("create the application role");
+    let (mut app, connection) = tokio_postgres::connect(
+        &primary.dsn("postgres").replace("user=postgres", "user=app"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect as app");
+    tokio::spawn(connection);
+    write(&mut app, 9, "as app")
+        .await
+        .expect("app passes the check");
+    let lowered = app
+        .execute("UPDATE arbiter_fence.floor SET token = 0", &[])
+        .await
+        .expect_err("app may not write the floor");
+    assert_eq!(
+        lowered.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    assert_stale(write(&mut app, 5, "stale as app").await, 5, 9);
+    drop(app);
+
     tracing::info!("phase: restart PostgreSQL; the floor is still there");
     drop(db);
     primary.stop().await.expect("fast shutdown");
@@ -231,6 +260,9 @@ async fn the_floor_replicates_and_holds_on_a_promoted_standby() {
     let lsn = primary.current_lsn().await.expect("lsn");
     standby.wait_replayed(&lsn).await.expect("replayed");
     assert_eq!(floor(&standby).await.as_deref(), Some("20"));
+    let on_standby = install_fence(&["--dsn", &standby.dsn("postgres")], &[]);
+    assert_eq!(on_standby.status.code(), Some(4), "{on_standby:?}");
+    assert!(String::from_utf8_lossy(&on_standby.stderr).contains("standby"));
 
     tracing::info!("phase: the primary dies (SIGKILL); the standby is promoted");
     drop(db);
