@@ -9,6 +9,11 @@
 //! lock, its token was at or above the floor — so once a transaction with token `t` committed,
 //! no transaction with a token below `t` commits on that database or on any standby promoted
 //! from it (the floor is a table, replicated with the rows it protects).
+//!
+//! The helpers use the session's isolation level (PostgreSQL's default, READ COMMITTED, under
+//! which a check waiting on a newer holder's row lock re-reads the committed floor). Under
+//! REPEATABLE READ or SERIALIZABLE the same race ends in SQLSTATE 40001 instead
+//! ([`FencedWriteError::Database`]): retry, and the retry meets the new floor.
 
 use tokio::time::Instant;
 
