@@ -409,24 +409,30 @@ impl PgServer {
 
     /// On a primary: waits until the standby named `standby` streams from it.
     pub async fn wait_streaming(&self, standby: &str) -> Result<(), PgError> {
-        let sql = format!(
-            "SELECT count(*) > 0 FROM pg_stat_replication \
-             WHERE application_name = {} AND state = 'streaming'",
-            quote_literal(standby)
-        );
-        self.wait_until(&format!("standby {standby} streaming"), &sql)
+        self.wait_standby(standby, "state = 'streaming'", "streaming")
             .await
     }
 
     /// On a primary with `synchronous_standby_names`: waits until the standby named `standby`
     /// is its synchronous standby (which takes its first flush report after streaming starts).
     pub async fn wait_synchronous(&self, standby: &str) -> Result<(), PgError> {
+        self.wait_standby(standby, "sync_state = 'sync'", "synchronous")
+            .await
+    }
+
+    /// Waits until `pg_stat_replication` has a row for `standby` meeting `condition`.
+    async fn wait_standby(
+        &self,
+        standby: &str,
+        condition: &str,
+        what: &str,
+    ) -> Result<(), PgError> {
         let sql = format!(
             "SELECT count(*) > 0 FROM pg_stat_replication \
-             WHERE application_name = {} AND sync_state = 'sync'",
+             WHERE application_name = {} AND {condition}",
             quote_literal(standby)
         );
-        self.wait_until(&format!("standby {standby} synchronous"), &sql)
+        self.wait_until(&format!("standby {standby} {what}"), &sql)
             .await
     }
 
