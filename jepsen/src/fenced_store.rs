@@ -2,10 +2,13 @@
 //! write here, in process, carrying their fencing tokens.
 //!
 //! Invariant: with [`Fencing::Enforce`] a resource admits a token only if it is at least the
-//! highest it has accepted or been told was granted (the SDK's [`FencedResource`] floor), so
-//! a holder that lost its lease cannot overwrite its successor. Every accepted write is kept,
-//! with its token and time, whatever the mode. [`Fencing::AcceptAll`] is the negative control:
-//! the floor is still tracked, but nothing is refused.
+//! highest it has accepted or that the arbiter reported as the resource's epoch (the SDK's
+//! [`FencedResource`] floor). Like a real database it believes only what writers present and
+//! what the arbiter says — never the harness's own record of grants — so a stale write that
+//! reaches it before the successor's first write is accepted, and the `fenced_writes` checker
+//! sees it: fencing here covers the arbiter and the SDK, it does not stand in for them. Every
+//! accepted write is kept, with its token and time, whatever the mode. [`Fencing::AcceptAll`]
+//! is the negative control: the floor is still tracked, but nothing is refused.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -56,15 +59,15 @@ impl FencedStore {
         }
     }
 
-    /// A lease on `resource` was granted with `token`: from now on lower tokens are stale. (A
-    /// new holder's first act is to announce itself to the resource; doing it at the grant
-    /// means a predecessor cannot slip a write in before the first write of its successor.)
-    pub fn observe_grant(&self, resource: &str, token: FencingToken) {
+    /// The arbiter reported `epoch` as `resource`'s current epoch (a read of its replicated
+    /// state, as a database's fence refresher or the DR controller would push it): from now on
+    /// lower tokens are stale. Never lowers the floor.
+    pub fn observe_epoch(&self, resource: &str, epoch: FencingToken) {
         self.lock()
             .floors
             .entry(resource.to_string())
             .or_default()
-            .observe_epoch(token);
+            .observe_epoch(epoch);
     }
 
     /// A write to `resource` under `token`: accepted (and kept) or refused as stale.
@@ -120,26 +123,36 @@ mod tests {
     }
 
     #[test]
-    fn a_grant_fences_its_predecessor_before_the_successor_writes() {
+    fn the_store_learns_epochs_from_writers_and_the_arbiter_only() {
         let store = FencedStore::new(Fencing::Enforce);
-        store.observe_grant("db/a", FencingToken(10));
         assert!(write(&store, 10).is_ok());
-        store.observe_grant("db/a", FencingToken(20));
+        // Token 20 was granted, but nobody told the store: the old token still gets in.
+        assert!(write(&store, 10).is_ok());
+        // The successor's first write raises the floor.
+        assert!(write(&store, 20).is_ok());
+        let stale = Err(StaleToken {
+            presented: FencingToken(10),
+            highest: FencingToken(20),
+        });
+        assert_eq!(write(&store, 10), stale);
+        // The arbiter reports a newer epoch (a revoke): 20 is stale before 30 ever writes.
+        store.observe_epoch("db/a", FencingToken(30));
         assert_eq!(
-            write(&store, 10),
+            write(&store, 20),
             Err(StaleToken {
-                presented: FencingToken(10),
-                highest: FencingToken(20)
+                presented: FencingToken(20),
+                highest: FencingToken(30)
             })
         );
-        assert!(write(&store, 20).is_ok());
-        assert_eq!(store.accepted().len(), 2);
+        store.observe_epoch("db/a", FencingToken(5));
+        assert!(write(&store, 30).is_ok(), "an old report lowers nothing");
+        assert_eq!(store.accepted().len(), 4);
     }
 
     #[test]
     fn without_fencing_stale_writes_are_accepted_and_kept() {
         let store = FencedStore::new(Fencing::AcceptAll);
-        store.observe_grant("db/a", FencingToken(20));
+        store.observe_epoch("db/a", FencingToken(20));
         assert!(write(&store, 10).is_ok());
         let accepted = store.accepted();
         assert_eq!(accepted.len(), 1);

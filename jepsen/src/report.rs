@@ -545,7 +545,8 @@ mod tests {
     use crate::testkit::Script;
     use serde_json::{json, Value};
 
-    /// A stale fenced write accepted while a lease-holder pause was in force.
+    /// A stale fenced write accepted while a lease-holder pause was in force, after the
+    /// successor had presented its token.
     fn stale_write_during_a_fault() -> History {
         let mut s = Script::default();
         s.acquire(1, "db/a", "p1", (10, 100), 0, 10);
@@ -553,6 +554,15 @@ mod tests {
         let pause = s.op(Op::invoke(Process::Nemesis, F::Nemesis, "f0", fault), 20);
         s.op(pause.complete(OpType::Ok, Value::Null), 21);
         s.acquire(2, "db/a", "p2", (20, 2_000), 200, 210);
+        let announce = Op::invoke(
+            Process::Client(2),
+            F::FencedWrite,
+            "db/a",
+            json!("p2#fence"),
+        )
+        .with_token(arbiter_core::FencingToken(20));
+        let announce = s.op(announce, 215);
+        s.complete(&announce, OpType::Ok, Value::Null, 220);
         let heal = s.op(
             Op::invoke(Process::Nemesis, F::Heal, "f0", Value::Null),
             290,
@@ -593,7 +603,7 @@ mod tests {
         assert_eq!(
             svg.matches("<circle").count(),
             2,
-            "stale write and the newer grant"
+            "stale write and the successor's announcement"
         );
         assert!(svg.contains("fill-opacity=\"0.25\""), "fault window shaded");
     }

@@ -365,6 +365,7 @@ impl Workloads {
         for i in 0..LEASE_HOLDERS {
             workers.spawn(lease::holder(ctx.clone(), leases.clone(), i));
         }
+        workers.spawn(lease::epoch_reader(ctx.clone(), leases.clone()));
         for i in 0..REGISTER_CLIENTS {
             workers.spawn(register::client(ctx.clone(), registers.clone(), i));
         }

@@ -5,8 +5,9 @@
 //! `ignore_deadline` control is on), and what it records is what it believes: `valid_until_ns`
 //! is the deadline its keeper computed, moved on the history's clock; each renewal the keeper
 //! sees is a `keepalive` with the new deadline; the moment the keeper reports the lease lost is
-//! a `lease_lost`. A grant is shown to the fenced resource in the same critical section that
-//! records it, so the resource and the history agree on what came first.
+//! a `lease_lost`. The fenced resource learns of a grant only as a database would: from the
+//! new holder's writes, and from the arbiter's epoch, which [`epoch_reader`] reads and passes
+//! on.
 //!
 //! Every holder lease uses a fresh holder id, so a re-acquire is a new lease with a new token,
 //! never the SDK's idempotent "your own lease back".
@@ -14,7 +15,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter_client::{ArbiterClient, KeeperOptions, LeaseKeeper, LeaseSpec, LossCause, Validity};
+use arbiter_client::{
+    ArbiterClient, KeeperOptions, LeaseKeeper, LeaseSpec, LossCause, ResourceId, Validity,
+};
 use arbiter_core::{FencingToken, HolderId};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -97,6 +100,29 @@ pub async fn holder(ctx: Context, setup: Arc<LeaseSetup>, index: u64) -> WorkRes
     Ok(())
 }
 
+/// Pause between the epoch reader's rounds, inclusive range.
+const EPOCH_READ_EVERY_MS: (u64, u64) = (100, 300);
+
+/// What a database's fence refresher does: reads each resource's current epoch from the
+/// arbiter and raises the fenced resource's floor to it, until the deadline. A failed read
+/// (no leader, a partition) teaches the store nothing.
+pub async fn epoch_reader(ctx: Context, setup: Arc<LeaseSetup>) -> WorkResult {
+    let mut rng = ctx.rng(process::EPOCH_READER);
+    while !ctx.deadline.passed() {
+        for resource in &setup.resources {
+            if let Ok(epoch) = setup
+                .client
+                .current_epoch(&ResourceId::new(resource.as_str()))
+                .await
+            {
+                setup.store.observe_epoch(resource, epoch);
+            }
+        }
+        ctx.pause_within(&mut rng, EPOCH_READ_EVERY_MS).await;
+    }
+    Ok(())
+}
+
 /// How a holding stretch ended.
 enum End {
     Release,
@@ -149,12 +175,10 @@ impl Held<'_> {
         rng: &mut ChaCha8Rng,
     ) -> std::io::Result<u64> {
         let (ctx, setup) = (self.ctx, self.setup);
-        let resource = self.resource();
         let token = self.keeper.token();
         let mut validity: watch::Receiver<Validity> = self.keeper.subscribe();
         let believed = self.deadline_ns(&validity.borrow_and_update()) + self.overrun_ns();
         ctx.recorder.atomically(|w| {
-            setup.store.observe_grant(&resource, token);
             w.append(
                 acquire
                     .complete(OpType::Ok, Value::Null)
@@ -180,7 +204,14 @@ impl Held<'_> {
         };
         let (end, writes) = match lost_at_grant {
             Some(cause) => (End::Lost(cause), 0),
-            None => self.work(token, validity, believed, gate, rng).await?,
+            None => {
+                // The new holder's first act: present its token to the resource, as a database
+                // agent raises the fence on promotion, so a predecessor frozen mid-write is
+                // refused from now on rather than from the holder's first real write.
+                let holder = self.keeper.holder().clone();
+                self.fenced_write(token, json!(format!("{holder}#fence")))?;
+                self.work(token, validity, believed, gate, rng).await?
+            }
         };
         setup.board.set_holding(self.process, None);
         self.finish(end, token).await?;

@@ -63,6 +63,8 @@ impl UnsafeControls {
 pub mod process {
     /// Lease holders: `HOLDERS + i`.
     pub const HOLDERS: u64 = 0;
+    /// The fenced resources' epoch reader (no history ops; its own RNG stream).
+    pub const EPOCH_READER: u64 = 90;
     /// Register clients: `REGISTERS + i`; `REGISTERS + 90` seeds the tenants.
     pub const REGISTERS: u64 = 100;
     /// Failover-log appenders `LOG + i`, readers `LOG + 50 + i`.
