@@ -167,6 +167,22 @@ async fn a_new_leader_finishes_a_failover_each_step_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let leader = drill.cluster.leader(Duration::from_secs(5)).await;
+    // The kill must land mid-failover: traffic shifted and logged, the 2 s scale-up running.
+    let before_kill = drill
+        .latest_event("us-east-1")
+        .await
+        .expect("the failover is logged");
+    assert_eq!(
+        steps(&before_kill),
+        ALL_STEPS[..3],
+        "not mid-failover at the kill: {before_kill}"
+    );
+    let shifts_before_kill = drill
+        .driver_lines()
+        .iter()
+        .filter(|l| l.starts_with("shift_traffic"))
+        .count();
+    assert_eq!(shifts_before_kill, 1, "{:?}", drill.driver_lines());
     tracing::info!(
         leader = leader.node_id,
         "phase: kill the leader mid-failover"
@@ -176,6 +192,21 @@ async fn a_new_leader_finishes_a_failover_each_step_once() {
     let event = wait_completed(&drill, "us-east-1", Duration::from_secs(30)).await;
     assert_eq!(event["eventStatus"], "COMPLETED", "{event}");
     assert_eq!(steps(&event), ALL_STEPS, "each step exactly once: {event}");
+    assert_eq!(
+        event["failoverId"], before_kill["failoverId"],
+        "the new leader finished the same failover rather than starting another"
+    );
+    // What the drivers did: the logged shift was not repeated by the new leader; the scale-up
+    // whose outcome the old leader never logged was asked for again (the killed node's own
+    // call may still finish too: drivers are idempotent, "scale to N").
+    let lines = drill.driver_lines();
+    let shifts: Vec<_> = lines.iter().filter(|l| l.starts_with("shift_traffic")).collect();
+    assert_eq!(shifts, ["shift_traffic us-east-1 us-west-2"], "{lines:?}");
+    let scales: Vec<_> = lines.iter().filter(|l| l.starts_with("scale_standby")).collect();
+    assert!(
+        !scales.is_empty() && scales.iter().all(|l| *l == "scale_standby us-west-2"),
+        "the new leader scaled us-west-2: {lines:?}"
+    );
     let (_, a) = drill.call("GET", "/v1/tenants/tenant-a", None).await;
     assert_eq!(a["activeRoutingRegion"], "us-west-2", "{a}");
 }
