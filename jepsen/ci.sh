@@ -2,7 +2,8 @@
 # The CI pass of the jepsen harness: a short run under every nemesis, one of crashes only
 # (kill -9, whole-cluster restart) and one of planned leadership moves that must find nothing, then each negative control, which
 # must find an anomaly, including a power loss (lose-unsynced: data dirs on lazyfs, unsynced
-# writes dropped) with fsyncs skipped. A checker that cannot fail proves nothing, so a control
+# writes dropped) with fsyncs skipped, and a run whose lease holders write to a real PostgreSQL
+# behind the arbiter's fence. A checker that cannot fail proves nothing, so a control
 # that passes fails CI.
 #
 #   jepsen/ci.sh                 # from anywhere; runs go to jepsen/runs/ci-<UTC time>/
@@ -61,6 +62,15 @@ if [[ $(id -u) -eq 0 && -c /dev/fuse ]]; then
     run unsafe-no-fsync 1 "${power[@]}" --time-limit 25 --unsafe-no-fsync
 else
     results+=("SKIP  lose-unsynced, unsafe-no-fsync (need root and /dev/fuse)")
+fi
+# The fenced resources as a real PostgreSQL 15 behind the arbiter's fence (arbiter_fence.check
+# in every write transaction), started as the unprivileged postgres user: the safe run must
+# find nothing, and the control, whose writes skip the check, must be caught.
+if [[ $(id -u) -eq 0 && -x /usr/lib/postgresql/15/bin/postgres ]]; then
+    run pg-fence 0 "${common[@]}" --time-limit 25 --fenced-store postgres
+    run unsafe-no-fencing-pg 1 "${common[@]}" --time-limit 25 --unsafe-no-fencing --fenced-store postgres
+else
+    results+=("SKIP  pg-fence, unsafe-no-fencing-pg (need root and Debian postgresql 15)")
 fi
 
 echo

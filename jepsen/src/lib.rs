@@ -57,6 +57,7 @@ pub mod history;
 pub mod lazyfs;
 pub mod nemesis;
 pub mod network;
+pub mod pg_store;
 pub mod placement_bench;
 pub mod proxy;
 pub mod recorder;

@@ -19,7 +19,7 @@ use arbiter_jepsen::history::History;
 use arbiter_jepsen::nemesis::FaultKind;
 use arbiter_jepsen::report::{self, ReportFiles};
 use arbiter_jepsen::run_dir;
-use arbiter_jepsen::runner::{self, Latency, RunConfig, RunError};
+use arbiter_jepsen::runner::{self, Latency, RunConfig, RunError, StoreKind};
 use arbiter_jepsen::workload::UnsafeControls;
 use clap::{Args, Parser, Subcommand};
 
@@ -91,6 +91,11 @@ struct RunArgs {
     /// Nodes snapshot every this many log entries, so snapshots happen under faults too.
     #[arg(long, default_value_t = 500)]
     snapshot_every: u64,
+    /// Where lease holders write: in-process fenced resources, or a PostgreSQL 15 server of the
+    /// run's own behind the arbiter's fence (needs Debian `postgresql`; run as root or as a user
+    /// that can start it).
+    #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+    fenced_store: StoreKind,
     /// Negative control: holders keep writing long after their lease deadline.
     #[arg(long)]
     unsafe_ignore_deadline: bool,
@@ -230,6 +235,7 @@ fn run(args: &RunArgs) -> anyhow::Result<Verdict> {
             stale_reads: args.unsafe_stale_reads,
             no_fsync: args.unsafe_no_fsync,
         },
+        fenced_store: args.fenced_store,
         check: args.checks.config(),
         snapshot_every: args.snapshot_every,
     };

@@ -29,6 +29,7 @@ use crate::nemesis::{
     Fault, FaultKind, Schedule, ScheduleConfig, ScheduleConfigError, WindowError,
 };
 use crate::network::DelayTable;
+use crate::pg_store::PgFencedStore;
 use crate::recorder::Recorder;
 use crate::report::{self, ReportFiles};
 use crate::workload::failover_log::{self, AppendCount, DR_CONFIG_TOML};
@@ -49,6 +50,16 @@ const LOG_READERS: u64 = 2;
 /// Calls per worker per second of time limit, at most: far above what the pauses allow, it
 /// only bounds a worker whose calls fail instantly.
 const CALLS_PER_SECOND: u64 = 100;
+
+/// Where lease holders write: the harness's in-process resources, or a real PostgreSQL behind
+/// the arbiter's fence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Postgres,
+}
 
 /// Whether the peer links carry the planning WAN latencies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -125,6 +136,8 @@ pub struct RunConfig {
     pub dir: PathBuf,
     pub arbiter_bin: PathBuf,
     pub controls: UnsafeControls,
+    /// Where lease holders' fenced writes go.
+    pub fenced_store: StoreKind,
     #[serde(skip)]
     pub check: CheckConfig,
     /// `--snapshot-every` for the nodes: small, so snapshots and their installation happen
@@ -144,6 +157,10 @@ pub enum RunError {
     ClusterStart(#[source] ClusterError),
     #[error("cannot make the lease client: {0}")]
     Client(#[from] ClientError),
+    #[error("cannot start the PostgreSQL fenced store: {0}")]
+    PgStore(#[from] arbiter::pg_cluster::PgError),
+    #[error("cannot read the PostgreSQL fenced store: {0}")]
+    PgStoreRead(String),
     #[error("the cluster started but seeding the tenants failed: {0}")]
     Seed(String),
     #[error("recording the history failed: {0}")]
@@ -257,7 +274,15 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     // Phase 2: workloads and nemesis, together, for the time limit.
     let start = Instant::now();
     ctx.deadline = Deadline(start + config.time_limit);
-    let mut workloads = Workloads::spawn(&ctx, &cluster, &pacing, tenants.clone(), route).await?;
+    let mut workloads = Workloads::spawn(
+        &ctx,
+        &cluster,
+        &pacing,
+        tenants.clone(),
+        route,
+        config.fenced_store,
+    )
+    .await?;
     let board = workloads.board.clone();
     progress(
         clock,
@@ -300,8 +325,12 @@ pub async fn run(config: &RunConfig) -> Result<RunOutcome, RunError> {
     }
 
     // Phase 4: judge the history as recorded.
-    write_json(&dir.join("fenced_writes.json"), &workloads.store.accepted())
-        .map_err(RunError::Report)?;
+    let accepted = match &workloads.pg {
+        // The database's own record of what it accepted.
+        Some(pg) => pg.accepted().await.map_err(RunError::PgStoreRead)?,
+        None => workloads.store.accepted(),
+    };
+    write_json(&dir.join("fenced_writes.json"), &accepted).map_err(RunError::Report)?;
     let history = History::read_jsonl(&dir.join("history.jsonl"))?;
     let results = checker::check_all(&history, &config.check)?;
     let files = report::write(dir, &history, &results).map_err(RunError::Report)?;
@@ -318,6 +347,7 @@ struct Workloads {
     replica_feed: JoinHandle<()>,
     board: Arc<HolderBoard>,
     store: Arc<FencedStore>,
+    pg: Option<Arc<PgFencedStore>>,
 }
 
 impl Workloads {
@@ -327,13 +357,19 @@ impl Workloads {
         pacing: &Pacing,
         tenants: Vec<String>,
         route: WriteRoute,
+        store_kind: StoreKind,
     ) -> Result<Workloads, RunError> {
         let board = Arc::new(HolderBoard::default());
-        let store = Arc::new(FencedStore::new(if ctx.controls.no_fencing {
+        let fencing = if ctx.controls.no_fencing {
             Fencing::AcceptAll
         } else {
             Fencing::Enforce
-        }));
+        };
+        let store = Arc::new(FencedStore::new(fencing));
+        let pg = match store_kind {
+            StoreKind::Memory => None,
+            StoreKind::Postgres => Some(Arc::new(PgFencedStore::start(fencing).await?)),
+        };
         let secure = cluster
             .credentials()
             .client_options()
@@ -349,6 +385,7 @@ impl Workloads {
             resources: LEASE_RESOURCES.iter().map(|r| r.to_string()).collect(),
             ttl: pacing.lease_ttl,
             store: store.clone(),
+            pg: pg.clone(),
             board: board.clone(),
         });
         let registers = Arc::new(RegisterSetup {
@@ -381,6 +418,7 @@ impl Workloads {
             replica_feed,
             board,
             store,
+            pg,
         })
     }
 

@@ -29,6 +29,7 @@ use super::holder_board::{HolderBoard, PauseGate};
 use super::{process, Context, WorkResult};
 use crate::fenced_store::FencedStore;
 use crate::history::{Op, OpType, Process, RunClock, F};
+use crate::pg_store::{PgFencedStore, PgWrite};
 
 /// Under `ignore_deadline`, how many TTLs a holder goes on believing past its real deadline.
 const IGNORED_TTLS: u32 = 5;
@@ -48,6 +49,8 @@ pub struct LeaseSetup {
     pub resources: Vec<String>,
     pub ttl: Duration,
     pub store: Arc<FencedStore>,
+    /// When set, writes go to this PostgreSQL through the arbiter's fence instead of `store`.
+    pub pg: Option<Arc<PgFencedStore>>,
     pub board: Arc<HolderBoard>,
 }
 
@@ -116,6 +119,9 @@ pub async fn epoch_reader(ctx: Context, setup: Arc<LeaseSetup>) -> WorkResult {
                 .await
             {
                 setup.store.observe_epoch(resource, epoch);
+                if let Some(pg) = &setup.pg {
+                    pg.observe_epoch(resource, epoch).await;
+                }
             }
         }
         ctx.pause_within(&mut rng, EPOCH_READ_EVERY_MS).await;
@@ -209,7 +215,8 @@ impl Held<'_> {
                 // agent raises the fence on promotion, so a predecessor frozen mid-write is
                 // refused from now on rather than from the holder's first real write.
                 let holder = self.keeper.holder().clone();
-                self.fenced_write(token, json!(format!("{holder}#fence")))?;
+                self.fenced_write(token, json!(format!("{holder}#fence")))
+                    .await?;
                 self.work(token, validity, believed, gate, rng).await?
             }
         };
@@ -272,7 +279,8 @@ impl Held<'_> {
                     // world, and writes with what it checked once it runs again.
                     let keeper = &self.keeper;
                     gate.pass(|| keeper.stop_renewing()).await;
-                    self.fenced_write(token, json!(format!("{}#{writes}", keeper.holder())))?;
+                    self.fenced_write(token, json!(format!("{}#{writes}", keeper.holder())))
+                        .await?;
                     writes += 1;
                     if writes == planned {
                         if lapse {
@@ -307,8 +315,9 @@ impl Held<'_> {
         })
     }
 
-    /// One write to the fenced resource, decided and recorded in one critical section.
-    fn fenced_write(&self, token: FencingToken, value: Value) -> std::io::Result<()> {
+    /// One write to the fenced resource. In process it is decided and recorded in one critical
+    /// section; to PostgreSQL it is a transaction between its invoke and its completion.
+    async fn fenced_write(&self, token: FencingToken, value: Value) -> std::io::Result<()> {
         let (resource, holder) = (self.resource(), self.keeper.holder().clone());
         let store = &self.setup.store;
         let invoke = Op::invoke(
@@ -319,6 +328,18 @@ impl Held<'_> {
         )
         .with_holder(holder.clone())
         .with_token(token);
+        if let Some(pg) = &self.setup.pg {
+            let invoke = self.ctx.recorder.append(invoke)?;
+            let (kind, detail) = match pg
+                .write(&resource, &holder, token, &value, invoke.time_ns)
+                .await
+            {
+                PgWrite::Accepted => (OpType::Ok, Value::Null),
+                PgWrite::Stale(stale) => (OpType::Fail, json!(stale.to_string())),
+                PgWrite::Unknown(error) => (OpType::Info, json!(error)),
+            };
+            return self.ctx.recorder.complete(&invoke, kind, detail).map(drop);
+        }
         self.ctx.recorder.atomically(|w| {
             let invoke = w.append(invoke)?;
             let (kind, detail) =
