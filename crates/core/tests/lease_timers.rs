@@ -339,3 +339,31 @@ fn start_and_stop_track_one_lease_without_touching_others() {
     assert_eq!(timers.may_hold_until(&b), Some(MonoMillis(5_000)));
     assert!(timers.due(MonoMillis(1_000)).is_empty());
 }
+
+#[test]
+fn start_for_a_new_token_replaces_the_timer_of_an_old_one() {
+    let mut timers = LeaseTimers::new();
+    let orders = res("db/orders");
+    timers.start(&orders, FencingToken(4096), TTL, MonoMillis(0));
+    // The old lease ended without this leader stopping its timer (it ended in an entry applied
+    // before the next reconcile): the next grant's timer runs from its own start.
+    timers.start(&orders, FencingToken(8192), TTL, MonoMillis(1_000));
+    assert_eq!(
+        timers.may_hold_until(&orders),
+        Some(MonoMillis(1_000 + TTL))
+    );
+    assert!(
+        timers.due(MonoMillis(TTL)).is_empty(),
+        "the old deadline is gone"
+    );
+    assert_eq!(
+        timers.due(MonoMillis(1_000 + TTL)),
+        [(orders.clone(), FencingToken(8192))]
+    );
+    // Starting the same token again does not push its deadline out.
+    timers.start(&orders, FencingToken(8192), TTL, MonoMillis(2_000));
+    assert_eq!(
+        timers.may_hold_until(&orders),
+        Some(MonoMillis(1_000 + TTL))
+    );
+}
