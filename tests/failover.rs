@@ -200,9 +200,15 @@ async fn a_new_leader_finishes_a_failover_each_step_once() {
     // whose outcome the old leader never logged was asked for again (the killed node's own
     // call may still finish too: drivers are idempotent, "scale to N").
     let lines = drill.driver_lines();
-    let shifts: Vec<_> = lines.iter().filter(|l| l.starts_with("shift_traffic")).collect();
+    let shifts: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("shift_traffic"))
+        .collect();
     assert_eq!(shifts, ["shift_traffic us-east-1 us-west-2"], "{lines:?}");
-    let scales: Vec<_> = lines.iter().filter(|l| l.starts_with("scale_standby")).collect();
+    let scales: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("scale_standby"))
+        .collect();
     assert!(
         !scales.is_empty() && scales.iter().all(|l| *l == "scale_standby us-west-2"),
         "the new leader scaled us-west-2: {lines:?}"
