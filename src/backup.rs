@@ -32,8 +32,9 @@ use crate::store::{self, AppliedState, StoreError, StoreOptions, SyncPolicy};
 const MAGIC: &[u8] = b"ARBITER-BACKUP\n";
 /// Bumped when the backup layout changes incompatibly. Version 2: the state's membership
 /// records each member's peer address (data format 3). Version 3: the state records planned
-/// leadership moves (data format 4).
-pub const BACKUP_FORMAT_VERSION: u32 = 3;
+/// leadership moves (data format 4). Version 4: fenced regions and recovery runs (data
+/// format 5).
+pub const BACKUP_FORMAT_VERSION: u32 = 4;
 
 /// What a backup says about itself, readable without decoding the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,8 +46,8 @@ pub struct RequestLabels {
 #[derive(Clone)]
 pub struct LeaseMetrics {
     /// Lease requests by `operation` (acquire, keep_alive, release, revoke, revoke_region,
-    /// fence, expire) and `result`: what was done (granted, already_held, renewed, released,
-    /// revoked, fenced, expired), the refusal's kind (held_by, draining, stale_token, ...), or
+    /// lift_region_fence, fence, expire) and `result`: what was done (granted, already_held,
+    /// renewed, released, revoked, fenced, fence_lifted, expired), the refusal's kind (held_by, draining, stale_token, ...), or
     /// why nothing was decided (not_leader, timeout, overloaded, shutting_down, error).
     pub requests: Family<RequestLabels, Counter>,
     /// Quorum rounds run to confirm leadership for keep-alives and reads.
@@ -82,6 +82,7 @@ fn operation_name(command: &LeaseCommand) -> &'static str {
         LeaseCommand::RevokeRegion { .. } => "revoke_region",
         LeaseCommand::Fence { .. } => "fence",
         LeaseCommand::Expire { .. } => "expire",
+        LeaseCommand::LiftRegionFence { .. } => "lift_region_fence",
     }
 }
 
@@ -93,6 +94,7 @@ fn outcome_name(outcome: &LeaseOutcome) -> &'static str {
         LeaseOutcome::Revoked(_) | LeaseOutcome::RevokedMany(_) => "revoked",
         LeaseOutcome::Fenced { .. } => "fenced",
         LeaseOutcome::Expired { .. } => "expired",
+        LeaseOutcome::RegionFenceLifted(_) => "fence_lifted",
         LeaseOutcome::Refused(refusal) => refusal_name(refusal),
     }
 }
@@ -104,6 +106,7 @@ fn refusal_name(refusal: &LeaseRefusal) -> &'static str {
         LeaseRefusal::StaleToken { .. } => "stale_token",
         LeaseRefusal::NotHeld => "not_held",
         LeaseRefusal::NotHolder { .. } => "not_holder",
+        LeaseRefusal::RegionFenced { .. } => "region_fenced",
         LeaseRefusal::TokenNotAdvanced { .. } => "token_not_advanced",
     }
 }

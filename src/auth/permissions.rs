@@ -23,7 +23,10 @@
 //! | peer | `RaftService/*`, `ClusterService/JoinCluster` | — | peer port only: node-to-node, authenticated by its mTLS (node certificates only); refused on the client ports |
 //!
 //! Binding rule (operations marked "bound"): a proxy may act only on leases whose holder is its
-//! identity name and whose region, when given, is its region; a probe may report only as its
+//! identity name and whose region, when given, is its region (a proxy's lease always carries
+//! its region: the edges fill it in from the identity); an identity bound to no region may take
+//! only leases without one (a lease's region comes from its holder's identity, never from a
+//! request field); a probe may report only as its
 //! vantage point; a region identity may report only its own region. Other roles are not bound.
 //!
 //! The peer port serves only `peer` methods and `GetStatus` (the bootstrap survey); the client
@@ -445,6 +448,7 @@ pub fn lease_claims(command: &LeaseCommand) -> Vec<(Operation, Claim<'_>)> {
         LeaseCommand::Release { holder, .. } => vec![(Operation::LeaseWrite, holder_claim(holder))],
         LeaseCommand::Revoke { .. } => vec![(Operation::LeaseRevoke, Claim::Nothing)],
         LeaseCommand::RevokeRegion { .. }
+        | LeaseCommand::LiftRegionFence { .. }
         | LeaseCommand::Fence { .. }
         | LeaseCommand::Expire { .. } => {
             vec![(Operation::Unlisted, Claim::Nothing)]
@@ -469,6 +473,13 @@ pub enum DenialReason {
         field: &'static str,
         operation: Operation,
     },
+    /// A lease's region is its holder's authenticated region; an identity bound to none (an
+    /// operator, a controller) cannot take a lease that a regional fence would have to revoke.
+    #[error(
+        "a {role} identity is bound to no region, so it cannot take a lease scoped to region \
+         {region:?}; a proxy identity of that region must"
+    )]
+    NoRegion { role: Role, region: String },
 }
 
 /// Whether `role` may perform `operation` at all (the layer's check, before any request field
@@ -509,6 +520,16 @@ pub fn authorize(
         operation,
     };
     match (caller.role.scope(), claim) {
+        (
+            Scope::Unbound,
+            Claim::Lease {
+                region: Some(region),
+                ..
+            },
+        ) => Err(DenialReason::NoRegion {
+            role: caller.role,
+            region: region.to_string(),
+        }),
         (Scope::Unbound, _) => Ok(()),
         (Scope::HolderAndRegion, Claim::Lease { holder, region }) => {
             own("holder", &Some(caller.identity.clone()), holder)?;

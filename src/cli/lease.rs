@@ -316,6 +316,11 @@ fn refusal_json(refusal: &Refusal) -> Value {
             "kind": "not_holder",
             "holder": holder.as_str(),
         }),
+        Refusal::RegionFenced { region, reason } => json!({
+            "kind": "region_fenced",
+            "region": region.as_str(),
+            "reason": reason,
+        }),
     };
     value["message"] = Value::String(refusal.to_string());
     value

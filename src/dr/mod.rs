@@ -11,14 +11,21 @@
 //! Invariant: every decision is a log entry before it is acted on, and every step is recorded
 //! once (the failover log refuses a step already recorded), so a new leader resumes exactly
 //! where the old one stopped. Side effects outside the log (drivers) are idempotent and may be
-//! repeated for a step whose record was lost with a crashed leader.
+//! repeated for a step whose record was lost with a crashed leader; every driver call carries
+//! the decision's epoch and the leader's term, so the far side can refuse a deposed leader.
+//!
+//! Timing that spans log entries (the hysteresis cooldown, the drain window) is measured on
+//! this leader's monotonic clock from when it first saw the thing it times, restarted on every
+//! new term ([`LeaderStopwatch`]); no decision compares a wall-clock time written by an earlier
+//! leader with this one's. Automatic promotion is gated on the standby's last reported lag
+//! ([`check_promotion`]); only an operator's break-glass failover goes past the gate.
 
 pub mod config;
 pub mod drivers;
 pub mod metrics;
 pub mod probe_agent;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +34,10 @@ use arbiter_core::failover_log::{
     FailoverCommand, FailoverEvent, FailoverId, FailoverOutcome, FailoverStep, FailoverType,
 };
 use arbiter_core::failover_plan::{
-    check_failback, failover_needed, next_action, Action, FailbackRefusal,
+    check_failback, check_promotion, failover_needed, next_action, Action, FailbackRefusal,
+    PromotionRefusal,
 };
+use arbiter_core::leader_stopwatch::LeaderStopwatch;
 use arbiter_core::lease_table::LeaseCommand;
 use arbiter_core::probe_consensus::{ProbeConsensus, ProbeReport, Verdict};
 use arbiter_core::region_health::{HealthCommand, HealthState};
@@ -37,10 +46,10 @@ use arbiter_core::routing::{RoutingCommand, RoutingOutcome, FULL_WEIGHT_BP};
 use arbiter_core::traffic::{
     ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome, TrafficTask,
 };
-use arbiter_core::{MonoMillis, RegionId};
+use arbiter_core::{FencingToken, MonoMillis, RegionId};
 use openraft::ServerState;
 
-use crate::proposer::{wall_now, Proposer, WriteError};
+use crate::proposer::{Proposer, WriteError};
 use crate::raft_types::Raft;
 use crate::store::StateMachineStore;
 use config::DrConfig;
@@ -61,6 +70,9 @@ pub enum DrError {
     Write(WriteError),
     #[error("failback refused: {0}")]
     Failback(FailbackRefusal),
+    /// The standby is too far behind to promote without an operator's break-glass.
+    #[error("promotion refused: {0}")]
+    Promotion(PromotionRefusal),
     #[error("{0}")]
     Refused(String),
     #[error("{0}")]
@@ -107,6 +119,13 @@ struct Inner {
     active_connections: Mutex<BTreeMap<RegionId, u64>>,
     /// Actions (by key) being carried out right now, so a slow driver is not started twice.
     running: Mutex<HashSet<String>>,
+    /// What this leader has timed, on its monotonic clock, since it first saw it: each region's
+    /// recovery run (the hysteresis cooldown) and each failover's drain window. Cleared on a
+    /// new term, since an earlier leader's measurement cannot be trusted or even known.
+    timers: Mutex<LeaderTimers>,
+    /// Regions whose automatic failover this leader refused and logged during the current
+    /// outage: logged once per outage and leader, not on every tick.
+    refused_outages: Mutex<BTreeSet<RegionId>>,
     traffic_driver: Driver,
     compute_driver: Driver,
     metrics: DrMetrics,
@@ -137,6 +156,8 @@ impl DrController {
                 consensus: Mutex::new(consensus),
                 active_connections: Mutex::default(),
                 running: Mutex::default(),
+                timers: Mutex::default(),
+                refused_outages: Mutex::default(),
             }),
         };
         tokio::spawn(controller.clone().run());
@@ -256,12 +277,16 @@ impl DrController {
     }
 
     /// An operator's failover (`MANUAL_OVERRIDE`): logged, then carried out by the controller.
+    /// It passes the same promotion gate as an automated one unless `break_glass` is set; a
+    /// break-glass failover past a refusing gate says so in its decision, with the figures and
+    /// the data-loss estimate.
     pub async fn failover(
         &self,
         failed: RegionId,
         destination: Option<RegionId>,
         initiated_by: String,
         reason: String,
+        break_glass: bool,
     ) -> Result<FailoverId, DrError> {
         self.leader_or_redirect()?;
         if !self.inner.config.regions.contains(&failed) {
@@ -274,14 +299,41 @@ impl DrController {
             Some(d) => d,
             None => self.destination_for(&failed),
         };
+        let detail = match self.promotion_gate(&failed, &destination) {
+            Ok(()) => reason,
+            Err(refusal) if break_glass => {
+                let loss = self.data_loss_estimate(&failed, &destination);
+                tracing::warn!(%failed, %destination, %refusal, ?loss, "break-glass failover past the promotion gate");
+                format!(
+                    "{reason} — break-glass override of the promotion gate: {refusal}; estimated \
+                     loss {} writes ({} bytes)",
+                    loss.writes, loss.bytes
+                )
+            }
+            Err(refusal) => return Err(DrError::Promotion(refusal)),
+        };
         self.initiate(
             failed,
             destination,
             FailoverType::ManualOverride,
             initiated_by,
-            reason,
+            detail,
         )
         .await
+    }
+
+    /// The promotion gate for `failed` → `destination`, on the replicated link state.
+    fn promotion_gate(
+        &self,
+        failed: &RegionId,
+        destination: &RegionId,
+    ) -> Result<(), PromotionRefusal> {
+        let state = self.inner.state.read();
+        check_promotion(
+            failed,
+            destination,
+            state.machine.replication.link(failed, destination),
+        )
     }
 
     async fn initiate(
@@ -369,16 +421,20 @@ impl DrController {
                 .regions
                 .get(&region)
                 .ok_or_else(|| DrError::Invalid(format!("unknown region {region}")))?;
-            // Where its traffic went: the destination of its latest failover.
+            // Where its traffic went: the destination of its latest failover that fenced it (a
+            // refused failover moved nothing).
             let active = m
                 .failovers
                 .by_failed_region(&region)
-                .next()
+                .find(|e| e.fenced())
                 .map(|e| e.destination_region.clone())
                 .ok_or_else(|| DrError::Refused(format!("{region} has never failed over")))?;
+            let measured = health
+                .recovery_run
+                .map_or(0, |run| self.cooldown_measured(&region, run));
             check_failback(
                 health,
-                wall_now(),
+                m.regions.cooldown_remaining(&region, measured).unwrap_or(0),
                 m.replication.latest_checkpoint(&region),
                 m.replication.latest_checkpoint(&active),
                 m.replication.link(&active, &region),
@@ -391,6 +447,13 @@ impl DrController {
                 .unwrap_or(0);
             (active, weight)
         };
+        // The region may write again: lift the fence its failover put on its leases. Before the
+        // routing moves back, so its proxies can hold their leases when traffic arrives.
+        self.propose(Command::Lease(LeaseCommand::LiftRegionFence {
+            region: region.clone(),
+            by: initiated_by.clone(),
+        }))
+        .await?;
         let restored = match self
             .propose(Command::Routing(RoutingCommand::RestoreRegion {
                 region: region.clone(),
@@ -444,6 +507,14 @@ impl DrController {
                 continue;
             }
             if bootstrapped_term != Some(term) {
+                // A new term: what this node timed in an earlier term may have been extended by
+                // another leader meanwhile; start every measurement afresh.
+                self.lock_timers().clear();
+                self.inner
+                    .refused_outages
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
                 match self.bootstrap().await {
                     Ok(()) => bootstrapped_term = Some(term),
                     Err(e) => {
@@ -452,6 +523,7 @@ impl DrController {
                     }
                 }
             }
+            self.start_cooldown_timers();
             if let Err(e) = self.act_on_verdicts().await {
                 tracing::debug!(error = %e, "verdicts not acted on");
             }
@@ -529,9 +601,21 @@ impl DrController {
                 let observation = self.observation(&verdict, m);
                 (failover, observation)
             };
+            if !matches!(verdict, Verdict::Outage { .. }) {
+                self.inner
+                    .refused_outages
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(verdict.region());
+            }
             if let Some(failed) = failover {
                 let destination = self.destination_for(&failed);
                 let detail = describe(&verdict);
+                if let Err(refusal) = self.promotion_gate(&failed, &destination) {
+                    self.refuse_promotion(failed, destination, detail, refusal)
+                        .await?;
+                    continue;
+                }
                 tracing::warn!(region = %failed, %destination, %detail, "outage consensus: failing over");
                 self.initiate(
                     failed,
@@ -548,6 +632,86 @@ impl DrController {
         Ok(())
     }
 
+    /// Logs, once per outage and leader, that the automatic failover of `failed` was refused by
+    /// the promotion gate, with the figures and what it would have lost. The region keeps its
+    /// health row as it was: it still counts as serving, so the gate is asked again on every
+    /// tick and the failover goes ahead by itself if a report brings the lag back within target.
+    async fn refuse_promotion(
+        &self,
+        failed: RegionId,
+        destination: RegionId,
+        considered: String,
+        refusal: PromotionRefusal,
+    ) -> Result<(), DrError> {
+        let first = self
+            .inner
+            .refused_outages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(failed.clone());
+        if !first {
+            return Ok(());
+        }
+        let data_loss = self.data_loss_estimate(&failed, &destination);
+        tracing::error!(region = %failed, %destination, %refusal, ?data_loss, "automatic failover refused by the promotion gate");
+        let command = FailoverCommand::RecordRefusal {
+            initiated_by: CONTROLLER_IDENTITY.into(),
+            failed_region: failed.clone(),
+            destination_region: destination,
+            failover_type: FailoverType::Automated,
+            data_loss,
+            considered,
+            refusal: format!(
+                "automatic promotion refused: {refusal}; an operator's break-glass failover \
+                 would lose an estimated {} writes ({} bytes)",
+                data_loss.writes, data_loss.bytes
+            ),
+        };
+        if let Err(e) = self.propose(Command::Failover(command)).await {
+            // Not logged: log it on a later tick.
+            self.inner
+                .refused_outages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&failed);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn lock_timers(&self) -> std::sync::MutexGuard<'_, LeaderTimers> {
+        self.inner.timers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long this leader has timed `region`'s recovery run `run` (0 when it had not seen it).
+    fn cooldown_measured(&self, region: &RegionId, run: FencingToken) -> u64 {
+        let now = self.mono_now();
+        self.lock_timers()
+            .cooldowns
+            .elapsed(&(region.clone(), run), now)
+    }
+
+    /// Starts timing every recovery run this leader has not seen yet, and forgets runs that
+    /// ended: the cooldown is measured from when this leader first saw the run, whatever the
+    /// run's wall-clock `healthy_since` says.
+    fn start_cooldown_timers(&self) {
+        let runs: Vec<(RegionId, FencingToken)> = {
+            let state = self.inner.state.read();
+            state
+                .machine
+                .regions
+                .iter()
+                .filter_map(|(region, health)| Some((region.clone(), health.recovery_run?)))
+                .collect()
+        };
+        let now = self.mono_now();
+        let mut timers = self.lock_timers();
+        timers.cooldowns.retain(|run| runs.contains(run));
+        for run in &runs {
+            timers.cooldowns.elapsed(run, now);
+        }
+    }
+
     /// The health observation worth logging for `verdict`: only ones that change the region's
     /// state, so a steady region costs no log entries.
     fn observation(
@@ -556,11 +720,23 @@ impl DrController {
         m: &arbiter_core::state_machine::StateMachine,
     ) -> Option<HealthCommand> {
         let health = m.regions.get(verdict.region())?;
-        let now = wall_now();
         let changes = match verdict {
             Verdict::Healthy { .. } => match health.state {
                 HealthState::Degraded | HealthState::Down => true,
-                HealthState::Recovering => health.cooldown_until.is_some_and(|u| now >= u),
+                HealthState::Recovering => {
+                    // Healthy now, and healthy for the whole cooldown by this leader's own
+                    // monotonic clock: the run ends. Any unhealthy verdict meanwhile has sent
+                    // the region back down, which starts a new run.
+                    let run = health.recovery_run?;
+                    let measured_ms = self.cooldown_measured(verdict.region(), run);
+                    return (measured_ms >= m.regions.cooldown_ms()).then(|| {
+                        HealthCommand::CooldownElapsed {
+                            region: verdict.region().clone(),
+                            run,
+                            measured_ms,
+                        }
+                    });
+                }
                 HealthState::Healthy => false,
             },
             // Silence alone (no agent reporting) is not evidence against a region.
@@ -672,6 +848,9 @@ impl DrController {
                     .failover_task(failover_id, from, to, &event.failover_id)
                     .await?;
                 let result = self.finish_task(&task).await?;
+                // The drain window starts now, on this leader's clock.
+                let now = self.mono_now();
+                self.lock_timers().drains.elapsed(failover_id, now);
                 format!(
                     "{moved} tenants moved {from} -> {to}; traffic task {} {:?}: {}",
                     task.task_track_id, result.status, result.detail
@@ -699,22 +878,24 @@ impl DrController {
                 }
                 format!("{} (attempts: {})", result.detail, result.attempts)
             }
-            Action::AwaitDrain { region, .. } => {
-                let shifted_at = event
-                    .timeline_logs
-                    .iter()
-                    .find(|t| t.step == FailoverStep::ShiftTraffic)
-                    .map(|t| t.at)
-                    .unwrap_or(event.created_at);
+            Action::AwaitDrain {
+                region,
+                failover_id,
+            } => {
+                // Timed on this leader's monotonic clock from when it shifted the traffic (or,
+                // for a failover it inherited, from when it first got here), never from the
+                // wall-clock time an earlier leader logged the shift at.
                 let drain_ms = self.inner.config.drain.as_millis() as u64;
-                let until = shifted_at.0.saturating_add(drain_ms);
-                let now = wall_now().0;
-                if now < until {
+                let now = self.mono_now();
+                let elapsed = self.lock_timers().drains.elapsed(failover_id, now);
+                if elapsed < drain_ms {
                     // Not yet: the next tick looks again.
-                    tokio::time::sleep(Duration::from_millis((until - now).min(1_000))).await;
+                    let wait = (drain_ms - elapsed).min(1_000);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
                     return Ok(None);
                 }
-                format!("{region} drained ({drain_ms} ms drain window)")
+                self.lock_timers().drains.retain(|id| id != failover_id);
+                format!("{region} drained ({drain_ms} ms drain window, {elapsed} ms timed by this leader)")
             }
             Action::Complete { .. } => "failover completed".to_string(),
         };
@@ -916,5 +1097,20 @@ fn describe_outcome(outcome: &Outcome) -> String {
             }
         }
         other => format!("{other:?}"),
+    }
+}
+
+/// The leader's monotonic stopwatches (see [`LeaderStopwatch`]).
+#[derive(Default)]
+struct LeaderTimers {
+    /// Keyed by (region, recovery run).
+    cooldowns: LeaderStopwatch<(RegionId, FencingToken)>,
+    drains: LeaderStopwatch<FailoverId>,
+}
+
+impl LeaderTimers {
+    fn clear(&mut self) {
+        self.cooldowns.clear();
+        self.drains.clear();
     }
 }

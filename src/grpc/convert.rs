@@ -59,9 +59,12 @@ pub fn acquire(
     Ok(LeaseCommand::Acquire {
         resource: resource(&req.resource)?,
         holder: holder(&req.holder)?,
-        region: (!req.region.is_empty())
-            .then(|| region("region", &req.region))
-            .transpose()?,
+        // The holder's authenticated region, whatever the request says; a region named in the
+        // request must be that one (checked by the binding rule, `lease_claims`).
+        region: match req.region.as_str() {
+            "" => caller.region.as_deref().map(RegionId::new),
+            named => Some(region("region", named)?),
+        },
         ttl_ms: req.ttl_ms,
         break_glass,
     })
@@ -116,6 +119,12 @@ pub fn refusal(r: &LeaseRefusal, may_hold_for_ms: u64) -> Result<proto::Refusal,
         LeaseRefusal::NotHolder { holder } => refusal::Kind::NotHolder(proto::NotHolder {
             holder: holder.to_string(),
         }),
+        LeaseRefusal::RegionFenced { region, reason } => {
+            refusal::Kind::RegionFenced(proto::RegionFenced {
+                region: region.to_string(),
+                reason: reason.clone(),
+            })
+        }
         LeaseRefusal::TokenNotAdvanced { .. } => {
             // Cannot happen with log-derived tokens; if it does, it is our bug, not the caller's.
             tracing::error!(refusal = %r, "lease table refused a non-advancing token");
@@ -159,7 +168,10 @@ pub fn reply(outcome: &LeaseOutcome, may_hold_for_ms: u64) -> Result<proto::Leas
                 reply.displaced_token = token.0;
             }
         }
-        LeaseOutcome::Released | LeaseOutcome::Expired { .. } | LeaseOutcome::RevokedMany(_) => {}
+        LeaseOutcome::Released
+        | LeaseOutcome::Expired { .. }
+        | LeaseOutcome::RevokedMany(_)
+        | LeaseOutcome::RegionFenceLifted(_) => {}
         LeaseOutcome::Refused(r) => {
             reply.ok = false;
             reply.refusal = Some(refusal(r, may_hold_for_ms)?);

@@ -43,7 +43,7 @@ impl LeaseApi {
             | LeaseCommand::Revoke { resource, .. }
             | LeaseCommand::Fence { resource, .. }
             | LeaseCommand::Expire { resource, .. } => Some(resource.clone()),
-            LeaseCommand::RevokeRegion { .. } => None,
+            LeaseCommand::RevokeRegion { .. } | LeaseCommand::LiftRegionFence { .. } => None,
         };
         let outcome = self.leases.propose(command).await?;
         let may_hold = match (&outcome, &resource) {

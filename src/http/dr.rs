@@ -1,9 +1,12 @@
 //! Operator overrides and probe agents, through the DR controller (leader only).
 //!
-//! - `POST /v1/dr/failover` `{"failedRegion", "destinationRegion"?, "reason", "initiatedBy"?}`
-//!   (the log records the authenticated caller as `initiatedBy`; the field is only checked)
-//!   → 202 with the new failover event (as in [`super::events`]); the controller then carries
-//!   it out step by step. 409 when the log refuses it (e.g. one already in progress).
+//! - `POST /v1/dr/failover` `{"failedRegion", "destinationRegion"?, "reason", "initiatedBy"?,
+//!   "breakGlass"?}` (the log records the authenticated caller as `initiatedBy`; the field is
+//!   only checked) → 202 with the new failover event (as in [`super::events`]); the controller
+//!   then carries it out step by step. 409 when the log refuses it (e.g. one already in
+//!   progress) or when the standby's last reported lag is beyond the link's RPO target (the
+//!   promotion gate); `"breakGlass": true` (operator role only) fails over anyway, and the
+//!   decision records the override with the figures and the data-loss estimate.
 //! - `POST /v1/dr/failback` `{"region", "initiatedBy"?}` → 202 `{"region", "tenantsRestored",
 //!   "taskTrackId"}` (`taskTrackId` null when no traffic had to move), or 409 `{"error",
 //!   "reason": "CheckpointBehind", "detail": {...}, "retryable"}` from the failback gate.
@@ -50,6 +53,9 @@ pub struct FailoverBody {
     /// authenticated caller.
     #[schema(max_length = 128)]
     initiated_by: Option<String>,
+    /// Fail over even when the standby's last reported lag is beyond the link's RPO target
+    /// (operator role only); the decision records the override and its data-loss estimate.
+    break_glass: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,7 +110,7 @@ fn initiated_by(caller: Caller, claimed: Option<&str>) -> Result<String, ApiErro
     responses(
         (status = 202, description = "Decided: the new failover event", body = FailoverAccepted),
         (status = 400, description = openapi::BAD_REQUEST, body = ErrorBody),
-        (status = 409, description = "Refused by the log, e.g. a failover already in progress", body = ErrorBody),
+        (status = 409, description = "Refused by the log (e.g. a failover already in progress) or by the promotion gate (the standby's lag is beyond the link's RPO target; `breakGlass` overrides)", body = ErrorBody),
         (status = 422, description = openapi::INVALID, body = ErrorBody),
         (status = 503, description = openapi::NOT_LEADER, body = NotLeaderBody),
         (status = 504, description = openapi::TIMEOUT, body = ErrorBody),
@@ -119,6 +125,11 @@ pub async fn failover(
     let Json(body) = body?;
     let node = &app.node;
     let reason = validate::text("reason", &body.reason, MAX_REASON_LEN)?.to_string();
+    let break_glass = body.break_glass.unwrap_or(false);
+    if break_glass {
+        node.auth
+            .authorize(&caller, Operation::BreakGlass, Claim::Nothing)?;
+    }
     let initiated_by = initiated_by(caller, body.initiated_by.as_deref())?;
     let (failed, destination) = read(node, |machine| {
         let known = validate::known_regions(machine);
@@ -139,7 +150,7 @@ pub async fn failover(
     }
     let failover_id = node
         .dr
-        .failover(failed, destination, initiated_by, reason)
+        .failover(failed, destination, initiated_by, reason, break_glass)
         .await
         .map_err(|e| ApiError::dr(node, e))?;
     // The controller returns once the decision is applied here (the leader), so the event is

@@ -93,6 +93,10 @@ impl ApiError {
             },
             DrError::Write(e) => ApiError::write(node, e),
             DrError::Failback(refusal) => ApiError::FailbackRefused(refusal),
+            DrError::Promotion(refusal) => ApiError::Conflict(format!(
+                "promotion refused: {refusal}; an operator may fail over anyway with \
+                 \"breakGlass\": true"
+            )),
             DrError::Refused(reason) => ApiError::Conflict(reason),
             DrError::Invalid(reason) => ApiError::Invalid(reason),
         }

@@ -23,9 +23,11 @@
 //! `refusal` being one of
 //! `{"kind": "HeldBy", "holder", "token", "ttlMs", "mayHoldForMs"}`,
 //! `{"kind": "Draining", "holder", "token", "mayHoldForMs"}`,
-//! `{"kind": "StaleToken", "presented", "current"}`, `{"kind": "NotHeld"}` or
-//! `{"kind": "NotHolder", "holder"}`. `retryable` says whether asking again unchanged can
-//! succeed (a held or draining lease frees; a stale token never becomes current).
+//! `{"kind": "StaleToken", "presented", "current"}`, `{"kind": "NotHeld"}`,
+//! `{"kind": "NotHolder", "holder"}` or `{"kind": "RegionFenced", "region", "reason"}` (the
+//! holder's region was fenced by a failover and has not failed back). `retryable` says whether
+//! asking again unchanged can succeed (a held or draining lease frees, a fenced region fails
+//! back; a stale token never becomes current).
 //!
 //! Invariants: every field is checked here before anything is proposed, so bad input is a 4xx
 //! ([`super::error`]) and never a log entry; names are held to the gRPC API's limit, so one
@@ -197,6 +199,8 @@ pub struct AcquireBody {
     /// Within the node's lease limits (by default 500 ms to 60 s).
     ttl_ms: u64,
     /// The holder's region, so the DR controller can fence a failed region's leases at once.
+    /// Taken from the caller's identity when absent; when given it must be the identity's
+    /// region (an identity bound to no region, such as an operator, cannot name one).
     region: Option<String>,
     break_glass: Option<BreakGlassBody>,
 }
@@ -224,11 +228,12 @@ impl AcquireBody {
         limits
             .validate_ttl(self.ttl_ms)
             .map_err(|e| ApiError::Invalid(format!("`ttlMs`: {e}")))?;
-        let region = self
-            .region
-            .as_deref()
-            .map(|r| validate::text("region", r, MAX_REGION_LEN).map(RegionId::new))
-            .transpose()?;
+        // The holder's authenticated region, whatever the body says; a region named in the body
+        // must be that one (checked by the binding rule, `lease_claims`).
+        let region = match self.region.as_deref() {
+            None => caller.region.as_deref().map(RegionId::new),
+            Some(r) => Some(validate::text("region", r, MAX_REGION_LEN).map(RegionId::new)?),
+        };
         let break_glass = self
             .break_glass
             .map(|bg| {
@@ -524,6 +529,7 @@ async fn propose(
             return LeaseReply::refused(&refusal, node.leases.may_hold_for_ms(resource))
         }
         other @ (LeaseOutcome::RevokedMany(_)
+        | LeaseOutcome::RegionFenceLifted(_)
         | LeaseOutcome::Fenced { .. }
         | LeaseOutcome::Expired { .. }) => {
             return Err(ApiError::Internal(format!(
@@ -591,6 +597,11 @@ enum RefusalView {
     NotHolder {
         holder: HolderId,
     },
+    /// The holder's region was fenced by a failover; nothing is granted in it until failback.
+    RegionFenced {
+        region: RegionId,
+        reason: String,
+    },
 }
 
 impl LeaseReply {
@@ -617,6 +628,9 @@ impl LeaseReply {
             }
             LeaseRefusal::NotHeld => RefusalView::NotHeld,
             LeaseRefusal::NotHolder { holder } => RefusalView::NotHolder { holder },
+            LeaseRefusal::RegionFenced { region, reason } => {
+                RefusalView::RegionFenced { region, reason }
+            }
             // Cannot happen with log-derived tokens; if it does, it is our bug, not the caller's.
             LeaseRefusal::TokenNotAdvanced { .. } => {
                 return Err(ApiError::Internal(format!(

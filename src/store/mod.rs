@@ -29,7 +29,9 @@ pub use sync::SyncPolicy;
 /// Version 3: a member records its peer (Raft, mutual TLS) address, `Member::peer_addr`, in
 /// the membership that log entries, snapshots and the state machine carry.
 /// Version 4: the state machine records planned leadership moves (`placement`).
-pub const DATA_FORMAT_VERSION: u32 = 4;
+/// Version 5: the lease table records fenced regions, a region's health its recovery run
+/// (bincode is not self-describing, so a new struct field changes the encoding).
+pub const DATA_FORMAT_VERSION: u32 = 5;
 const FORMAT_VERSION_KEY: &[u8] = b"data_format_version";
 
 /// How the stores are opened.

@@ -226,6 +226,10 @@ pub enum Refusal {
     /// The lease is held, by someone other than the caller.
     #[error("the lease is held by {holder}")]
     NotHolder { holder: HolderId },
+    /// The holder's region was fenced by a failover: nothing is granted in it until an
+    /// operator fails back. Waiting can lift it; asking harder cannot.
+    #[error("region {region} is fenced by a failover until failback ({reason})")]
+    RegionFenced { region: RegionId, reason: String },
 }
 
 impl Refusal {
@@ -235,15 +239,18 @@ impl Refusal {
             Refusal::HeldBy { holder, .. }
             | Refusal::Draining { holder, .. }
             | Refusal::NotHolder { holder } => Some(holder),
-            Refusal::StaleToken { .. } | Refusal::NotHeld => None,
+            Refusal::StaleToken { .. } | Refusal::NotHeld | Refusal::RegionFenced { .. } => None,
         }
     }
 
     /// Whether asking again later, unchanged, can succeed: a held lease may be released or
-    /// lapse, a draining one frees at its deadline. A stale or missing lease never comes back.
+    /// lapse, a draining one frees at its deadline, a fenced region fails back. A stale or
+    /// missing lease never comes back.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Refusal::HeldBy { .. } | Refusal::Draining { .. } => true,
+            Refusal::HeldBy { .. } | Refusal::Draining { .. } | Refusal::RegionFenced { .. } => {
+                true
+            }
             Refusal::StaleToken { .. } | Refusal::NotHeld | Refusal::NotHolder { .. } => false,
         }
     }
@@ -278,6 +285,10 @@ impl Refusal {
             refusal::Kind::NotHeld(_) => Refusal::NotHeld,
             refusal::Kind::NotHolder(n) => Refusal::NotHolder {
                 holder: HolderId::new(n.holder),
+            },
+            refusal::Kind::RegionFenced(f) => Refusal::RegionFenced {
+                region: RegionId::new(f.region),
+                reason: f.reason,
             },
         })
     }

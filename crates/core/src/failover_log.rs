@@ -171,6 +171,14 @@ impl FailoverEvent {
     pub fn is_finished(&self) -> bool {
         self.event_status.is_finished()
     }
+
+    /// Whether the failed region was fenced: the failover got far enough to move its writes,
+    /// so its traffic is (or is going) to the destination.
+    pub fn fenced(&self) -> bool {
+        self.timeline_logs
+            .iter()
+            .any(|entry| entry.step == FailoverStep::Fence)
+    }
 }
 
 /// A failover-log command.
@@ -201,6 +209,18 @@ pub enum FailoverCommand {
         step: FailoverStep,
         detail: String,
     },
+    /// Record a failover the controller decided against — the standby was too far behind (see
+    /// `failover_plan::check_promotion`) — as a finished `FAILED` event: `Decide` with what was
+    /// considered, `Failed` with why it was refused and the figures. Nothing is fenced or moved.
+    RecordRefusal {
+        initiated_by: String,
+        failed_region: RegionId,
+        destination_region: RegionId,
+        failover_type: FailoverType,
+        data_loss: DataLossEstimate,
+        considered: String,
+        refusal: String,
+    },
 }
 
 /// The deterministic result of applying a [`FailoverCommand`].
@@ -215,6 +235,10 @@ pub enum FailoverOutcome {
         status: EventStatus,
     },
     Refused(FailoverRefusal),
+    /// `RecordRefusal`: the `FAILED` event that says why no failover was carried out.
+    RefusalRecorded {
+        failover_id: FailoverId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
@@ -376,6 +400,40 @@ impl FailoverLog {
                 step,
                 detail,
             } => self.record_step(*failover_id, *step, detail, ctx.now),
+            FailoverCommand::RecordRefusal {
+                initiated_by,
+                failed_region,
+                destination_region,
+                failover_type,
+                data_loss,
+                considered,
+                refusal,
+            } => {
+                let failover_id = FailoverId(ctx.token);
+                let entry = |step, detail: &str| TimelineEntry {
+                    at: ctx.now,
+                    step,
+                    detail: detail.to_string(),
+                };
+                let event = FailoverEvent {
+                    failover_id,
+                    initiated_by: initiated_by.clone(),
+                    failed_region: failed_region.clone(),
+                    destination_region: destination_region.clone(),
+                    failover_type: *failover_type,
+                    event_status: EventStatus::Failed,
+                    uncommitted_data_loss_estimate_bytes: data_loss.bytes,
+                    uncommitted_data_loss_estimate_writes: data_loss.writes,
+                    timeline_logs: vec![
+                        entry(FailoverStep::Decide, considered),
+                        entry(FailoverStep::Failed, refusal),
+                    ],
+                    created_at: ctx.now,
+                    completed_at: Some(ctx.now),
+                };
+                self.events.insert(failover_id, event);
+                Ok(FailoverOutcome::RefusalRecorded { failover_id })
+            }
         };
         result.unwrap_or_else(FailoverOutcome::Refused)
     }

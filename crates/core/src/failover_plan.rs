@@ -16,8 +16,8 @@
 use crate::failover_log::{FailoverCommand, FailoverEvent, FailoverId, FailoverLog, FailoverStep};
 use crate::probe_consensus::Verdict;
 use crate::region_health::{HealthState, RegionHealth, RegionHealthTable};
-use crate::replication::{Checkpoint, EpochId, ReplicationLink};
-use crate::types::{RegionId, WallMillis};
+use crate::replication::{Checkpoint, EpochId, ReplicationLink, ReplicationMode};
+use crate::types::RegionId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -167,12 +167,14 @@ impl FailbackRefusal {
     }
 }
 
-/// The failback gate for `health`'s region at `now`, given its newest checkpoint, the active
-/// primary's newest checkpoint, and the replication link from the primary into it (if tracked).
-/// Refuses with the first reason found, in the order the operator has to fix them.
+/// The failback gate for `health`'s region, given how much of its cooldown is left by the
+/// leader's own monotonic measurement ([`RegionHealthTable::cooldown_remaining`]), its newest
+/// checkpoint, the active primary's newest checkpoint, and the replication link from the primary
+/// into it (if tracked). Refuses with the first reason found, in the order the operator has to
+/// fix them.
 pub fn check_failback(
     health: &RegionHealth,
-    now: WallMillis,
+    cooldown_remaining_ms: u64,
     recovered_checkpoint: Option<&Checkpoint>,
     primary_checkpoint: Option<&Checkpoint>,
     inbound_link: Option<&ReplicationLink>,
@@ -180,9 +182,10 @@ pub fn check_failback(
     match health.state {
         HealthState::Healthy => {}
         HealthState::Recovering => {
-            let remaining_ms = health.cooldown_remaining(now).unwrap_or(0);
-            if remaining_ms > 0 {
-                return Err(FailbackRefusal::CooldownNotElapsed { remaining_ms });
+            if cooldown_remaining_ms > 0 {
+                return Err(FailbackRefusal::CooldownNotElapsed {
+                    remaining_ms: cooldown_remaining_ms,
+                });
             }
         }
         state @ (HealthState::Degraded | HealthState::Down) => {
@@ -218,6 +221,81 @@ pub fn check_failback(
                 link_active: link.is_link_active,
             });
         }
+    }
+    Ok(())
+}
+
+/// Why the controller will not promote a standby on its own (Patroni's
+/// `maximum_lag_on_failover`, with the link's RPO target as the maximum). Only an operator's
+/// break-glass failover proceeds past it, and its event carries the data-loss estimate.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum PromotionRefusal {
+    #[error(
+        "replication {source_region} -> {target_region} is not tracked: the standby's lag is \
+         unknown"
+    )]
+    LinkUnknown {
+        source_region: RegionId,
+        target_region: RegionId,
+    },
+    #[error(
+        "replication {source_region} -> {target_region} was last reported inactive (last lag \
+         {lag_ms} ms): the standby may be missing anything since"
+    )]
+    LinkInactive {
+        source_region: RegionId,
+        target_region: RegionId,
+        lag_ms: u64,
+    },
+    #[error(
+        "standby {target_region} was last reported {lag_ms} ms behind {source_region}, above \
+         the {mode:?} link's RPO target of {target_ms} ms"
+    )]
+    LagAboveRpo {
+        source_region: RegionId,
+        target_region: RegionId,
+        mode: ReplicationMode,
+        lag_ms: u64,
+        target_ms: u64,
+    },
+}
+
+/// The promotion gate for failing `failed` over to `destination`, given the link between them
+/// as last reported.
+///
+/// What it judges is the last report, not its age. Judging age would mean comparing the wall
+/// clock of the leader that logged the report with this leader's, which the DR timing rules
+/// forbid (see [`crate::region_health`]); and an outage is exactly what silences the failed
+/// region's reporter, so "no fresh report" would refuse every real failover. A reporter that
+/// knows replication stopped says so (`is_link_active = false`), and that is refused; a link
+/// never declared has no lag to trust, and is refused too.
+pub fn check_promotion(
+    failed: &RegionId,
+    destination: &RegionId,
+    link: Option<&ReplicationLink>,
+) -> Result<(), PromotionRefusal> {
+    let Some(link) = link else {
+        return Err(PromotionRefusal::LinkUnknown {
+            source_region: failed.clone(),
+            target_region: destination.clone(),
+        });
+    };
+    if !link.is_link_active {
+        return Err(PromotionRefusal::LinkInactive {
+            source_region: failed.clone(),
+            target_region: destination.clone(),
+            lag_ms: link.replication_lag_ms,
+        });
+    }
+    let target_ms = link.replication_mode.rpo_target_ms();
+    if link.replication_lag_ms > target_ms {
+        return Err(PromotionRefusal::LagAboveRpo {
+            source_region: failed.clone(),
+            target_region: destination.clone(),
+            mode: link.replication_mode,
+            lag_ms: link.replication_lag_ms,
+            target_ms,
+        });
     }
     Ok(())
 }

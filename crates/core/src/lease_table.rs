@@ -11,7 +11,10 @@
 //! - a lease is never granted to a new holder while the previous one may still believe it holds
 //!   it: a revoked or fenced lease stays `Draining` until the leader's monotonic timer (see
 //!   [`crate::lease_timers`]) commits `Expire`, or the holder itself releases it. Only an explicit
-//!   break-glass acquire skips that wait, and the outcome names what it overrode.
+//!   break-glass acquire skips that wait, and the outcome names what it overrode;
+//! - a region fenced by the DR controller (`RevokeRegion`, in the same command that revokes its
+//!   held leases) is granted nothing until `LiftRegionFence` (failback): a failed region's proxies
+//!   cannot take their leases back while traffic and writes have moved elsewhere.
 
 use crate::types::{ApplyCtx, FencingToken, HolderId, RegionId, ResourceId, WallMillis};
 use serde::{Deserialize, Serialize};
@@ -22,7 +25,9 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub holder: HolderId,
-    /// The holder's region, so the DR controller can fence a whole failed region at once.
+    /// The holder's region, so the DR controller can fence a whole failed region at once. The
+    /// shell fills it from the caller's authenticated identity, never from a request field;
+    /// `None` only for holders bound to no region (an operator's or controller's own lease).
     pub region: Option<RegionId>,
     /// The token minted by the grant; every write under this lease carries it.
     pub token: FencingToken,
@@ -103,7 +108,10 @@ pub enum LeaseCommand {
         by: String,
         reason: String,
     },
-    /// Revoke every `Held` lease in `region`: the DR controller's fence of a failed region.
+    /// The DR controller's fence of a failed region: revoke every `Held` lease in `region` and,
+    /// in the same step, refuse every new grant in it ([`LeaseRefusal::RegionFenced`]) until
+    /// [`LeaseCommand::LiftRegionFence`]. Idempotent: a retry revokes nothing new and keeps the
+    /// first fence's record.
     RevokeRegion {
         region: RegionId,
         by: String,
@@ -121,6 +129,20 @@ pub enum LeaseCommand {
         resource: ResourceId,
         token: FencingToken,
     },
+    /// Failback: `region` may be granted leases again. Leases it held before the fence stay as
+    /// they are (draining until their deadline), so lifting never shortens a drain.
+    LiftRegionFence { region: RegionId, by: String },
+}
+
+/// Why and since when a region is fenced (see [`LeaseCommand::RevokeRegion`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionFence {
+    pub by: String,
+    pub reason: String,
+    /// The token of the command that fenced it.
+    pub token: FencingToken,
+    /// The proposing leader's wall clock: audit only.
+    pub since: WallMillis,
 }
 
 /// One lease taken away by `Revoke` or `RevokeRegion`.
@@ -162,6 +184,8 @@ pub enum LeaseOutcome {
         holder: HolderId,
     },
     Refused(LeaseRefusal),
+    /// `LiftRegionFence`: the fence that was lifted, `None` when the region was not fenced.
+    RegionFenceLifted(Option<RegionFence>),
 }
 
 /// Why a command or keep-alive was refused. A value, not a failure: the table is unchanged.
@@ -196,6 +220,9 @@ pub enum LeaseRefusal {
         minted: FencingToken,
         epoch: FencingToken,
     },
+    /// The holder's region was fenced by a failover and has not failed back.
+    #[error("region {region} is fenced by a failover until failback ({reason})")]
+    RegionFenced { region: RegionId, reason: String },
 }
 
 impl LeaseRefusal {
@@ -204,6 +231,8 @@ impl LeaseRefusal {
         match self {
             // A held lease may be released or lapse; a draining one frees at its deadline.
             LeaseRefusal::HeldBy { .. } | LeaseRefusal::Draining { .. } => true,
+            // Lifted by failback, which needs no change in the request.
+            LeaseRefusal::RegionFenced { .. } => true,
             // The caller's lease is gone (or never existed): it must acquire a new one.
             LeaseRefusal::StaleToken { .. }
             | LeaseRefusal::NotHeld
@@ -316,6 +345,9 @@ pub struct LeaseTable {
     /// Ordered so iteration, `RevokeRegion` and snapshots are identical on every node. Rows are
     /// kept after a lease ends because the epoch must survive it.
     resources: BTreeMap<ResourceId, ResourceLease>,
+    /// Regions fenced by a failover and not yet failed back.
+    #[serde(default)]
+    fenced_regions: BTreeMap<RegionId, RegionFence>,
 }
 
 impl LeaseTable {
@@ -359,6 +391,9 @@ impl LeaseTable {
                 reason,
             } => self.fence(resource, by, reason, ctx),
             LeaseCommand::Expire { resource, token } => self.expire(resource, *token),
+            LeaseCommand::LiftRegionFence { region, .. } => Ok(LeaseOutcome::RegionFenceLifted(
+                self.fenced_regions.remove(region),
+            )),
         };
         result.unwrap_or_else(LeaseOutcome::Refused)
     }
@@ -372,6 +407,17 @@ impl LeaseTable {
         break_glass: bool,
         ctx: &ApplyCtx,
     ) -> Result<LeaseOutcome, LeaseRefusal> {
+        // Before anything else, break-glass included: only failback returns a fenced region's
+        // write rights, and a retry from inside it must not learn it "already holds".
+        if let Some((region, fence)) = region
+            .as_ref()
+            .and_then(|r| self.fenced_regions.get_key_value(r))
+        {
+            return Err(LeaseRefusal::RegionFenced {
+                region: region.clone(),
+                reason: fence.reason.clone(),
+            });
+        }
         let row = self.resources.get(resource);
         let overrode = match row.map(|row| &row.lease) {
             None | Some(LeaseState::Free) => None,
@@ -479,6 +525,14 @@ impl LeaseTable {
             })
             .filter_map(|(resource, row)| row.revoke_held(resource, by, reason, ctx))
             .collect();
+        self.fenced_regions
+            .entry(region.clone())
+            .or_insert_with(|| RegionFence {
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                token: ctx.token,
+                since: ctx.now,
+            });
         LeaseOutcome::RevokedMany(revoked)
     }
 
@@ -535,6 +589,11 @@ impl LeaseTable {
     /// The row for `resource`, if it was ever leased or fenced.
     pub fn get(&self, resource: &ResourceId) -> Option<&ResourceLease> {
         self.resources.get(resource)
+    }
+
+    /// The fence on `region`, if a failover fenced it and it has not failed back.
+    pub fn region_fence(&self, region: &RegionId) -> Option<&RegionFence> {
+        self.fenced_regions.get(region)
     }
 
     /// The resource's current epoch, if it was ever leased or fenced.

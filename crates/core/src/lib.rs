@@ -12,6 +12,8 @@
 //!   epochs that only rise.
 //! - [`lease_timers`]: the leader's monotonic lease deadlines over [`lease_table`]; yields the
 //!   `Expire` commands to propose.
+//! - [`leader_stopwatch`]: durations across log entries (cooldown, drain) timed on the current
+//!   leader's monotonic clock, restarted on a new term; never two machines' clocks compared.
 //! - [`hlc`]: hybrid logical clocks; the wall clock comes in as an argument, timestamps go out.
 //! - [`crdt`]: state-merge CRDTs for active-active data, LWW types ordered by [`hlc`] timestamps.
 //! - [`region_health`]: replicated region health with hysteresis; `DOWN` stays down until healthy
@@ -50,6 +52,7 @@ pub mod crdt;
 pub mod failover_log;
 pub mod failover_plan;
 pub mod hlc;
+pub mod leader_stopwatch;
 pub mod lease_table;
 pub mod lease_timers;
 pub mod placement;

@@ -3,11 +3,20 @@
 //!
 //! Invariant: a region marked `DOWN` becomes `HEALTHY` only after it has been observed healthy
 //! continuously for the cooldown (default 10 min); any unhealthy observation while `RECOVERING`
-//! sends it back to `DOWN` and restarts the clock. Times are the log entries' wall clocks
-//! ([`ApplyCtx::now`]), so every node reaches the same state; the controller's probe consensus
+//! sends it back to `DOWN` and restarts the clock. The controller's probe consensus
 //! ([`crate::probe_consensus`]) decides which observation to propose.
+//!
+//! How the cooldown is timed: not by comparing wall clocks. The entry that starts a recovery
+//! names the run (`recovery_run`, its token); the Raft leader times the run on its own monotonic
+//! clock and proposes [`HealthCommand::CooldownElapsed`] with what it measured, and only that
+//! command, naming the current run, ends it. A new leader cannot know how long its predecessor
+//! had measured, so it starts the run's timer afresh from when it first sees it: a leader change
+//! can only lengthen a cooldown, and a leader whose wall clock runs ahead cannot shorten one.
+//! (The project's HLC would not help here: its physical part follows the largest wall clock seen,
+//! so one fast clock would still move every deadline.) The wall-clock fields below come from the
+//! entries' [`ApplyCtx::now`] and are for operators to read; no decision compares them.
 
-use crate::types::{ApplyCtx, RegionId, WallMillis};
+use crate::types::{ApplyCtx, FencingToken, RegionId, WallMillis};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -24,7 +33,8 @@ pub enum HealthState {
     Degraded,
     /// Declared down by probe consensus; traffic has been (or is being) moved away.
     Down,
-    /// Down, but observed healthy since `healthy_since`; not trusted until `cooldown_until`.
+    /// Down, but observed healthy since `healthy_since`; not trusted until the leader has timed
+    /// the whole cooldown on its monotonic clock (`CooldownElapsed`).
     Recovering,
 }
 
@@ -37,15 +47,21 @@ impl HealthState {
 
 /// One region's row.
 ///
-/// `down_since` is set exactly in `DOWN` and `RECOVERING`; `cooldown_until` exactly in
-/// `RECOVERING`, where it is `healthy_since + cooldown`.
+/// `down_since` is set exactly in `DOWN` and `RECOVERING`; `cooldown_until` and `recovery_run`
+/// exactly in `RECOVERING`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionHealth {
     pub state: HealthState,
     pub down_since: Option<WallMillis>,
     /// Start of the current unbroken run of healthy observations, if the region is in one.
     pub healthy_since: Option<WallMillis>,
+    /// `healthy_since + cooldown` by the proposing leader's wall clock: an estimate shown to
+    /// operators, never compared with anything.
     pub cooldown_until: Option<WallMillis>,
+    /// The token of the entry that began the current recovery: the run a leader times and
+    /// `CooldownElapsed` must name, so a measurement of an interrupted run ends nothing.
+    #[serde(default)]
+    pub recovery_run: Option<FencingToken>,
 }
 
 impl RegionHealth {
@@ -55,14 +71,7 @@ impl RegionHealth {
             down_since: None,
             healthy_since: Some(now),
             cooldown_until: None,
-        }
-    }
-
-    /// While `RECOVERING`, how much of the cooldown is left at `now`; `None` in any other state.
-    pub fn cooldown_remaining(&self, now: WallMillis) -> Option<u64> {
-        match (self.state, self.cooldown_until) {
-            (HealthState::Recovering, Some(until)) => Some(until.0.saturating_sub(now.0)),
-            _ => None,
+            recovery_run: None,
         }
     }
 
@@ -74,25 +83,34 @@ impl RegionHealth {
         self.state = HealthState::Down;
         self.healthy_since = None;
         self.cooldown_until = None;
+        self.recovery_run = None;
     }
 
-    fn observe_healthy(&mut self, now: WallMillis, cooldown_ms: u64) {
+    fn observe_healthy(&mut self, ctx: &ApplyCtx, cooldown_ms: u64) {
         match self.state {
-            HealthState::Healthy => {}
-            HealthState::Degraded => *self = RegionHealth::healthy(now),
+            // A recovering region stays so until the leader has timed the cooldown.
+            HealthState::Healthy | HealthState::Recovering => {}
+            HealthState::Degraded => *self = RegionHealth::healthy(ctx.now),
             HealthState::Down => {
                 self.state = HealthState::Recovering;
-                self.healthy_since = Some(now);
-                self.cooldown_until = Some(WallMillis(now.0.saturating_add(cooldown_ms)));
+                self.healthy_since = Some(ctx.now);
+                self.cooldown_until = Some(WallMillis(ctx.now.0.saturating_add(cooldown_ms)));
+                self.recovery_run = Some(ctx.token);
             }
-            HealthState::Recovering => {
-                if self.cooldown_until.is_some_and(|until| now >= until) {
-                    // Keep the start of the healthy run: it is when recovery really began.
-                    self.state = HealthState::Healthy;
-                    self.down_since = None;
-                    self.cooldown_until = None;
-                }
-            }
+        }
+    }
+
+    /// The leader measured `measured_ms` of recovery run `run` on its monotonic clock.
+    fn cooldown_elapsed(&mut self, run: FencingToken, measured_ms: u64, cooldown_ms: u64) {
+        if self.state == HealthState::Recovering
+            && self.recovery_run == Some(run)
+            && measured_ms >= cooldown_ms
+        {
+            // Keep the start of the healthy run: it is when recovery really began.
+            self.state = HealthState::Healthy;
+            self.down_since = None;
+            self.cooldown_until = None;
+            self.recovery_run = None;
         }
     }
 
@@ -126,6 +144,14 @@ pub enum HealthCommand {
     ObserveUnhealthy {
         region: RegionId,
     },
+    /// The leader has timed `measured_ms` of the recovery run `run` on its monotonic clock
+    /// (since it first saw the run as leader). Ends the recovery only if `run` is still the
+    /// current one and the measurement covers the whole cooldown; otherwise changes nothing.
+    CooldownElapsed {
+        region: RegionId,
+        run: FencingToken,
+        measured_ms: u64,
+    },
 }
 
 impl HealthCommand {
@@ -134,7 +160,8 @@ impl HealthCommand {
             HealthCommand::Register { region }
             | HealthCommand::MarkDown { region }
             | HealthCommand::ObserveHealthy { region }
-            | HealthCommand::ObserveUnhealthy { region } => region,
+            | HealthCommand::ObserveUnhealthy { region }
+            | HealthCommand::CooldownElapsed { region, .. } => region,
         }
     }
 }
@@ -204,21 +231,33 @@ impl RegionHealthTable {
         self.regions.iter()
     }
 
+    /// While `region` is `RECOVERING`, how much of the cooldown is left after the leader has
+    /// timed `measured_ms` of its current run; `None` in any other state.
+    pub fn cooldown_remaining(&self, region: &RegionId, measured_ms: u64) -> Option<u64> {
+        let health = self.regions.get(region)?;
+        (health.state == HealthState::Recovering)
+            .then(|| self.cooldown_ms.saturating_sub(measured_ms))
+    }
+
     pub fn apply(&mut self, cmd: &HealthCommand, ctx: &ApplyCtx) -> HealthOutcome {
-        let transition: fn(&mut RegionHealth, WallMillis, u64) = match cmd {
-            HealthCommand::Register { region } => return self.register(region, ctx.now),
-            HealthCommand::MarkDown { .. } => |health, now, _| health.mark_down(now),
-            HealthCommand::ObserveHealthy { .. } => RegionHealth::observe_healthy,
-            HealthCommand::ObserveUnhealthy { .. } => {
-                |health, now, _| health.observe_unhealthy(now)
-            }
-        };
+        if let HealthCommand::Register { region } = cmd {
+            return self.register(region, ctx.now);
+        }
         let region = cmd.region().clone();
+        let cooldown_ms = self.cooldown_ms;
         let Some(health) = self.regions.get_mut(&region) else {
             return HealthOutcome::Refused(HealthRefusal::UnknownRegion { region });
         };
         let from = health.state;
-        transition(health, ctx.now, self.cooldown_ms);
+        match cmd {
+            HealthCommand::Register { .. } => {}
+            HealthCommand::MarkDown { .. } => health.mark_down(ctx.now),
+            HealthCommand::ObserveHealthy { .. } => health.observe_healthy(ctx, cooldown_ms),
+            HealthCommand::ObserveUnhealthy { .. } => health.observe_unhealthy(ctx.now),
+            HealthCommand::CooldownElapsed {
+                run, measured_ms, ..
+            } => health.cooldown_elapsed(*run, *measured_ms, cooldown_ms),
+        }
         let to = health.state;
         if from == to {
             HealthOutcome::Unchanged { region, state: to }

@@ -13,7 +13,8 @@ use arbiter_core::WallMillis;
 use dr_common::{ctx, east, west};
 
 /// us-east-1's health after it went down at 1 s and has been healthy since 2 s, observed at
-/// `observed_at` (its cooldown ends at 602 s).
+/// `observed_at` by a leader that has timed the recovery since 2 s on its monotonic clock (its
+/// cooldown ends at 602 s, when that leader logs `CooldownElapsed`).
 fn recovering_east(observed_at: u64) -> RegionHealth {
     let mut table = RegionHealthTable::default();
     let region = east();
@@ -36,16 +37,24 @@ fn recovering_east(observed_at: u64) -> RegionHealth {
             },
             2_000,
         ),
-        (
-            HealthCommand::ObserveHealthy {
-                region: region.clone(),
-            },
-            observed_at,
-        ),
     ];
     for (index, (command, now)) in commands.into_iter().enumerate() {
         table.apply(&command, &ctx(index as u64 + 1, now));
     }
+    let run = table.get(&region).unwrap().recovery_run.expect("recovering");
+    let measured_ms = observed_at - 2_000;
+    let last = if measured_ms >= DEFAULT_COOLDOWN_MS {
+        HealthCommand::CooldownElapsed {
+            region: region.clone(),
+            run,
+            measured_ms,
+        }
+    } else {
+        HealthCommand::ObserveHealthy {
+            region: region.clone(),
+        }
+    };
+    table.apply(&last, &ctx(4, observed_at));
     table.get(&region).unwrap().clone()
 }
 
@@ -86,10 +95,15 @@ fn replication(east_epoch: u64, west_epoch: u64, lag_ms: u64, active: bool) -> R
     state
 }
 
+/// The gate as a leader that has timed the recovery since 2 s sees it at `now`.
 fn gate(health: &RegionHealth, now: u64, state: &ReplicationState) -> Result<(), FailbackRefusal> {
+    let remaining = match health.state {
+        HealthState::Recovering => DEFAULT_COOLDOWN_MS.saturating_sub(now.saturating_sub(2_000)),
+        _ => 0,
+    };
     check_failback(
         health,
-        WallMillis(now),
+        remaining,
         state.latest_checkpoint(&east()),
         state.latest_checkpoint(&west()),
         state.link(&west(), &east()),
@@ -116,7 +130,7 @@ fn failback_inside_the_cooldown_is_refused_with_the_time_left() {
         })
     );
     // The cooldown is over even if no healthy observation has been logged since: the gate reads
-    // the recovery deadline, not the last observation.
+    // what the leader has timed, not the last observation.
     assert_eq!(
         gate(&health, RECOVERED_AT, &replication(42, 42, 0, true)),
         Ok(())
@@ -202,6 +216,7 @@ fn region_still_down_or_degraded_is_not_recovered() {
         down_since: Some(WallMillis(1_000)),
         healthy_since: None,
         cooldown_until: None,
+        recovery_run: None,
     };
     assert_eq!(
         gate(&down, RECOVERED_AT, &replication(42, 42, 0, true)),
@@ -214,6 +229,7 @@ fn region_still_down_or_degraded_is_not_recovered() {
         down_since: None,
         healthy_since: None,
         cooldown_until: None,
+        recovery_run: None,
     };
     assert_eq!(
         gate(&degraded, RECOVERED_AT, &replication(42, 42, 0, true)),

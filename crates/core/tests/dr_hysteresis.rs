@@ -1,19 +1,25 @@
 //! Hysteresis: a region that flaps is failed over at most once and not failed back until it has
 //! been healthy for the whole cooldown. The controller loop below is the pure part of the
 //! shell's: probes in, verdicts, health observations, failovers and failbacks out, with time as
-//! a number — ten minutes of simulated probing runs in microseconds.
+//! a number — ten minutes of simulated probing runs in microseconds. As in the shell, the
+//! cooldown is timed by the leader's monotonic stopwatch, never read off the entries' wall
+//! clocks; the last tests give the leader a wall clock an hour ahead to show it changes nothing.
 
 mod dr_common;
 
 use arbiter_core::failover_log::{FailoverCommand, FailoverLog, FailoverOutcome, FailoverType};
-use arbiter_core::failover_plan::{check_failback, failover_needed, next_action, Action};
+use arbiter_core::failover_plan::{
+    check_failback, failover_needed, next_action, Action, FailbackRefusal,
+};
+use arbiter_core::leader_stopwatch::LeaderStopwatch;
 use arbiter_core::probe_consensus::{ConsensusConfig, ProbeConsensus, ProbeReport, VantageId};
 use arbiter_core::region_health::{
     HealthCommand, HealthOutcome, HealthState, RegionHealthTable, DEFAULT_COOLDOWN_MS,
 };
 use arbiter_core::replication::{DataLossEstimate, ReplicationCommand, ReplicationState};
 use arbiter_core::routing::{RoutingCommand, RoutingStatus, RoutingTable};
-use arbiter_core::{ApplyCtx, MonoMillis, RegionId, TenantId, WallMillis};
+use arbiter_core::probe_consensus::Verdict;
+use arbiter_core::{ApplyCtx, FencingToken, MonoMillis, RegionId, TenantId, WallMillis};
 use dr_common::{ctx, east, west};
 use std::collections::BTreeMap;
 
@@ -29,6 +35,8 @@ struct Controller {
     log: FailoverLog,
     routing: RoutingTable,
     replication: ReplicationState,
+    /// The leader's monotonic timing of each recovery run; `now` doubles as its clock.
+    cooldowns: LeaderStopwatch<(RegionId, FencingToken)>,
     log_index: u64,
     /// Times at which failovers of us-east-1 began and failbacks happened.
     failovers: Vec<u64>,
@@ -43,6 +51,7 @@ impl Controller {
             log: FailoverLog::default(),
             routing: RoutingTable::default(),
             replication: ReplicationState::default(),
+            cooldowns: LeaderStopwatch::default(),
             log_index: 0,
             failovers: Vec::new(),
             failbacks: Vec::new(),
@@ -102,17 +111,22 @@ impl Controller {
                 let region = region.clone();
                 self.fail_over(now, region);
             }
+            let command = self.health_command(&verdict, now);
             let ctx = self.ctx(now);
-            self.health.apply(&verdict.health_command(), &ctx);
+            self.health.apply(&command, &ctx);
+            self.time_recovery(now);
         }
         let shifted = self
             .routing
             .by_active(&west(), RoutingStatus::Shifted)
             .next()
             .is_some();
+        let measured = self.measured(now);
         let gate = check_failback(
             self.health.get(&east()).unwrap(),
-            WallMillis(now),
+            self.health
+                .cooldown_remaining(&east(), measured)
+                .unwrap_or(0),
             self.replication.latest_checkpoint(&east()),
             self.replication.latest_checkpoint(&west()),
             None,
@@ -154,6 +168,37 @@ impl Controller {
             }
             let ctx = self.ctx(now);
             self.log.apply(&action.record("done"), &ctx);
+        }
+    }
+
+    /// What the shell proposes for `verdict`: a healthy verdict on a recovering region reports
+    /// the leader's measurement of the run instead of an observation.
+    fn health_command(&mut self, verdict: &Verdict, now: u64) -> HealthCommand {
+        let run = self.health.get(verdict.region()).and_then(|h| h.recovery_run);
+        match (verdict, run) {
+            (Verdict::Healthy { .. }, Some(run)) => HealthCommand::CooldownElapsed {
+                region: verdict.region().clone(),
+                run,
+                measured_ms: self.cooldowns.elapsed(&(verdict.region().clone(), run), MonoMillis(now)),
+            },
+            _ => verdict.health_command(),
+        }
+    }
+
+    /// Starts timing a recovery run as soon as it is logged; forgets runs that ended.
+    fn time_recovery(&mut self, now: u64) {
+        let run = self.health.get(&east()).and_then(|h| h.recovery_run);
+        self.cooldowns.retain(|(_, r)| Some(*r) == run);
+        if let Some(run) = run {
+            self.cooldowns.elapsed(&(east(), run), MonoMillis(now));
+        }
+    }
+
+    /// How long the leader has timed us-east-1's current recovery run.
+    fn measured(&mut self, now: u64) -> u64 {
+        match self.health.get(&east()).and_then(|h| h.recovery_run) {
+            Some(run) => self.cooldowns.elapsed(&(east(), run), MonoMillis(now)),
+            None => 0,
         }
     }
 
@@ -320,15 +365,57 @@ fn interrupted_recovery_restarts_the_cooldown_clock() {
     assert_eq!(row.down_since, Some(WallMillis(1_000)));
     assert_eq!(row.healthy_since, Some(WallMillis(310_000)));
     assert_eq!(row.cooldown_until, Some(WallMillis(910_000)));
-    assert_eq!(row.cooldown_remaining(WallMillis(900_000)), Some(10_000));
+    // The run is named by the entry that began it: the second recovery, not the first.
+    let (first_run, run) = (
+        FencingToken::from_log_position(2_001, 0),
+        FencingToken::from_log_position(310_001, 0),
+    );
+    assert_eq!(row.recovery_run, Some(run));
+    assert_eq!(health.cooldown_remaining(&region, 590_000), Some(10_000));
 
     let mut apply = |cmd: HealthCommand, now: u64| health.apply(&cmd, &ctx(now + 1, now));
+    // A full cooldown timed on the interrupted run ends nothing.
     assert_eq!(
         apply(
-            HealthCommand::ObserveHealthy {
-                region: region.clone()
+            HealthCommand::CooldownElapsed {
+                region: region.clone(),
+                run: first_run,
+                measured_ms: 900_000,
             },
             910_000
+        ),
+        HealthOutcome::Unchanged {
+            region: region.clone(),
+            state: HealthState::Recovering,
+        }
+    );
+    // Nor does a healthy observation past the wall-clock estimate, nor a short measurement.
+    for command in [
+        HealthCommand::ObserveHealthy {
+            region: region.clone(),
+        },
+        HealthCommand::CooldownElapsed {
+            region: region.clone(),
+            run,
+            measured_ms: DEFAULT_COOLDOWN_MS - 1,
+        },
+    ] {
+        assert_eq!(
+            apply(command, 911_000),
+            HealthOutcome::Unchanged {
+                region: region.clone(),
+                state: HealthState::Recovering,
+            }
+        );
+    }
+    assert_eq!(
+        apply(
+            HealthCommand::CooldownElapsed {
+                region: region.clone(),
+                run,
+                measured_ms: DEFAULT_COOLDOWN_MS,
+            },
+            912_000
         ),
         HealthOutcome::Changed {
             region: region.clone(),
@@ -339,7 +426,97 @@ fn interrupted_recovery_restarts_the_cooldown_clock() {
     let row = health.get(&region).unwrap();
     assert_eq!(row.down_since, None);
     assert_eq!(row.cooldown_until, None);
+    assert_eq!(row.recovery_run, None);
     assert_eq!(row.healthy_since, Some(WallMillis(310_000)));
+}
+
+/// Issue 11, item 3c: the recovery began under one leader; the next leader's wall clock is an
+/// hour ahead. Before the cooldown was timed on the leader's monotonic clock, that leader's
+/// first healthy observation (its wall clock already past `cooldown_until`) ended the recovery
+/// at once and the failback gate opened.
+#[test]
+fn a_new_leader_with_a_clock_an_hour_ahead_neither_shortens_the_cooldown_nor_fails_back_early() {
+    const HOUR_MS: u64 = 3_600_000;
+    let mut health = RegionHealthTable::default();
+    let region = east();
+    let mut index = 0;
+    let mut apply = |health: &mut RegionHealthTable, cmd: HealthCommand, wall: u64| {
+        index += 1;
+        health.apply(&cmd, &ctx(index, wall))
+    };
+    // Leader 1, wall clock right: down at 1 s, healthy again at 2 s.
+    apply(&mut health, HealthCommand::Register { region: east() }, 0);
+    apply(&mut health, HealthCommand::MarkDown { region: east() }, 1_000);
+    apply(&mut health, HealthCommand::ObserveHealthy { region: east() }, 2_000);
+    let run = health.get(&region).unwrap().recovery_run.expect("recovering");
+
+    // Leader 2 is elected at monotonic 50 s; its wall clock reads an hour ahead.
+    let skewed = |wall: u64| wall + HOUR_MS;
+    let mut leader2 = LeaderStopwatch::default();
+    let elected = MonoMillis(50_000);
+    let measured = leader2.elapsed(&(east(), run), elected);
+    assert_eq!(measured, 0, "a new leader knows nothing of its predecessor's timing");
+    assert_eq!(
+        apply(&mut health, HealthCommand::ObserveHealthy { region: east() }, skewed(50_000)),
+        HealthOutcome::Unchanged {
+            region: east(),
+            state: HealthState::Recovering
+        },
+        "a wall clock past cooldown_until must not end the recovery"
+    );
+    let gate = |health: &RegionHealthTable, measured: u64| {
+        check_failback(
+            health.get(&east()).unwrap(),
+            health.cooldown_remaining(&east(), measured).unwrap_or(0),
+            None,
+            None,
+            None,
+        )
+    };
+    assert_eq!(
+        gate(&health, measured),
+        Err(FailbackRefusal::CooldownNotElapsed {
+            remaining_ms: DEFAULT_COOLDOWN_MS
+        })
+    );
+
+    // Nine minutes later on its monotonic clock: still refused, with the time left.
+    let measured = leader2.elapsed(&(east(), run), MonoMillis(50_000 + 540_000));
+    let proposal = HealthCommand::CooldownElapsed {
+        region: east(),
+        run,
+        measured_ms: measured,
+    };
+    assert_eq!(
+        apply(&mut health, proposal, skewed(590_000)),
+        HealthOutcome::Unchanged {
+            region: east(),
+            state: HealthState::Recovering
+        }
+    );
+    assert_eq!(
+        gate(&health, measured),
+        Err(FailbackRefusal::CooldownNotElapsed {
+            remaining_ms: 60_000
+        })
+    );
+
+    // A full cooldown by its own clock: the recovery ends and failback may go ahead.
+    let measured = leader2.elapsed(&(east(), run), MonoMillis(50_000 + DEFAULT_COOLDOWN_MS));
+    let proposal = HealthCommand::CooldownElapsed {
+        region: east(),
+        run,
+        measured_ms: measured,
+    };
+    assert_eq!(
+        apply(&mut health, proposal, skewed(650_000)),
+        HealthOutcome::Changed {
+            region: east(),
+            from: HealthState::Recovering,
+            to: HealthState::Healthy
+        }
+    );
+    assert_eq!(gate(&health, 0), Ok(()));
 }
 
 #[test]

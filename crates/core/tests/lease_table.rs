@@ -677,10 +677,15 @@ fn tokens_strictly_increase_and_row_invariants_hold_over_a_long_scripted_run() {
             6 => revoke(resource),
             7 => fence(resource),
             8 => expire(resource, token),
-            _ => LeaseCommand::RevokeRegion {
+            // A regional fence and its failback, so grants in a region stop and resume.
+            _ if script.next(2) == 0 => LeaseCommand::RevokeRegion {
                 region: RegionId::new(region),
                 by: "dr".into(),
                 reason: "drill".into(),
+            },
+            _ => LeaseCommand::LiftRegionFence {
+                region: RegionId::new(region),
+                by: "operator".into(),
             },
         };
         let before = log.table.clone();
@@ -698,6 +703,9 @@ fn tokens_strictly_increase_and_row_invariants_hold_over_a_long_scripted_run() {
             LeaseOutcome::RevokedMany(_) => "revoked nothing",
             LeaseOutcome::Fenced { .. } => "fenced",
             LeaseOutcome::Expired { .. } => "expired",
+            LeaseOutcome::RegionFenceLifted(Some(_)) => "fence lifted",
+            LeaseOutcome::RegionFenceLifted(None) => "nothing to lift",
+            LeaseOutcome::Refused(LeaseRefusal::RegionFenced { .. }) => "refused: region fenced",
             LeaseOutcome::Refused(_) => "refused",
         });
         if let LeaseOutcome::Granted { token, .. } = outcome {
@@ -728,7 +736,7 @@ fn tokens_strictly_increase_and_row_invariants_hold_over_a_long_scripted_run() {
     );
     assert_eq!(
         kinds.len(),
-        10,
+        13,
         "every outcome kind should occur, saw {kinds:?}"
     );
 }
