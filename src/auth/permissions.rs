@@ -605,6 +605,32 @@ mod tests {
         ));
     }
 
+    /// Issue 11, item 3a: a lease's region is its holder's identity's, so an identity bound to
+    /// no region cannot take a lease a regional fence would have to find.
+    #[test]
+    fn an_identity_without_a_region_cannot_take_a_region_scoped_lease() {
+        let lease = |holder, region| Claim::Lease { holder, region };
+        for role in [Role::Operator, Role::Controller] {
+            let unbound = caller("alice", role);
+            assert_eq!(
+                authorize(
+                    &unbound,
+                    Operation::LeaseWrite,
+                    lease("proxy-west", Some("us-west-2"))
+                ),
+                Err(DenialReason::NoRegion {
+                    role,
+                    region: "us-west-2".into()
+                })
+            );
+            assert_eq!(
+                authorize(&unbound, Operation::LeaseWrite, lease("proxy-west", None)),
+                Ok(()),
+                "a lease with no region is not region-scoped"
+            );
+        }
+    }
+
     #[test]
     fn probe_reports_only_as_its_vantage_and_region_only_for_itself() {
         let probe = caller("probe-london", Role::Probe);
@@ -650,12 +676,14 @@ mod tests {
     fn operator_is_unbound_and_reader_may_only_read() {
         let operator = caller("alice", Role::Operator);
         let reader = caller("dash", Role::Reader);
+        // Any holder; but no region, which only a holder's own identity can give a lease (see
+        // `an_identity_without_a_region_cannot_take_a_region_scoped_lease`).
         for (op, claim) in [
             (
                 Operation::LeaseWrite,
                 Claim::Lease {
                     holder: "anyone",
-                    region: Some("eu-central-1"),
+                    region: None,
                 },
             ),
             (Operation::ProbeReport, Claim::Vantage("tokyo")),

@@ -97,7 +97,9 @@ pub struct RawDrConfig {
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
     /// Links created at bootstrap when missing. Only their creation: a mode changed later
-    /// through the API is not reverted by a restart.
+    /// through the API is not reverted by a restart. When neither regions nor links are
+    /// configured (the seed's deployment, as `arbiter up` starts it), the seed's replication
+    /// pair [`SEED_LINK`] is declared.
     #[serde(default)]
     pub links: Vec<LinkConfig>,
     /// The region that takes 100 % of traffic at start (default: the first region).
@@ -181,8 +183,15 @@ pub enum DrConfigError {
 /// The regions of the seed's deployment, used when the config names none.
 pub const DEFAULT_REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
 
+/// The seed's replication pair (Region A → Region B, 70 ms apart), ASYNC as the seed's column
+/// default: declared when the config names neither regions nor links, so that on a fresh
+/// cluster `GetSyncMetrics` answers for it once us-east-1 reports, and the promotion gate has a
+/// lag to judge for the default failover us-east-1 → us-west-2.
+pub const SEED_LINK: (&str, &str) = ("us-east-1", "us-west-2");
+
 impl RawDrConfig {
     pub fn validate(self) -> Result<DrConfig, DrConfigError> {
+        let seed_deployment = self.regions.is_empty() && self.links.is_empty();
         let declared: Vec<RegionConfig> = if self.regions.is_empty() {
             DEFAULT_REGIONS
                 .iter()
@@ -242,6 +251,13 @@ impl RawDrConfig {
                 source,
                 target,
                 mode: link.mode,
+            });
+        }
+        if seed_deployment {
+            links.push(DeclaredLink {
+                source: RegionId::new(SEED_LINK.0),
+                target: RegionId::new(SEED_LINK.1),
+                mode: default_link_mode(),
             });
         }
 
@@ -331,6 +347,38 @@ mod tests {
         );
         assert_eq!(config.consensus.quorum, 3);
         assert_eq!(config.cooldown_ms, 600_000);
+        // Issue 11, item 3d: the seed's replication pair exists on a fresh cluster.
+        assert_eq!(
+            config.links,
+            [DeclaredLink {
+                source: RegionId::new("us-east-1"),
+                target: RegionId::new("us-west-2"),
+                mode: ReplicationMode::Async,
+            }]
+        );
+    }
+
+    #[test]
+    fn the_seed_link_is_not_added_to_a_deployment_that_declares_its_own() {
+        let own_links = RawDrConfig {
+            links: vec![LinkConfig {
+                source: "us-west-2".into(),
+                target: "us-east-1".into(),
+                mode: ReplicationMode::Sync,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(own_links.validate().expect("valid").links.len(), 1);
+        let own_regions = RawDrConfig {
+            regions: ["eu-west-1", "ap-south-1"]
+                .map(|name| RegionConfig {
+                    name: name.into(),
+                    failover_to: None,
+                })
+                .into(),
+            ..Default::default()
+        };
+        assert!(own_regions.validate().expect("valid").links.is_empty());
     }
 
     #[test]
