@@ -6,6 +6,12 @@
 //! timeline. Drivers may be called more than once for one decision (a new leader resumes a step
 //! whose outcome was not yet logged), so driver commands must be idempotent: "set weights to X",
 //! "scale to N", never "add N".
+//!
+//! Every call carries the fencing epoch of the decision it carries out and the term of the leader
+//! making it ([`DriverCall::epoch`], [`DriverCall::leader_term`]; `ARBITER_EPOCH` and
+//! `ARBITER_LEADER_TERM` for `exec`, `epoch` and `leaderTerm` in the JSON for `exec` and
+//! `webhook`), so whatever acts on it can refuse a deposed leader replaying an older decision:
+//! obey an epoch at least the last one obeyed, refuse a lower one.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,6 +36,13 @@ pub struct DriverCall {
     /// Traffic weights after the decision, region → percent.
     pub weights: Vec<(String, f64)>,
     pub reason: String,
+    /// The fencing epoch of the decision: the fencing token (log position) of the entry that
+    /// made it — a failover's `fo-<token>`, a traffic task's `dr_shift_<token in hex>`. Later
+    /// decisions have larger epochs; a call repeated for the same decision (a new leader
+    /// resuming it) carries the same one.
+    pub epoch: u64,
+    /// The Raft term of the leader making the call.
+    pub leader_term: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +90,10 @@ impl Driver {
         for attempt in 1..=self.config.retries + 1 {
             let timeout = Duration::from_millis(self.config.timeout_ms);
             let outcome = match &self.config.kind {
-                DriverKind::Builtin => Ok("routing table updated (builtin driver)".to_string()),
+                DriverKind::Builtin => Ok(format!(
+                    "routing table updated (builtin driver, epoch {}, term {})",
+                    call.epoch, call.leader_term
+                )),
                 DriverKind::Exec { command } => run_exec(command, call, timeout).await,
                 DriverKind::Webhook { url } => run_webhook(url, call, timeout).await,
             };
@@ -140,6 +156,8 @@ async fn run_exec(
             call.to_region.clone().unwrap_or_default(),
         )
         .env("ARBITER_REASON", &call.reason)
+        .env("ARBITER_EPOCH", call.epoch.to_string())
+        .env("ARBITER_LEADER_TERM", call.leader_term.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -194,6 +212,8 @@ mod tests {
             to_region: Some("us-west-2".into()),
             weights: vec![("us-west-2".into(), 100.0)],
             reason: "test".into(),
+            epoch: 8_192,
+            leader_term: 3,
         }
     }
 
@@ -224,6 +244,27 @@ mod tests {
             "{}",
             result.detail
         );
+    }
+
+    /// Issue 11, item 2: the far side gets the decision's epoch and the leader's term, in the
+    /// environment and in the JSON, and the builtin driver reports them.
+    #[tokio::test]
+    async fn every_driver_call_carries_the_epoch_and_the_leader_term() {
+        let result = exec(
+            r#"read -r json; echo "env $ARBITER_EPOCH $ARBITER_LEADER_TERM json $json""#,
+            0,
+        )
+        .run(&call())
+        .await;
+        assert!(result.ok, "{result:?}");
+        assert!(result.detail.contains("env 8192 3 json"), "{}", result.detail);
+        assert!(
+            result.detail.contains(r#""epoch":8192"#) && result.detail.contains(r#""leaderTerm":3"#),
+            "{}",
+            result.detail
+        );
+        let builtin = Driver::new("traffic", DriverConfig::default()).run(&call()).await;
+        assert!(builtin.detail.contains("epoch 8192, term 3"), "{}", builtin.detail);
     }
 
     #[tokio::test]

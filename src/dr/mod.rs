@@ -44,7 +44,7 @@ use arbiter_core::region_health::{HealthCommand, HealthState};
 use arbiter_core::replication::{DataLossEstimate, ReplicationCommand, WriteRate};
 use arbiter_core::routing::{RoutingCommand, RoutingOutcome, FULL_WEIGHT_BP};
 use arbiter_core::traffic::{
-    ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome, TrafficTask,
+    task_token, ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome, TrafficTask,
 };
 use arbiter_core::{FencingToken, MonoMillis, RegionId};
 use openraft::ServerState;
@@ -871,6 +871,8 @@ impl DrController {
                         to_region: Some(region.to_string()),
                         weights: self.weights_percent(),
                         reason: format!("failover of {}", event.failed_region),
+                        epoch: failover_id.0 .0,
+                        leader_term: self.term(),
                     })
                     .await;
                 if !result.ok {
@@ -969,6 +971,11 @@ impl DrController {
         }
     }
 
+    /// This node's current Raft term (it is the leader whenever it calls a driver).
+    fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
     fn weights_percent(&self) -> Vec<(String, f64)> {
         let state = self.inner.state.read();
         state
@@ -1003,6 +1010,8 @@ impl DrController {
                 to_region: Some(task.request.target_region.to_string()),
                 weights: self.weights_percent(),
                 reason: task.request.reason.clone(),
+                epoch: task_epoch(task),
+                leader_term: self.term(),
             })
             .await;
         let command = TrafficCommand::Finish {
@@ -1046,6 +1055,20 @@ impl DrController {
             });
         }
     }
+}
+
+/// The fencing epoch of a traffic task's decision: its failover's, for a failover's shift (so
+/// every call of one failover carries one epoch), else the token that started the task.
+fn task_epoch(task: &TrafficTask) -> u64 {
+    let failover = task
+        .request
+        .policy_name
+        .strip_prefix("failover:")
+        .and_then(|id| id.parse::<FailoverId>().ok())
+        .map(|id| id.0);
+    failover
+        .or_else(|| task_token(&task.task_track_id))
+        .map_or(0, |token| token.0)
 }
 
 /// A failover step as a metric label.

@@ -10,10 +10,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::routing::{TrafficShift, TrafficShiftError, TrafficWeights};
-use crate::types::{ApplyCtx, RegionId, WallMillis};
+use crate::types::{ApplyCtx, FencingToken, RegionId, WallMillis};
 
 /// A task id as the seed shows it: `dr_shift_<hex>`, derived from the minting log position.
 pub type TaskId = String;
+
+/// The token of the log entry that started a task, read back from its id (`dr_shift_<hex>`).
+pub fn task_token(task_track_id: &str) -> Option<FencingToken> {
+    let hex = task_track_id.strip_prefix("dr_shift_")?;
+    u64::from_str_radix(hex, 16).ok().map(FencingToken)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -234,6 +240,7 @@ mod tests {
             panic!("shift refused");
         };
         assert_eq!(task.task_track_id, "dr_shift_2000");
+        assert_eq!(task_token(&task.task_track_id), Some(FencingToken(0x2000)));
         let weights = state.weights().expect("weights");
         assert_eq!(weights.weight_bp(&"us-east-1".into()), Some(0));
         assert_eq!(weights.weight_bp(&"us-west-2".into()), Some(10_000));
