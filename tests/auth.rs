@@ -461,7 +461,7 @@ async fn audit_records_name_the_authenticated_caller_not_the_body() {
         Some(&alice),
         "POST",
         "/v1/leases/db/acquire",
-        Some(json!({"holder": "west", "ttlMs": TTL_MS, "region": "us-west-2"})),
+        Some(json!({"holder": "west", "ttlMs": TTL_MS})),
     )
     .await;
     assert_eq!((status, &body["ok"]), (200, &json!(true)), "{body}");
@@ -480,7 +480,7 @@ async fn audit_records_name_the_authenticated_caller_not_the_body() {
         "POST",
         "/v1/leases/db/acquire",
         Some(
-            json!({"holder": "east", "ttlMs": TTL_MS, "region": "eu-central-1",
+            json!({"holder": "east", "ttlMs": TTL_MS,
                     "breakGlass": {"operator": "mallory", "reason": "drill"}}),
         ),
     )

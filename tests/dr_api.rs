@@ -467,7 +467,8 @@ async fn replication_coordinator_keeps_epochs_forward_and_names_bad_input() {
         assert_eq!(status.code(), code, "{name}: {status:?}");
     }
     for (name, source, target, code) in [
-        ("no link yet", "us-east-1", "us-west-2", Code::NotFound),
+        // The seed's pair us-east-1 -> us-west-2 is declared on a default deployment.
+        ("no link declared", "us-west-2", "eu-central-1", Code::NotFound),
         ("unknown region", "us-east-1", "mars-1", Code::NotFound),
         ("empty source", "", "us-west-2", Code::InvalidArgument),
         (

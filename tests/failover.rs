@@ -58,13 +58,17 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
         use arbiter_client::proto::lease_service_client::LeaseServiceClient;
         use arbiter_client::proto::AcquireRequest;
         let leader = drill.cluster.leader(Duration::from_secs(5)).await;
-        let mut client = LeaseServiceClient::new(grpc_channel(&leader.grpc_addr).expect("connect"));
+        // us-east-1's proxy: its lease is in us-east-1 because its identity is.
+        let proxy = drill
+            .cluster
+            .issue(proxy_in("proxy-us-east-1", "us-east-1"))
+            .await;
+        let mut client = LeaseServiceClient::new(grpc_channel_as(&leader.grpc_addr, &proxy));
         let reply = client
             .acquire(AcquireRequest {
                 resource: "db/orders".into(),
                 holder: "proxy-us-east-1".into(),
                 ttl_ms: 60_000,
-                region: "us-east-1".into(),
                 ..Default::default()
             })
             .await

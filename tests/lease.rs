@@ -343,7 +343,7 @@ async fn a_revoked_holder_is_refused_at_once_and_fenced_by_the_new_epoch() {
     let resource = ResourceId::new("db/inventory");
     let ttl = Duration::from_secs(3);
     let options = KeeperOptions::default();
-    let spec = LeaseSpec::new(resource.as_str(), "proxy-west", ttl).in_region("us-west-2");
+    let spec = LeaseSpec::new(resource.as_str(), "proxy-west", ttl);
     let keeper = LeaseKeeper::acquire(&client, &spec, options.clone())
         .await
         .expect("cluster reachable")

@@ -257,7 +257,7 @@ async fn the_served_document_describes_every_route_and_the_answers() {
         api,
         "POST",
         "/v1/leases/db%2Fopenapi/acquire",
-        Some(json!({"holder": "openapi-test", "ttlMs": 10_000, "region": "us-east-1"})),
+        Some(json!({"holder": "openapi-test", "ttlMs": 10_000})),
     )
     .await;
     assert_eq!(granted.0, 200, "{granted:?}");

@@ -377,12 +377,12 @@ async fn the_dashboard_shows_the_leader_and_a_failover_live() {
     assert_eq!(view["verdicts"], Value::Null, "{view}");
     assert_eq!(view["leaderHttpAddr"], json!(leader.http_addr), "{view}");
 
-    // Something in every table: a lease held in us-west-2, a link within its RPO and one past it.
+    // Something in every table: a lease, a link within its RPO and one past it.
     for (method, path, body) in [
         (
             "POST",
             "/v1/leases/orders-db/acquire",
-            json!({"holder": "proxy-west", "ttlMs": 60_000, "region": "us-west-2"}),
+            json!({"holder": "proxy-west", "ttlMs": 60_000}),
         ),
         (
             "PUT",

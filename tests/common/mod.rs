@@ -75,6 +75,27 @@ pub fn grpc_channel(
     arbiter_client::channel(addr, &client_options())
 }
 
+/// A gRPC channel to one node that presents `token` (e.g. a proxy's, from
+/// [`TestCluster::issue`]) instead of the operator's.
+pub fn grpc_channel_as(addr: &str, token: &str) -> arbiter_client::AuthChannel {
+    let options = ClientOptions {
+        token: Some(BearerToken::new(token).expect("valid token")),
+        ..client_options()
+    };
+    arbiter_client::channel(addr, &options).expect("channel")
+}
+
+/// A proxy identity bound to `region`, for [`TestCluster::issue`]: a lease's region is its
+/// holder's, so only such an identity takes a lease a regional fence revokes.
+pub fn proxy_in(identity: &str, region: &str) -> TokenGrant {
+    TokenGrant {
+        identity: identity.into(),
+        role: Role::Proxy,
+        region: Some(region.into()),
+        vantage: None,
+    }
+}
+
 /// The HTTPS client with the operator's credentials.
 pub fn http() -> HttpClient {
     certs()
