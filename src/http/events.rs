@@ -126,18 +126,17 @@ pub async fn list(
     };
     read(&app.node, |machine| {
         let known = validate::known_regions(machine);
-        let regions = match &query.failed_region {
-            Some(region) => vec![validate::region("failedRegion", region, &known)?],
-            // Failovers only name known regions, so their union is the whole log.
-            None => known.into_iter().collect(),
+        // The whole log when no region is asked for: a break-glass override of a lease held
+        // by an identity bound to no region names no known region.
+        let region = query
+            .failed_region
+            .as_deref()
+            .map(|region| validate::region("failedRegion", region, &known))
+            .transpose()?;
+        let events: Vec<&FailoverEvent> = match &region {
+            Some(region) => machine.failovers.by_failed_region(region).take(limit).collect(),
+            None => machine.failovers.newest_first().take(limit).collect(),
         };
-        let mut events: Vec<&FailoverEvent> = regions
-            .iter()
-            .flat_map(|region| machine.failovers.by_failed_region(region).take(limit))
-            .collect();
-        // Ids follow log order, so sorting by id puts the newest first across regions.
-        events.sort_by_key(|event| std::cmp::Reverse(event.failover_id));
-        events.truncate(limit);
         Ok(Json(EventList {
             events: events.into_iter().map(EventView::from).collect(),
         }))
