@@ -479,10 +479,8 @@ async fn audit_records_name_the_authenticated_caller_not_the_body() {
         Some(&alice),
         "POST",
         "/v1/leases/db/acquire",
-        Some(
-            json!({"holder": "east", "ttlMs": TTL_MS,
-                    "breakGlass": {"operator": "mallory", "reason": "drill"}}),
-        ),
+        Some(json!({"holder": "east", "ttlMs": TTL_MS,
+                    "breakGlass": {"operator": "mallory", "reason": "drill"}})),
     )
     .await;
     assert_eq!(

@@ -468,7 +468,12 @@ async fn replication_coordinator_keeps_epochs_forward_and_names_bad_input() {
     }
     for (name, source, target, code) in [
         // The seed's pair us-east-1 -> us-west-2 is declared on a default deployment.
-        ("no link declared", "us-west-2", "eu-central-1", Code::NotFound),
+        (
+            "no link declared",
+            "us-west-2",
+            "eu-central-1",
+            Code::NotFound,
+        ),
         ("unknown region", "us-east-1", "mars-1", Code::NotFound),
         ("empty source", "", "us-west-2", Code::InvalidArgument),
         (

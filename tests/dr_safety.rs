@@ -156,7 +156,14 @@ async fn the_seed_pair_answers_get_sync_metrics_on_a_fresh_cluster() {
     })
     .await;
     assert_eq!(metrics.replication_lag_ms, 0);
-    let (_, links) = call(&leader.http_addr, None, "GET", "/v1/replication/links", None).await;
+    let (_, links) = call(
+        &leader.http_addr,
+        None,
+        "GET",
+        "/v1/replication/links",
+        None,
+    )
+    .await;
     assert_eq!(
         links["links"][0]["replicationMode"],
         json!("ASYNC"),
@@ -188,7 +195,11 @@ async fn a_lagging_standby_is_not_promoted_and_a_fenced_region_takes_no_lease_un
     assert_eq!(held["ok"], json!(true), "{held}");
     let east_token = held["token"].as_u64().expect("token");
     let (_, lease) = call(&api, None, "GET", "/v1/leases/db%2Forders", None).await;
-    assert_eq!(lease["region"], json!("us-east-1"), "not named, taken from the identity");
+    assert_eq!(
+        lease["region"],
+        json!("us-east-1"),
+        "not named, taken from the identity"
+    );
     let mut operator = LeaseServiceClient::new(grpc_channel(&grpc).expect("connect"));
     let denied = operator
         .acquire(AcquireRequest {
@@ -254,8 +265,18 @@ async fn a_lagging_standby_is_not_promoted_and_a_fenced_region_takes_no_lease_un
     let (status, body) = call(&api, None, "POST", "/v1/dr/failover", Some(failover(false))).await;
     assert_eq!(status, 409, "{body}");
     assert!(body.to_string().contains("promotion refused"), "{body}");
-    let proxy_glass = call(&api, Some(&west), "POST", "/v1/dr/failover", Some(failover(true))).await;
-    assert_eq!(proxy_glass.0, 403, "break-glass is the operator's: {proxy_glass:?}");
+    let proxy_glass = call(
+        &api,
+        Some(&west),
+        "POST",
+        "/v1/dr/failover",
+        Some(failover(true)),
+    )
+    .await;
+    assert_eq!(
+        proxy_glass.0, 403,
+        "break-glass is the operator's: {proxy_glass:?}"
+    );
     let (status, body) = call(&api, None, "POST", "/v1/dr/failover", Some(failover(true))).await;
     assert_eq!(status, 202, "{body}");
     let decided = &timeline(&body)[0].1;
@@ -276,7 +297,10 @@ async fn a_lagging_standby_is_not_promoted_and_a_fenced_region_takes_no_lease_un
     tracing::info!("phase 4: the fence revoked us-east-1's lease and refuses it new ones");
     let (_, lease) = call(&api, None, "GET", "/v1/leases/db%2Forders", None).await;
     assert_eq!(lease["state"], json!("DRAINING"), "{lease}");
-    assert!(lease["epoch"].as_u64().expect("epoch") > east_token, "{lease}");
+    assert!(
+        lease["epoch"].as_u64().expect("epoch") > east_token,
+        "{lease}"
+    );
     let fenced = acquire_grpc(&grpc, &east, "db/new", "proxy-east").await;
     assert_eq!(fenced, json!({"ok": false, "fenced": "us-east-1"}), "gRPC");
     let (status, body) = call(
@@ -289,7 +313,11 @@ async fn a_lagging_standby_is_not_promoted_and_a_fenced_region_takes_no_lease_un
     .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(
-        (&body["refusal"]["kind"], &body["refusal"]["region"], &body["retryable"]),
+        (
+            &body["refusal"]["kind"],
+            &body["refusal"]["region"],
+            &body["retryable"]
+        ),
         (&json!("RegionFenced"), &json!("us-east-1"), &json!(true)),
         "HTTP: {body}"
     );
@@ -326,7 +354,11 @@ async fn a_lagging_standby_is_not_promoted_and_a_fenced_region_takes_no_lease_un
     })
     .await;
     let fenced = acquire_grpc(&grpc, &east, "db/new", "proxy-east").await;
-    assert_eq!(fenced["fenced"], json!("us-east-1"), "healthy is not failed back");
+    assert_eq!(
+        fenced["fenced"],
+        json!("us-east-1"),
+        "healthy is not failed back"
+    );
     let (status, body) = call(
         &api,
         None,

@@ -104,6 +104,10 @@ pub struct FailoverArgs {
     /// Who asks, for the failover log (default: operator).
     #[arg(long)]
     initiated_by: Option<String>,
+    /// Fail over even if the standby's last reported lag is beyond the link's RPO target; the
+    /// decision records the override and its data-loss estimate (operator role only).
+    #[arg(long)]
+    break_glass: bool,
     #[command(flatten)]
     act: Act,
     #[command(flatten)]
@@ -164,11 +168,17 @@ pub async fn run(command: DrCommand) -> anyhow::Result<ExitCode> {
                 "destinationRegion": a.to,
                 "reason": a.reason,
                 "initiatedBy": a.initiated_by,
+                "breakGlass": a.break_glass,
             });
             let question = format!(
-                "Fail over {} to {}? Its write leases are revoked and its traffic moves.",
+                "Fail over {} to {}{}? Its write leases are revoked and its traffic moves.",
                 a.region,
-                a.to.as_deref().unwrap_or("its failover region")
+                a.to.as_deref().unwrap_or("its failover region"),
+                if a.break_glass {
+                    ", whatever the standby's lag (break-glass)"
+                } else {
+                    ""
+                }
             );
             act = Some((a.act, question));
             (

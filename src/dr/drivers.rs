@@ -257,14 +257,25 @@ mod tests {
         .run(&call())
         .await;
         assert!(result.ok, "{result:?}");
-        assert!(result.detail.contains("env 8192 3 json"), "{}", result.detail);
         assert!(
-            result.detail.contains(r#""epoch":8192"#) && result.detail.contains(r#""leaderTerm":3"#),
+            result.detail.contains("env 8192 3 json"),
             "{}",
             result.detail
         );
-        let builtin = Driver::new("traffic", DriverConfig::default()).run(&call()).await;
-        assert!(builtin.detail.contains("epoch 8192, term 3"), "{}", builtin.detail);
+        assert!(
+            result.detail.contains(r#""epoch":8192"#)
+                && result.detail.contains(r#""leaderTerm":3"#),
+            "{}",
+            result.detail
+        );
+        let builtin = Driver::new("traffic", DriverConfig::default())
+            .run(&call())
+            .await;
+        assert!(
+            builtin.detail.contains("epoch 8192, term 3"),
+            "{}",
+            builtin.detail
+        );
     }
 
     #[tokio::test]

@@ -134,7 +134,11 @@ pub async fn list(
             .map(|region| validate::region("failedRegion", region, &known))
             .transpose()?;
         let events: Vec<&FailoverEvent> = match &region {
-            Some(region) => machine.failovers.by_failed_region(region).take(limit).collect(),
+            Some(region) => machine
+                .failovers
+                .by_failed_region(region)
+                .take(limit)
+                .collect(),
             None => machine.failovers.newest_first().take(limit).collect(),
         };
         Ok(Json(EventList {

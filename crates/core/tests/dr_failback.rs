@@ -41,7 +41,11 @@ fn recovering_east(observed_at: u64) -> RegionHealth {
     for (index, (command, now)) in commands.into_iter().enumerate() {
         table.apply(&command, &ctx(index as u64 + 1, now));
     }
-    let run = table.get(&region).unwrap().recovery_run.expect("recovering");
+    let run = table
+        .get(&region)
+        .unwrap()
+        .recovery_run
+        .expect("recovering");
     let measured_ms = observed_at - 2_000;
     let last = if measured_ms >= DEFAULT_COOLDOWN_MS {
         HealthCommand::CooldownElapsed {

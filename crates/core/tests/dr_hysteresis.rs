@@ -12,13 +12,13 @@ use arbiter_core::failover_plan::{
     check_failback, failover_needed, next_action, Action, FailbackRefusal,
 };
 use arbiter_core::leader_stopwatch::LeaderStopwatch;
+use arbiter_core::probe_consensus::Verdict;
 use arbiter_core::probe_consensus::{ConsensusConfig, ProbeConsensus, ProbeReport, VantageId};
 use arbiter_core::region_health::{
     HealthCommand, HealthOutcome, HealthState, RegionHealthTable, DEFAULT_COOLDOWN_MS,
 };
 use arbiter_core::replication::{DataLossEstimate, ReplicationCommand, ReplicationState};
 use arbiter_core::routing::{RoutingCommand, RoutingStatus, RoutingTable};
-use arbiter_core::probe_consensus::Verdict;
 use arbiter_core::{ApplyCtx, FencingToken, MonoMillis, RegionId, TenantId, WallMillis};
 use dr_common::{ctx, east, west};
 use std::collections::BTreeMap;
@@ -174,12 +174,17 @@ impl Controller {
     /// What the shell proposes for `verdict`: a healthy verdict on a recovering region reports
     /// the leader's measurement of the run instead of an observation.
     fn health_command(&mut self, verdict: &Verdict, now: u64) -> HealthCommand {
-        let run = self.health.get(verdict.region()).and_then(|h| h.recovery_run);
+        let run = self
+            .health
+            .get(verdict.region())
+            .and_then(|h| h.recovery_run);
         match (verdict, run) {
             (Verdict::Healthy { .. }, Some(run)) => HealthCommand::CooldownElapsed {
                 region: verdict.region().clone(),
                 run,
-                measured_ms: self.cooldowns.elapsed(&(verdict.region().clone(), run), MonoMillis(now)),
+                measured_ms: self
+                    .cooldowns
+                    .elapsed(&(verdict.region().clone(), run), MonoMillis(now)),
             },
             _ => verdict.health_command(),
         }
@@ -446,18 +451,37 @@ fn a_new_leader_with_a_clock_an_hour_ahead_neither_shortens_the_cooldown_nor_fai
     };
     // Leader 1, wall clock right: down at 1 s, healthy again at 2 s.
     apply(&mut health, HealthCommand::Register { region: east() }, 0);
-    apply(&mut health, HealthCommand::MarkDown { region: east() }, 1_000);
-    apply(&mut health, HealthCommand::ObserveHealthy { region: east() }, 2_000);
-    let run = health.get(&region).unwrap().recovery_run.expect("recovering");
+    apply(
+        &mut health,
+        HealthCommand::MarkDown { region: east() },
+        1_000,
+    );
+    apply(
+        &mut health,
+        HealthCommand::ObserveHealthy { region: east() },
+        2_000,
+    );
+    let run = health
+        .get(&region)
+        .unwrap()
+        .recovery_run
+        .expect("recovering");
 
     // Leader 2 is elected at monotonic 50 s; its wall clock reads an hour ahead.
     let skewed = |wall: u64| wall + HOUR_MS;
     let mut leader2 = LeaderStopwatch::default();
     let elected = MonoMillis(50_000);
     let measured = leader2.elapsed(&(east(), run), elected);
-    assert_eq!(measured, 0, "a new leader knows nothing of its predecessor's timing");
     assert_eq!(
-        apply(&mut health, HealthCommand::ObserveHealthy { region: east() }, skewed(50_000)),
+        measured, 0,
+        "a new leader knows nothing of its predecessor's timing"
+    );
+    assert_eq!(
+        apply(
+            &mut health,
+            HealthCommand::ObserveHealthy { region: east() },
+            skewed(50_000)
+        ),
         HealthOutcome::Unchanged {
             region: east(),
             state: HealthState::Recovering

@@ -6,7 +6,9 @@
 mod dr_common;
 
 use arbiter_core::command::{Batch, Command, Outcome};
-use arbiter_core::failover_log::{EventStatus, FailoverCommand, FailoverOutcome, FailoverStep, FailoverType};
+use arbiter_core::failover_log::{
+    EventStatus, FailoverCommand, FailoverOutcome, FailoverStep, FailoverType,
+};
 use arbiter_core::failover_plan::{check_promotion, PromotionRefusal};
 use arbiter_core::lease_table::{LeaseCommand, LeaseOutcome, LeaseRefusal, LeaseState};
 use arbiter_core::replication::{
@@ -49,7 +51,12 @@ impl Log {
     }
 
     fn lease(&self, resource: &str) -> &LeaseState {
-        &self.sm.leases.get(&ResourceId::new(resource)).expect("row").lease
+        &self
+            .sm
+            .leases
+            .get(&ResourceId::new(resource))
+            .expect("row")
+            .lease
     }
 }
 
@@ -73,8 +80,15 @@ fn a_regional_fence_revokes_the_regions_leases_and_refuses_it_until_failback() {
         panic!("expected the region's leases revoked");
     };
     let revoked: Vec<&str> = revoked.iter().map(|r| r.resource.as_str()).collect();
-    assert_eq!(revoked, ["db/carts", "db/orders"], "every lease held in us-east-1");
-    assert!(matches!(log.lease("db/orders"), LeaseState::Draining { .. }));
+    assert_eq!(
+        revoked,
+        ["db/carts", "db/orders"],
+        "every lease held in us-east-1"
+    );
+    assert!(matches!(
+        log.lease("db/orders"),
+        LeaseState::Draining { .. }
+    ));
     assert!(matches!(log.lease("db/west"), LeaseState::Held(_)));
 
     // The fenced region is granted nothing, on a new resource or a freed one; others are.
@@ -89,13 +103,21 @@ fn a_regional_fence_revokes_the_regions_leases_and_refuses_it_until_failback() {
         );
         assert!(refusal.is_retryable(), "failback lifts it");
     }
-    assert!(log.sm.leases.get(&ResourceId::new("db/new")).is_none(), "a refusal changes nothing");
+    assert!(
+        log.sm.leases.get(&ResourceId::new("db/new")).is_none(),
+        "a refusal changes nothing"
+    );
     assert!(matches!(
         log.apply(acquire("db/west-2", "proxy-west", &west())),
         Outcome::Lease(LeaseOutcome::Granted { .. })
     ));
     // A retried fence revokes nothing more and keeps the first fence's record.
-    let first = log.sm.leases.region_fence(&east()).cloned().expect("fenced");
+    let first = log
+        .sm
+        .leases
+        .region_fence(&east())
+        .cloned()
+        .expect("fenced");
     assert_eq!(
         log.apply(fence_region(&east())),
         Outcome::Lease(LeaseOutcome::RevokedMany(vec![]))
@@ -148,9 +170,14 @@ fn link(lag_ms: u64, active: bool, mode: ReplicationMode) -> ReplicationState {
 
 #[test]
 fn promotion_is_refused_past_the_links_rpo_target_with_the_figures() {
-    let gate = |state: &ReplicationState| check_promotion(&east(), &west(), state.link(&east(), &west()));
+    let gate =
+        |state: &ReplicationState| check_promotion(&east(), &west(), state.link(&east(), &west()));
     assert_eq!(gate(&link(800, true, ReplicationMode::Async)), Ok(()));
-    assert_eq!(gate(&link(5_000, true, ReplicationMode::Async)), Ok(()), "at the target");
+    assert_eq!(
+        gate(&link(5_000, true, ReplicationMode::Async)),
+        Ok(()),
+        "at the target"
+    );
     let refusal = gate(&link(6_000, true, ReplicationMode::Async)).unwrap_err();
     assert_eq!(
         refusal,
@@ -163,7 +190,10 @@ fn promotion_is_refused_past_the_links_rpo_target_with_the_figures() {
         }
     );
     let text = refusal.to_string();
-    assert!(text.contains("6000 ms") && text.contains("5000 ms"), "{text}");
+    assert!(
+        text.contains("6000 ms") && text.contains("5000 ms"),
+        "{text}"
+    );
     // SYNC promises RPO 0: any reported lag refuses.
     assert!(matches!(
         gate(&link(1, true, ReplicationMode::Sync)),
@@ -203,6 +233,9 @@ fn a_refused_failover_is_a_finished_event_that_fences_nothing() {
     assert_eq!(steps, [FailoverStep::Decide, FailoverStep::Failed]);
     assert!(!event.fenced());
     assert!(log.sm.failovers.unfinished_for(&east()).is_none());
-    assert!(matches!(log.lease("db/orders"), LeaseState::Held(_)), "nothing fenced");
+    assert!(
+        matches!(log.lease("db/orders"), LeaseState::Held(_)),
+        "nothing fenced"
+    );
     assert!(log.sm.leases.region_fence(&east()).is_none());
 }

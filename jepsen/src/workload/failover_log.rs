@@ -27,8 +27,11 @@ const LIST_LIMIT: u64 = 1_000;
 /// the log must stay under the cap for the longest runs.
 const APPEND_GAP_MS: (u64, u64) = (300, 900);
 
-/// The `[dr]` settings the failover log needs: no drain wait, a fast controller loop.
-pub const DR_CONFIG_TOML: &str = "[dr]\ndrain_ms = 0\ntick_ms = 50\n";
+/// The `[dr]` settings the failover log needs: no drain wait, a fast controller loop, and the
+/// replication link from [`FAILED`] to [`DESTINATION`] declared (fresh, lag 0), since a
+/// failover into a standby whose lag is unknown is refused without break-glass.
+pub const DR_CONFIG_TOML: &str = "[dr]\ndrain_ms = 0\ntick_ms = 50\n\
+    [[dr.links]]\nsource = \"eu-central-1\"\ntarget = \"us-west-2\"\n";
 
 /// Appends made so far by every appender, against [`MAX_APPENDS`].
 #[derive(Default)]
