@@ -510,11 +510,7 @@ impl DrController {
                 // A new term: what this node timed in an earlier term may have been extended by
                 // another leader meanwhile; start every measurement afresh.
                 self.lock_timers().clear();
-                self.inner
-                    .refused_outages
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
+                self.lock_refused_outages().clear();
                 match self.bootstrap().await {
                     Ok(()) => bootstrapped_term = Some(term),
                     Err(e) => {
@@ -602,11 +598,7 @@ impl DrController {
                 (failover, observation)
             };
             if !matches!(verdict, Verdict::Outage { .. }) {
-                self.inner
-                    .refused_outages
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(verdict.region());
+                self.lock_refused_outages().remove(verdict.region());
             }
             if let Some(failed) = failover {
                 let destination = self.destination_for(&failed);
@@ -643,12 +635,7 @@ impl DrController {
         considered: String,
         refusal: PromotionRefusal,
     ) -> Result<(), DrError> {
-        let first = self
-            .inner
-            .refused_outages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(failed.clone());
+        let first = self.lock_refused_outages().insert(failed.clone());
         if !first {
             return Ok(());
         }
@@ -669,14 +656,17 @@ impl DrController {
         };
         if let Err(e) = self.propose(Command::Failover(command)).await {
             // Not logged: log it on a later tick.
-            self.inner
-                .refused_outages
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&failed);
+            self.lock_refused_outages().remove(&failed);
             return Err(e);
         }
         Ok(())
+    }
+
+    fn lock_refused_outages(&self) -> std::sync::MutexGuard<'_, BTreeSet<RegionId>> {
+        self.inner
+            .refused_outages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_timers(&self) -> std::sync::MutexGuard<'_, LeaderTimers> {

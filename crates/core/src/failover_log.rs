@@ -271,6 +271,18 @@ pub enum FailoverRefusal {
     },
 }
 
+/// An event decided and finished in the same entry.
+struct FinishedEvent<'a> {
+    initiated_by: &'a str,
+    failed_region: &'a RegionId,
+    destination_region: &'a RegionId,
+    failover_type: FailoverType,
+    data_loss: DataLossEstimate,
+    decided: &'a str,
+    /// The finishing step and its detail.
+    end: (FailoverStep, &'a str),
+}
+
 /// The replicated `failover_events` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailoverLog {
@@ -370,29 +382,18 @@ impl FailoverLog {
                 data_loss,
                 detail,
             } => {
-                let failover_id = FailoverId(ctx.token);
-                let entry = |step, detail: &str| TimelineEntry {
-                    at: ctx.now,
-                    step,
-                    detail: detail.to_string(),
-                };
-                let event = FailoverEvent {
-                    failover_id,
-                    initiated_by: initiated_by.clone(),
-                    failed_region: failed_region.clone(),
-                    destination_region: destination_region.clone(),
-                    failover_type: FailoverType::ManualOverride,
-                    event_status: EventStatus::Completed,
-                    uncommitted_data_loss_estimate_bytes: data_loss.bytes,
-                    uncommitted_data_loss_estimate_writes: data_loss.writes,
-                    timeline_logs: vec![
-                        entry(FailoverStep::Decide, detail),
-                        entry(FailoverStep::Completed, "break-glass override applied"),
-                    ],
-                    created_at: ctx.now,
-                    completed_at: Some(ctx.now),
-                };
-                self.events.insert(failover_id, event);
+                let failover_id = self.insert_finished(
+                    FinishedEvent {
+                        initiated_by,
+                        failed_region,
+                        destination_region,
+                        failover_type: FailoverType::ManualOverride,
+                        data_loss: *data_loss,
+                        decided: detail,
+                        end: (FailoverStep::Completed, "break-glass override applied"),
+                    },
+                    ctx,
+                );
                 Ok(FailoverOutcome::Initiated { failover_id })
             }
             FailoverCommand::RecordStep {
@@ -409,33 +410,52 @@ impl FailoverLog {
                 considered,
                 refusal,
             } => {
-                let failover_id = FailoverId(ctx.token);
-                let entry = |step, detail: &str| TimelineEntry {
-                    at: ctx.now,
-                    step,
-                    detail: detail.to_string(),
-                };
-                let event = FailoverEvent {
-                    failover_id,
-                    initiated_by: initiated_by.clone(),
-                    failed_region: failed_region.clone(),
-                    destination_region: destination_region.clone(),
-                    failover_type: *failover_type,
-                    event_status: EventStatus::Failed,
-                    uncommitted_data_loss_estimate_bytes: data_loss.bytes,
-                    uncommitted_data_loss_estimate_writes: data_loss.writes,
-                    timeline_logs: vec![
-                        entry(FailoverStep::Decide, considered),
-                        entry(FailoverStep::Failed, refusal),
-                    ],
-                    created_at: ctx.now,
-                    completed_at: Some(ctx.now),
-                };
-                self.events.insert(failover_id, event);
+                let failover_id = self.insert_finished(
+                    FinishedEvent {
+                        initiated_by,
+                        failed_region,
+                        destination_region,
+                        failover_type: *failover_type,
+                        data_loss: *data_loss,
+                        decided: considered,
+                        end: (FailoverStep::Failed, refusal),
+                    },
+                    ctx,
+                );
                 Ok(FailoverOutcome::RefusalRecorded { failover_id })
             }
         };
         result.unwrap_or_else(FailoverOutcome::Refused)
+    }
+
+    /// Logs an event that is decided and finished in one entry (a break-glass override, a
+    /// refused failover): `Decide`, then its end step.
+    fn insert_finished(&mut self, event: FinishedEvent<'_>, ctx: &ApplyCtx) -> FailoverId {
+        let failover_id = FailoverId(ctx.token);
+        let (end, ended) = event.end;
+        let entry = |step, detail: &str| TimelineEntry {
+            at: ctx.now,
+            step,
+            detail: detail.to_string(),
+        };
+        let row = FailoverEvent {
+            failover_id,
+            initiated_by: event.initiated_by.to_string(),
+            failed_region: event.failed_region.clone(),
+            destination_region: event.destination_region.clone(),
+            failover_type: event.failover_type,
+            event_status: end.status(),
+            uncommitted_data_loss_estimate_bytes: event.data_loss.bytes,
+            uncommitted_data_loss_estimate_writes: event.data_loss.writes,
+            timeline_logs: vec![
+                entry(FailoverStep::Decide, event.decided),
+                entry(end, ended),
+            ],
+            created_at: ctx.now,
+            completed_at: Some(ctx.now),
+        };
+        self.events.insert(failover_id, row);
+        failover_id
     }
 
     fn record_step(
