@@ -495,7 +495,9 @@ async fn the_dashboard_shows_the_leader_and_a_failover_live() {
         .await;
 
     tracing::info!("phase 4: a failover triggered through the API appears without a reload");
-    let body = json!({"failedRegion": "us-east-1", "reason": "dashboard test"});
+    // Break-glass: the link was left past its RPO above, which the promotion gate refuses.
+    let body = json!({"failedRegion": "us-east-1", "reason": "dashboard test",
+                      "breakGlass": true});
     let (status, accepted) = send(&leader.http_addr, "POST", "/v1/dr/failover", body).await;
     assert_eq!(status, 202, "{accepted}");
     let failover_id = accepted["failoverId"].as_str().expect("failoverId");
