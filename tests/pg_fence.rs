@@ -422,7 +422,7 @@ async fn the_sdk_refuses_a_lease_it_knows_is_lost_and_a_newer_holder_fences_the_
     let ttl = Duration::from_secs(3);
 
     tracing::info!("phase: the holder writes under its lease");
-    let spec = LeaseSpec::new(RESOURCE, "proxy-east", ttl).in_region("us-east-1");
+    let spec = LeaseSpec::new(RESOURCE, "proxy-east", ttl);
     let keeper = LeaseKeeper::acquire(&client, &spec, KeeperOptions::default())
         .await
         .expect("cluster reachable")
@@ -457,7 +457,7 @@ async fn the_sdk_refuses_a_lease_it_knows_is_lost_and_a_newer_holder_fences_the_
 
     tracing::info!("phase: a newer holder writes; the old token is refused by the database");
     // A revoked lease blocks new grants until its holder's deadline has passed.
-    let west = LeaseSpec::new(RESOURCE, "proxy-west", ttl).in_region("us-west-2");
+    let west = LeaseSpec::new(RESOURCE, "proxy-west", ttl);
     let deadline = tokio::time::Instant::now() + ttl * 2 + Duration::from_secs(5);
     let new_keeper = loop {
         match LeaseKeeper::acquire(&client, &west, KeeperOptions::default()).await {

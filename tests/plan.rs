@@ -46,7 +46,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
         .collect();
     let http = http.join(",");
 
-    tracing::info!("phase: without a declared link the plan says the lag is unknown");
+    tracing::info!("phase: the seed's pair is declared by default; before any report its lag is 0");
     let (status, plan) = http_with_token(&api, Some(&operator), "GET", "/v1/plan", None).await;
     assert_eq!(status, 200, "{plan}");
     assert_eq!(plan["sourceRegion"], "us-east-1");
@@ -57,7 +57,7 @@ async fn plan_reproduces_the_seed_from_the_live_link_and_answers_what_if() {
         lag["source"]
             .as_str()
             .unwrap_or("")
-            .contains("not declared"),
+            .contains("link us-east-1 -> us-west-2"),
         "{lag}"
     );
 
