@@ -364,6 +364,45 @@ impl std::fmt::Display for LeaseState {
 mod tests {
     use super::*;
 
+    /// The wire's lease view becomes the SDK's: the state by name (the names `Display` gives
+    /// back), a holder only for a live lease, and a region only when one was named.
+    #[test]
+    fn lease_info_from_the_wire() {
+        let wire = |state: &str, region: &str| proto::LeaseInfo {
+            resource: "db/orders".into(),
+            state: state.into(),
+            holder: "proxy-east".into(),
+            token: 8192,
+            ttl_ms: 5_000,
+            epoch: 8192,
+            region: region.into(),
+        };
+        let held = LeaseInfo::from_proto("n1", wire("HELD", "us-east-1")).unwrap();
+        assert_eq!(
+            (held.state, held.epoch),
+            (LeaseState::Held, FencingToken(8192))
+        );
+        let lease = held.lease.expect("a held lease has a holder");
+        assert_eq!(
+            (lease.holder.as_str(), lease.token, lease.ttl),
+            ("proxy-east", FencingToken(8192), Duration::from_secs(5))
+        );
+        assert_eq!(lease.region, Some(RegionId::new("us-east-1")));
+        let no_region = LeaseInfo::from_proto("n1", wire("DRAINING", "")).unwrap();
+        assert_eq!(no_region.state, LeaseState::Draining);
+        assert_eq!(no_region.lease.expect("draining is live").region, None);
+        let free = LeaseInfo::from_proto("n1", wire("FREE", "")).unwrap();
+        assert!(free.lease.is_none());
+        assert!(matches!(
+            LeaseInfo::from_proto("n1", wire("GONE", "")),
+            Err(ClientError::MalformedReply { .. })
+        ));
+        for state in [LeaseState::Free, LeaseState::Held, LeaseState::Draining] {
+            let named = LeaseInfo::from_proto("n1", wire(&state.to_string(), "")).unwrap();
+            assert_eq!(named.state, state);
+        }
+    }
+
     #[test]
     fn a_refused_reply_names_the_holder() {
         let reply = proto::LeaseReply {

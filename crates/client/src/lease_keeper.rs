@@ -475,6 +475,7 @@ mod tests {
             ttl_ms: TTL_MS,
         })
         .await;
+        assert_eq!(keeper.ttl(), Duration::from_millis(TTL_MS));
         let first = keeper.valid_until().unwrap();
         tokio::time::sleep_until(first + Duration::from_millis(200)).await;
         assert!(keeper.is_valid());
@@ -522,6 +523,44 @@ mod tests {
             "the holder kept trying: {}",
             node.calls()
         );
+    }
+
+    /// `renew_now` sends a keep-alive at once instead of at the next interval.
+    #[tokio::test]
+    async fn renew_now_renews_before_the_interval() {
+        const TTL: Duration = Duration::from_secs(10);
+        let node = MockArbiter::default();
+        let ok = Answer::Ok {
+            token: 7,
+            ttl_ms: TTL.as_millis() as u64,
+        };
+        node.on_acquire(ok.clone());
+        node.on_keep_alive(ok);
+        let client = ArbiterClient::connect(vec![node.serve().await], ClientOptions::default())
+            .await
+            .unwrap();
+        let spec = LeaseSpec::new("db/orders", "proxy-a", TTL);
+        // The first scheduled renewal is 5 s away.
+        let options = KeeperOptions {
+            renew_every: Some(Duration::from_secs(5)),
+            drift_margin: None,
+        };
+        let keeper = LeaseKeeper::acquire(&client, &spec, options)
+            .await
+            .unwrap()
+            .unwrap();
+        let granted_until = keeper.valid_until().unwrap();
+        let mut validity = keeper.subscribe();
+        keeper.renew_now();
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            validity
+                .wait_for(|v| matches!(v, Validity::Valid { until, .. } if *until > granted_until)),
+        )
+        .await
+        .expect("renewed well before the 5 s interval")
+        .unwrap();
+        assert_eq!(node.arrivals().len(), 2, "acquire and one keep-alive");
     }
 
     #[tokio::test]
