@@ -8,7 +8,7 @@
 //! | `Membership` | `ClusterService/{AddLearner,ChangeMembership}` | — | operator, node (`serve --rejoin`) |
 //! | `Backup` | `ClusterService/SaveSnapshot` | — | operator |
 //! | `LeaderMove` | — | `POST /v1/cluster/leader` | operator |
-//! | `LeaseWrite` | `LeaseService/{Acquire,KeepAlive,KeepAliveStream,Release}` | `POST /v1/leases/{r}/{acquire,keepalive,release}` | operator, controller, proxy (bound) |
+//! | `LeaseWrite` | `LeaseService/{Acquire,KeepAlive,KeepAliveStream,Release}` | `POST /v1/leases/{r}/{acquire,keepalive,release}` | operator, controller, proxy (bound), region (bound: a db-agent holds its region's write lease) |
 //! | `BreakGlass` | `Acquire` with `break_glass` | `acquire` with `breakGlass` | operator |
 //! | `LeaseRevoke` | `LeaseService/Revoke` | `POST /v1/leases/{r}/revoke` | operator, controller |
 //! | `Failover` | — | `POST /v1/dr/{failover,failback}` | operator, controller |
@@ -26,8 +26,10 @@
 //! identity name and whose region, when given, is its region (a proxy's lease always carries
 //! its region: the edges fill it in from the identity); an identity bound to no region may take
 //! only leases without one (a lease's region comes from its holder's identity, never from a
-//! request field); a probe may report only as its
-//! vantage point; a region identity may report only its own region. Other roles are not bound.
+//! request field); a probe may report only as its vantage point; a region identity may report
+//! only its own region, and take only leases whose holder is its identity name and whose region
+//! is its region (`arbiter db-agent` holds its region's write lease and reports its database's
+//! replication progress under one identity). Other roles are not bound.
 //!
 //! The peer port serves only `peer` methods and `GetStatus` (the bootstrap survey); the client
 //! ports serve everything else. A node certificate (DNS SAN `arbiter-node-<id>`, signed by the
@@ -91,7 +93,7 @@ impl Operation {
         match self {
             Operation::Read => &[Operator, Controller, Proxy, Probe, Region, Reader, Node],
             Operation::Membership => &[Operator, Node],
-            Operation::LeaseWrite => &[Operator, Controller, Proxy],
+            Operation::LeaseWrite => &[Operator, Controller, Proxy, Region],
             Operation::LeaseRevoke | Operation::Failover | Operation::TrafficShift => {
                 &[Operator, Controller]
             }
@@ -541,6 +543,14 @@ pub fn authorize(
         (Scope::HolderAndRegion, _) => Err(no_claim("holder")),
         (Scope::Vantage, Claim::Vantage(vantage)) => own("vantage", &caller.vantage, vantage),
         (Scope::Vantage, _) => Err(no_claim("vantage")),
+        // A db-agent: the write lease of its own region, held under its own name.
+        (Scope::Region, Claim::Lease { holder, region }) => {
+            own("holder", &Some(caller.identity.clone()), holder)?;
+            match region {
+                Some(region) => own("region", &caller.region, region),
+                None => Ok(()),
+            }
+        }
         (Scope::Region, Claim::Region(region)) => own("region", &caller.region, region),
         (Scope::Region, _) => Err(no_claim("region")),
     }
@@ -660,6 +670,30 @@ mod tests {
             Claim::Region("eu-central-1")
         )
         .is_err());
+    }
+
+    /// Issue 11, item 2: a db-agent's region identity holds its own region's write lease,
+    /// under its own name, and no other.
+    #[test]
+    fn a_region_identity_takes_only_its_own_regions_lease_under_its_own_name() {
+        let agent = caller("agent-east", Role::Region);
+        let lease = |holder, region| Claim::Lease { holder, region };
+        assert_eq!(
+            authorize(
+                &agent,
+                Operation::LeaseWrite,
+                lease("agent-east", Some("us-east-1"))
+            ),
+            Ok(())
+        );
+        assert!(authorize(
+            &agent,
+            Operation::LeaseWrite,
+            lease("agent-east", Some("us-west-2"))
+        )
+        .is_err());
+        assert!(authorize(&agent, Operation::LeaseWrite, lease("agent-west", None)).is_err());
+        assert!(authorize(&agent, Operation::LeaseRevoke, Claim::Nothing).is_err());
     }
 
     #[test]
