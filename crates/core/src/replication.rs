@@ -24,6 +24,14 @@ pub const THROUGHPUT_WINDOW_CHECKPOINTS: usize = 10;
 /// The seed's `checkpoint_hash_signature VARCHAR(64)`.
 pub const MAX_CHECKSUM_LEN: usize = 64;
 
+/// How a checkpoint says its epoch is a WAL byte position (a PostgreSQL LSN as a number), as
+/// `arbiter db-agent` reports it: the signature starts with this prefix (`wal:<timeline>/<LSN>`).
+/// The seed's `CheckpointRequest` has no field for a transaction count or a unit, so the unit
+/// travels in the signature, which is stored with the checkpoint; for such a source the
+/// difference of two epochs *is* the bytes between them, and `GetSyncMetrics` measures pending
+/// bytes and throughput from epochs instead of from transaction counts.
+pub const WAL_POSITION_SIGNATURE_PREFIX: &str = "wal:";
+
 /// A position in the replicated write stream (the seed's `epoch_id` / `last_committed_epoch`).
 /// Epochs of different regions are comparable: a standby that has applied epoch `n` holds
 /// everything the primary committed up to `n`.
@@ -72,6 +80,14 @@ pub struct ReplicationLink {
     pub is_link_active: bool,
     /// Log time of the last heartbeat: audit only.
     pub last_heartbeat_at: WallMillis,
+}
+
+impl Checkpoint {
+    /// Whether the epoch is a WAL byte position ([`WAL_POSITION_SIGNATURE_PREFIX`]).
+    pub fn epoch_is_wal_position(&self) -> bool {
+        self.checkpoint_hash_signature
+            .starts_with(WAL_POSITION_SIGNATURE_PREFIX)
+    }
 }
 
 impl ReplicationLink {
@@ -422,7 +438,9 @@ impl ReplicationState {
             .and_then(|epochs| epochs.get(&epoch))
     }
 
-    /// The seed's `GetSyncMetrics` for the (source, target) link:
+    /// The seed's `GetSyncMetrics` for the (source, target) link. When the source's newest
+    /// checkpoint carries a WAL position ([`Checkpoint::epoch_is_wal_position`], a db-agent's
+    /// report), see [`ReplicationState::wal_sync_metrics`]; otherwise:
     ///
     /// - `replication_lag_ms`: the lag the link last reported;
     /// - `pending_bytes_count`: Σ `committed_transaction_count` of the source's checkpoints with
@@ -441,6 +459,12 @@ impl ReplicationState {
         let link = self
             .link(source, target)
             .ok_or_else(|| link_not_found(source, target))?;
+        if self
+            .latest_checkpoint(source)
+            .is_some_and(Checkpoint::epoch_is_wal_position)
+        {
+            return Ok(self.wal_sync_metrics(link));
+        }
         let epochs = self.checkpoints.get(source);
         let pending_transactions: u64 = epochs
             .into_iter()
@@ -475,6 +499,44 @@ impl ReplicationState {
             pending_bytes_count: pending_transactions.saturating_mul(bytes_per_transaction),
             throughput_bytes_per_sec,
         })
+    }
+
+    /// `GetSyncMetrics` for a link whose source reports WAL positions as epochs:
+    ///
+    /// - `replication_lag_ms`: the lag the link last reported (the db-agent measures it);
+    /// - `pending_bytes_count`: the source's position — the larger of its newest checkpoint's
+    ///   epoch and the link's `last_sent_epoch_id` — less the link's `last_received_epoch_id`
+    ///   (the target's replayed position): WAL the target does not have yet;
+    /// - `throughput_bytes_per_sec`: the WAL the source wrote over its newest
+    ///   [`THROUGHPUT_WINDOW_CHECKPOINTS`] checkpoints (newest epoch − oldest epoch) ÷ the span
+    ///   between their `created_at`; 0 with fewer than two or a zero span.
+    pub fn wal_sync_metrics(&self, link: &ReplicationLink) -> SyncMetrics {
+        let epochs = self.checkpoints.get(&link.source_region);
+        let recent: Vec<&Checkpoint> = epochs
+            .into_iter()
+            .flat_map(|epochs| epochs.values().rev().take(THROUGHPUT_WINDOW_CHECKPOINTS))
+            .collect();
+        let newest_epoch = recent.first().map_or(EpochId(0), |c| c.epoch_id);
+        let source_position = newest_epoch.max(link.last_sent_epoch_id);
+        let throughput_bytes_per_sec = match (recent.first(), recent.last()) {
+            (Some(newest), Some(oldest)) => {
+                let span_ms = newest.created_at.0.saturating_sub(oldest.created_at.0);
+                let bytes = newest.epoch_id.0.saturating_sub(oldest.epoch_id.0);
+                if span_ms > 0 {
+                    bytes as f64 * 1_000.0 / span_ms as f64
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        };
+        SyncMetrics {
+            replication_lag_ms: link.replication_lag_ms,
+            pending_bytes_count: source_position
+                .0
+                .saturating_sub(link.last_received_epoch_id.0),
+            throughput_bytes_per_sec,
+        }
     }
 
     /// Every active link whose lag exceeds its mode's RPO target, by (source, target).

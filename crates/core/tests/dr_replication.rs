@@ -267,6 +267,61 @@ fn sync_metrics_follow_the_documented_formula() {
     );
 }
 
+/// Issue 11, item 4: a db-agent reports WAL positions (LSNs) as epochs, marked in the signature;
+/// pending bytes and throughput are then byte differences of epochs, not transaction counts
+/// (which the seed's `CheckpointRequest` cannot carry, so a gRPC report's count is 0).
+#[test]
+fn sync_metrics_of_wal_position_epochs_are_byte_differences() {
+    let mut log = Log::new();
+    // WAL positions 1,000,000 .. 1,400,000, one second apart (log times 1..5 s), count 0.
+    for step in 0..5u64 {
+        let lsn = 1_000_000 + step * 100_000;
+        log.apply(ReplicationCommand::ReportCheckpoint {
+            region: east(),
+            epoch: EpochId(lsn),
+            committed_transaction_count: 0,
+            checksum: format!("wal:1/{lsn:X}"),
+        });
+    }
+    log.apply(ReplicationCommand::UpsertLink {
+        source: east(),
+        target: west(),
+        mode: ReplicationMode::Async,
+    });
+    // The standby has replayed up to 1,150,000; the walsender has sent 1,300,000.
+    log.apply(ReplicationCommand::LinkHeartbeat {
+        source: east(),
+        target: west(),
+        last_sent_epoch_id: EpochId(1_300_000),
+        last_received_epoch_id: EpochId(1_150_000),
+        replication_lag_ms: 2_500,
+        is_link_active: true,
+    });
+    let metrics = log.state.sync_metrics(&east(), &west(), 1_000).unwrap();
+    assert_eq!(
+        metrics,
+        SyncMetrics {
+            replication_lag_ms: 2_500,
+            // The primary is at 1,400,000: 250,000 bytes of WAL not yet replayed.
+            pending_bytes_count: 250_000,
+            // 400,000 bytes of WAL over the 4 s between the first and last checkpoint.
+            throughput_bytes_per_sec: 100_000.0,
+        }
+    );
+
+    // Caught up: nothing pending.
+    log.apply(ReplicationCommand::LinkHeartbeat {
+        source: east(),
+        target: west(),
+        last_sent_epoch_id: EpochId(1_400_000),
+        last_received_epoch_id: EpochId(1_400_000),
+        replication_lag_ms: 0,
+        is_link_active: true,
+    });
+    let metrics = log.state.sync_metrics(&east(), &west(), 1_000).unwrap();
+    assert_eq!(metrics.pending_bytes_count, 0);
+}
+
 #[test]
 fn sync_metrics_without_checkpoints_report_no_throughput() {
     let mut log = Log::new();
