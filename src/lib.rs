@@ -16,6 +16,9 @@
 //! - [`auth`]: identities (bearer tokens, client certificates), roles, the one permission
 //!   table and the layers that enforce it in front of both edges.
 //! - [`config`]: file/flag config validated into `NodeConfig`; `lan` and `wan` timing.
+//! - [`db_agent`]: `arbiter db-agent`, one per region next to its PostgreSQL: promotes and
+//!   opens it on the region's lease grant, turns it read-only on the lease's loss, reports WAL
+//!   progress to `ReplicationCoordinator`, obeys controller actions not older than the last.
 //! - [`dr`]: the DR controller (probe consensus → failover workflow), drivers, probe agent.
 //! - [`gateway`]: a stand-in regional gateway serving the seed's health check, for drills.
 //! - [`http_client`]: minimal HTTP/1.1 client (probes, webhooks, CLI).
@@ -66,6 +69,7 @@ pub mod certs;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod db_agent;
 pub mod dr;
 pub mod gateway;
 pub mod grpc;

@@ -1,6 +1,6 @@
 //! Command line: `arbiter serve`, `up`, `certs`, `auth token`, `status`, `member`, `snapshot`,
 //! `lease`, `failover`, `failback`, `regions`, `tenants`, `events`, `move-leader`, `probe`,
-//! `gateway`, `pg`, `plan`, `config`, `completions`.
+//! `gateway`, `pg`, `db-agent`, `plan`, `config`, `completions`.
 //!
 //! Every client command takes `--output table|json` and the same exit codes ([`exit`]); every
 //! global flag has an `ARBITER_*` variable (`ARBITER_ENDPOINTS`, `ARBITER_DATA_DIR`,
@@ -13,6 +13,7 @@
 mod auth;
 mod certs;
 mod config;
+mod db_agent;
 mod dr;
 pub mod exit;
 mod lease;
@@ -86,6 +87,9 @@ enum Command {
     /// PostgreSQL under a lease: install the in-database fence.
     #[command(subcommand)]
     Pg(pg::PgCommand),
+    /// Run a region's database agent: promote on lease grant, read-only on lease loss, report
+    /// WAL progress, take controller actions.
+    DbAgent(Box<db_agent::DbAgentArgs>),
     /// Check a node config file, or show the effective config (file, flags and defaults).
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -125,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::Auth(command) => auth::run(command).await,
             Command::Dr(command) => dr::run(command).await,
             Command::Pg(command) => pg::run(command).await,
+            Command::DbAgent(args) => db_agent::run(*args).await,
             Command::Config(command) => config::run(command),
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();
