@@ -260,8 +260,8 @@ async fn link_lag_feeds_sync_metrics_rpo_monitor_and_failover_estimate() {
     // link's received epoch × bytes per write; throughput = transactions of the newest
     // checkpoints but the oldest × bytes ÷ their span. The seed's CheckpointRequest carries no
     // transaction count, so each checkpoint reported over gRPC is recorded with none, and both
-    // figures are 0 however many epochs are pending — pinned here so that a contract that
-    // carries counts shows up.
+    // figures are 0 however many epochs are pending. Epochs whose unit is known are the
+    // remedy: see the WAL positions below.
     let transactions_per_grpc_checkpoint = 0;
     let write_bytes = RawDrConfig::default()
         .validate()
@@ -274,6 +274,37 @@ async fn link_lag_feeds_sync_metrics_rpo_monitor_and_failover_estimate() {
         pending_epochs * transactions_per_grpc_checkpoint * write_bytes
     );
     assert_eq!(metrics.throughput_bytes_per_sec, 0.0);
+    // A db-agent reports WAL positions (signature `wal:<LSN>`): the epochs are bytes, so the
+    // figures are real — pending = the source's position − the link's received position,
+    // throughput = bytes of WAL over the newest checkpoints' span.
+    let wal_positions = [sent + 80, sent + 180];
+    for epoch in wal_positions {
+        let reply = coordinator
+            .report_checkpoint(CheckpointRequest {
+                source_region: east.into(),
+                last_committed_epoch: epoch,
+                payload_checksum: format!("wal:0/{epoch:X}"),
+                timestamp_ms: first_report_ms + 60_000,
+            })
+            .await
+            .expect("checkpoint")
+            .into_inner();
+        assert!(reply.acknowledged);
+    }
+    let metrics = coordinator
+        .get_sync_metrics(SyncMetricsRequest {
+            source_region: east.into(),
+            target_region: west.into(),
+        })
+        .await
+        .expect("sync metrics of a declared link")
+        .into_inner();
+    assert_eq!(
+        metrics.pending_bytes_count,
+        wal_positions[1] - received,
+        "{metrics:?}"
+    );
+    assert!(metrics.throughput_bytes_per_sec > 0.0, "{metrics:?}");
 
     tracing::info!("phase 5: the RPO monitor judges each link against its mode's target");
     let rpo = |link: &Value| (link["rpoTargetMs"].clone(), link["rpoViolated"].clone());
