@@ -239,7 +239,12 @@ async fn fenced_write(
         &mut client,
         &ResourceId::new(RESOURCE),
         FencingToken(token),
-        move |tx| Box::pin(async move { tx.execute("INSERT INTO app_writes (note) VALUES ($1)", &[&note]).await }),
+        move |tx| {
+            Box::pin(async move {
+                tx.execute("INSERT INTO app_writes (note) VALUES ($1)", &[&note])
+                    .await
+            })
+        },
     )
     .await
 }
@@ -256,10 +261,26 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
     let state = tempfile::tempdir().expect("temp dir");
 
     tracing::info!("phase 1: the east agent holds the lease; its database takes writes");
-    let east = Agent::start(&cluster, EAST, &east_token, &primary, &state.path().join("east")).await;
+    let east = Agent::start(
+        &cluster,
+        EAST,
+        &east_token,
+        &primary,
+        &state.path().join("east"),
+    )
+    .await;
     let east_lease = east.writable("the east agent to open its database").await;
-    insert(&primary, "east-before").await.expect("a write at the lease holder");
-    let west = Agent::start(&cluster, WEST, &west_token, &standby, &state.path().join("west")).await;
+    insert(&primary, "east-before")
+        .await
+        .expect("a write at the lease holder");
+    let west = Agent::start(
+        &cluster,
+        WEST,
+        &west_token,
+        &standby,
+        &state.path().join("west"),
+    )
+    .await;
     eventually("the west agent to wait for the lease", WAIT, || async {
         let status = west.status().await?;
         (status["lease"]["state"] == json!("waiting") && status["writable"] == json!(false))
@@ -277,7 +298,11 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
         .expect("connect");
     let revoked_at = Instant::now();
     operator
-        .revoke(&ResourceId::new(RESOURCE), "test: east is cut off", "operator")
+        .revoke(
+            &ResourceId::new(RESOURCE),
+            "test: east is cut off",
+            "operator",
+        )
         .await
         .expect("revoke sent")
         .expect("revoke applied");
@@ -290,12 +315,20 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
         }
     })
     .await;
-    assert!(revoked_at.elapsed() < TTL, "read-only after {:?}", revoked_at.elapsed());
+    assert!(
+        revoked_at.elapsed() < TTL,
+        "read-only after {:?}",
+        revoked_at.elapsed()
+    );
     assert!(
         open.batch_execute("COMMIT").await.is_err(),
         "the open write transaction was not ended"
     );
-    assert_eq!(count(&primary, "east-open").await, 0, "the open transaction committed");
+    assert_eq!(
+        count(&primary, "east-open").await,
+        0,
+        "the open transaction committed"
+    );
     // Writes that came before the agent acted took effect; none after.
     let before = count(&primary, "east-after").await;
     let refused = insert(&primary, "east-after").await.expect_err("read-only");
@@ -308,7 +341,9 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
             .as_array()
             .expect("events")
             .iter()
-            .any(|e| e["what"].as_str().is_some_and(|w| w.contains("read-only (lease lost"))),
+            .any(|e| e["what"]
+                .as_str()
+                .is_some_and(|w| w.contains("read-only (lease lost"))),
         "{status}"
     );
     // The controller moves traffic away from east, as a failover does after the fence: the
@@ -321,16 +356,29 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
                    "epoch": east_lease + 1, "leaderTerm": leader.term}),
         )
         .await;
-    assert_eq!((code, &answer["effect"]), (200, &json!("stoodDown")), "{answer}");
+    assert_eq!(
+        (code, &answer["effect"]),
+        (200, &json!("stoodDown")),
+        "{answer}"
+    );
 
     tracing::info!("phase 4: west is granted the lease, promotes its standby, raises the fence");
-    let west_lease = west.writable("the west agent to promote and open its database").await;
+    let west_lease = west
+        .writable("the west agent to promote and open its database")
+        .await;
     assert!(west_lease > east_lease);
     assert_eq!(
-        standby.query_one("SELECT pg_is_in_recovery()").await.expect("query"),
+        standby
+            .query_one("SELECT pg_is_in_recovery()")
+            .await
+            .expect("query"),
         Some("f".into())
     );
-    assert_eq!(count(&standby, "east-before").await, 1, "replicated before the failover");
+    assert_eq!(
+        count(&standby, "east-before").await,
+        1,
+        "replicated before the failover"
+    );
     fenced_write(&standby, west_lease, "west-fenced")
         .await
         .expect("a fenced write under the west lease");
@@ -418,7 +466,10 @@ async fn sync_metrics_come_from_wal_positions_and_stale_actions_are_refused() {
     let agent_view = east.status().await.expect("status");
     let link = &agent_view["replication"]["links"][0];
     assert_eq!(link["targetRegion"], json!(WEST), "{agent_view}");
-    assert!(link["pendingBytes"].as_u64().is_some_and(|p| p > 0), "{agent_view}");
+    assert!(
+        link["pendingBytes"].as_u64().is_some_and(|p| p > 0),
+        "{agent_view}"
+    );
 
     tracing::info!("phase 3: resumed, the standby catches up: nothing pending");
     standby.resume().expect("resume the standby");
@@ -444,7 +495,10 @@ async fn sync_metrics_come_from_wal_positions_and_stale_actions_are_refused() {
     let (code, answer) = east.act(Some(WEBHOOK_TOKEN), action(99, 9)).await;
     assert_eq!(code, 409, "an older decision from a newer term: {answer}");
     let (code, answer) = east.act(Some(WEBHOOK_TOKEN), action(100, 2)).await;
-    assert_eq!(code, 409, "the same decision from a deposed leader: {answer}");
+    assert_eq!(
+        code, 409,
+        "the same decision from a deposed leader: {answer}"
+    );
     assert_eq!(answer["lastObeyed"], json!({"epoch": 100, "leaderTerm": 3}));
     let (code, _) = east.act(Some(WEBHOOK_TOKEN), json!({"action": "x"})).await;
     assert_eq!(code, 400, "an action without epoch and term");
@@ -452,10 +506,43 @@ async fn sync_metrics_come_from_wal_positions_and_stale_actions_are_refused() {
     tracing::info!("phase 5: the agent restarts and still refuses what it refused");
     east.stop().await;
     let east = Agent::start(&cluster, EAST, &east_token, &primary, state.path()).await;
-    east.writable("the restarted east agent to hold the lease again").await;
+    east.writable("the restarted east agent to hold the lease again")
+        .await;
     let (code, answer) = east.act(Some(WEBHOOK_TOKEN), action(100, 2)).await;
     assert_eq!(code, 409, "forgotten across a restart: {answer}");
     let (code, answer) = east.act(Some(WEBHOOK_TOKEN), action(101, 1)).await;
-    assert_eq!((code, &answer["obeyed"]), (200, &json!(true)), "a newer decision: {answer}");
+    assert_eq!(
+        (code, &answer["obeyed"]),
+        (200, &json!(true)),
+        "a newer decision: {answer}"
+    );
     east.stop().await;
+}
+
+/// The real binary refuses, with exit 2 and a message naming the flag, what it cannot run
+/// safely: no database, or an action webhook open to anyone off loopback.
+#[test]
+fn the_binary_refuses_a_missing_database_and_an_open_webhook_off_loopback() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(binary())
+            .arg("db-agent")
+            .args(args)
+            .env_remove("ARBITER_PG_DSN")
+            .env_remove("ARBITER_DB_AGENT_WEBHOOK_TOKEN_FILE")
+            .output()
+            .expect("run arbiter db-agent")
+    };
+    let missing = run(&["--region", EAST]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--pg-dsn"));
+    let open = run(&[
+        "--region",
+        EAST,
+        "--pg-dsn",
+        "host=/nonexistent dbname=app",
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(open.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&open.stderr).contains("--webhook-token-file"));
 }

@@ -38,7 +38,7 @@ pub struct DbAgentArgs {
     holder: Option<String>,
     /// Lease TTL in seconds (fractions allowed). The database turns read-only at most this
     /// long after the arbiter stops answering.
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, default_value = "10", value_parser = super::lease::parse_ttl)]
     lease_ttl: Duration,
     /// The agent's own HTTP address: /livez, /metrics, /v1/agent/status and the action webhook
     /// (POST /v1/agent/actions).
@@ -52,9 +52,9 @@ pub struct DbAgentArgs {
     /// <data-dir>/db-agent-<region>].
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Seconds between replication reports.
-    #[arg(long, default_value = "1", value_parser = parse_seconds)]
-    report_interval: Duration,
+    /// Milliseconds between replication reports.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    report_interval_ms: u64,
     /// REGION=NAME: the standby of REGION reports `application_name` NAME (default: the
     /// region's name). Repeatable.
     #[arg(long = "standby-name")]
@@ -72,16 +72,6 @@ pub struct DbAgentArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     credentials: CredentialArgs,
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("must be a positive number of seconds, got {s}"))
 }
 
 impl DbAgentArgs {
@@ -149,7 +139,7 @@ impl DbAgentArgs {
                 .state_dir
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join(format!("db-agent-{}", self.region))),
-            report_interval: self.report_interval,
+            report_interval: Duration::from_millis(self.report_interval_ms),
             retry_interval: Duration::from_secs(1).min(self.lease_ttl / 3),
             webhook_token,
             standby_names,

@@ -111,7 +111,7 @@ impl HeldLease {
     }
 }
 
-fn parse_ttl(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_ttl(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;

@@ -253,9 +253,7 @@ impl Database {
             Box::pin(async move {
                 let role = role_of(client).await?;
                 let lsn_sql = match role {
-                    DbRole::Primary => {
-                        "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
-                    }
+                    DbRole::Primary => "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint",
                     DbRole::Standby => {
                         "SELECT coalesce((pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, 0)"
                     }

@@ -99,7 +99,9 @@ impl AgentMetrics {
     }
 
     pub fn action(&self, result: &str) {
-        self.actions.get_or_create(&labels([("result", result)])).inc();
+        self.actions
+            .get_or_create(&labels([("result", result)]))
+            .inc();
     }
 
     pub fn transition(&self, to: &str) {

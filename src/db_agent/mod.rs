@@ -34,8 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbiter_client::{
-    ArbiterClient, ClientError, ClientOptions, FencingToken, HolderId, KeeperOptions,
-    LeaseKeeper, LeaseSpec, LossCause, RegionId, ResourceId,
+    ArbiterClient, ClientError, ClientOptions, FencingToken, HolderId, KeeperOptions, LeaseKeeper,
+    LeaseSpec, LossCause, RegionId, ResourceId,
 };
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -95,8 +95,12 @@ pub enum AgentError {
 #[serde(tag = "state", rename_all = "camelCase")]
 pub enum LeaseView {
     /// Not held; the agent asks again every retry interval (or is told to stand down).
-    Waiting { reason: String },
-    Held { token: u64 },
+    Waiting {
+        reason: String,
+    },
+    Held {
+        token: u64,
+    },
 }
 
 /// What `/v1/agent/status` shows.
@@ -140,7 +144,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn status(&self) -> AgentStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn update(&self, change: impl FnOnce(&mut AgentStatus)) {
@@ -270,16 +277,17 @@ pub async fn run(
         }
     }));
     let reporter = tokio::spawn(report_loop(shared.clone(), stop_rx.clone()));
-    let leases = lease_loop(shared.clone(), client);
-    tokio::pin!(leases);
+    // Boxed so that it can be dropped here, not at the end of the function.
+    let mut leases = Box::pin(lease_loop(shared.clone(), client));
     tokio::select! {
         _ = shutdown => {}
         _ = &mut leases => {}
     }
-    // Dropping the lease loop drops its keeper, which stops renewing; the database is closed
-    // first so nothing writes past the agent's watch.
-    shared.close("the agent is stopping").await;
+    // The lease loop goes first (its keeper stops renewing, and nothing can open the database
+    // again), then the database is closed. The lease is not given back: an agent restarted
+    // within the TTL takes it up again instead of handing the region's writes away.
     drop(leases);
+    shared.close("the agent is stopping").await;
     let _ = stop_tx.send(true);
     let _ = reporter.await;
     let _ = server.await;
@@ -342,7 +350,10 @@ async fn lease_loop(shared: Arc<Shared>, client: ArbiterClient) {
         let token = keeper.token();
         shared.metrics.lease_held.set(1);
         shared.update(|s| s.lease = LeaseView::Held { token: token.0 });
-        shared.event(format!("lease on {} granted, token {token}", config.resource));
+        shared.event(format!(
+            "lease on {} granted, token {token}",
+            config.resource
+        ));
         let lost = keeper.lost();
         tokio::pin!(lost);
         let stand_down = async {

@@ -205,7 +205,10 @@ impl Reporter {
                 .flatten()
                 .filter_map(|link| link["targetRegion"].as_str().map(str::to_string))
                 .collect()),
-            other => Err(format!("listing the links out of {}: {other:?}", self.region)),
+            other => Err(format!(
+                "listing the links out of {}: {other:?}",
+                self.region
+            )),
         }
     }
 
@@ -270,7 +273,10 @@ impl Reporter {
                     return Ok(());
                 }
                 Ok(Ok(reply)) => {
-                    return Err(format!("checkpoint not acknowledged: {:?}", reply.get_ref()))
+                    return Err(format!(
+                        "checkpoint not acknowledged: {:?}",
+                        reply.get_ref()
+                    ))
                 }
                 Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                     last = format!("{endpoint}: {}", status.message());
