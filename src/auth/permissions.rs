@@ -27,13 +27,15 @@
 //! its region: the edges fill it in from the identity); an identity bound to no region may take
 //! only leases without one (a lease's region comes from its holder's identity, never from a
 //! request field); a probe may report only as its vantage point; a region identity may report
-//! only its own region, and take only leases whose holder is its identity name and whose region
-//! is its region (`arbiter db-agent` holds its region's write lease and reports its database's
-//! replication progress under one identity). Other roles are not bound.
+//! only its own region. Other roles are not bound.
 //!
 //! The peer port serves only `peer` methods and `GetStatus` (the bootstrap survey); the client
 //! ports serve everything else. A node certificate (DNS SAN `arbiter-node-<id>`, signed by the
 //! cluster CA) presented on a client port is the identity `node-<id>` with role `node`.
+//!
+//! A region identity is also bound like a proxy for lease writes: holder = its identity name,
+//! region = its region (`arbiter db-agent` holds its region's write lease and reports its
+//! database's replication progress under one identity).
 //!
 //! Invariants: this file is the only place that says who may do what; anything not listed needs
 //! an operator (fail closed); a bound role whose request states no claim is refused.
