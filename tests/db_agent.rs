@@ -10,6 +10,8 @@
 //!   pending and lag while the standby is paused, nothing pending once it has caught up.
 //! - Controller actions older than the last obeyed (epoch, leader term) are refused, also after
 //!   the agent restarts; newer ones are obeyed; the webhook wants its token.
+//! - With every arbiter node gone, the agent's database turns read-only by the lease's deadline
+//!   (the keeper's own timer): the seed's isolated region.
 //!
 //! Without PostgreSQL these tests fail (`PgInstall::locate` names what is missing): CI installs
 //! Debian `postgresql`.
@@ -413,7 +415,7 @@ async fn sync_metrics(grpc: &str) -> Option<SyncMetricsResponse> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_metrics_come_from_wal_positions_and_stale_actions_are_refused() {
     init_tracing();
-    let cluster = TestCluster::start(3, &[]).await;
+    let mut cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader(WAIT).await;
     dr_bootstrapped(&leader.http_addr, WAIT).await;
     let (status, link) = http_with_token(
@@ -515,6 +517,44 @@ async fn sync_metrics_come_from_wal_positions_and_stale_actions_are_refused() {
         (code, &answer["obeyed"]),
         (200, &json!(true)),
         "a newer decision: {answer}"
+    );
+
+    tracing::info!(
+        "phase 6: no arbiter answers: read-only by the lease's deadline, on the agent's own clock"
+    );
+    insert(&primary, "before-isolation")
+        .await
+        .expect("writable while the lease holds");
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    let isolated_at = Instant::now();
+    eventually(
+        "the isolated region's database to refuse writes",
+        TTL + Duration::from_secs(2),
+        || async {
+            match insert(&primary, "isolated").await {
+                Err(e) if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert!(
+        isolated_at.elapsed() < TTL + Duration::from_millis(500),
+        "read-only {:?} after the arbiter went away (TTL {TTL:?})",
+        isolated_at.elapsed()
+    );
+    let status = east.status().await.expect("status");
+    assert!(
+        status["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["what"]
+                .as_str()
+                .is_some_and(|w| w.contains("no renewal before the lease's deadline"))),
+        "{status}"
     );
     east.stop().await;
 }

@@ -432,24 +432,31 @@ async fn report_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let summary = match config.database.progress().await {
-            Ok(progress) => {
-                shared
-                    .metrics
-                    .wal_position
-                    .set(progress.lsn.min(i64::MAX as u64) as i64);
-                let summary = reporter.report(&progress).await;
-                for link in &summary.links {
+        let round = async {
+            match config.database.progress().await {
+                Ok(progress) => {
                     shared
                         .metrics
-                        .link(&link.target_region, link.lag_ms, link.pending_bytes);
+                        .wal_position
+                        .set(progress.lsn.min(i64::MAX as u64) as i64);
+                    let summary = reporter.report(&progress).await;
+                    for link in &summary.links {
+                        shared
+                            .metrics
+                            .link(&link.target_region, link.lag_ms, link.pending_bytes);
+                    }
+                    summary
                 }
-                summary
+                Err(e) => ReportSummary {
+                    last_error: Some(format!("reading progress: {e}")),
+                    ..ReportSummary::default()
+                },
             }
-            Err(e) => ReportSummary {
-                last_error: Some(format!("reading progress: {e}")),
-                ..ReportSummary::default()
-            },
+        };
+        // A round can wait on unreachable nodes for seconds; stopping does not wait for it.
+        let summary = tokio::select! {
+            summary = round => summary,
+            _ = stop.wait_for(|s| *s) => return,
         };
         if let Some(error) = &summary.last_error {
             tracing::debug!(%error, "replication report incomplete");
