@@ -364,6 +364,61 @@ impl std::fmt::Display for LeaseState {
 mod tests {
     use super::*;
 
+    /// A break-glass grant names the lease it displaced; an ordinary grant names none.
+    #[test]
+    fn a_reply_names_the_displaced_lease_only_when_there_is_one() {
+        let mut reply = proto::LeaseReply {
+            ok: true,
+            token: 12288,
+            ..Default::default()
+        };
+        assert_eq!(displaced(&reply), None);
+        reply.displaced_holder = "proxy-east".into();
+        reply.displaced_token = 8192;
+        assert_eq!(
+            displaced(&reply),
+            Some((HolderId::new("proxy-east"), FencingToken(8192)))
+        );
+    }
+
+    /// Retryable: what a later, unchanged request may get past. Not: what never comes back.
+    #[test]
+    fn refusals_say_whether_asking_again_can_succeed() {
+        let holder = HolderId::new("h");
+        let wait = Duration::from_secs(1);
+        let retryable = [
+            Refusal::HeldBy {
+                holder: holder.clone(),
+                token: FencingToken(1),
+                ttl: wait,
+                may_hold_for: wait,
+            },
+            Refusal::Draining {
+                holder: holder.clone(),
+                token: FencingToken(1),
+                may_hold_for: wait,
+            },
+            Refusal::RegionFenced {
+                region: RegionId::new("us-east-1"),
+                reason: "failover".into(),
+            },
+        ];
+        let final_ = [
+            Refusal::StaleToken {
+                presented: FencingToken(1),
+                current: FencingToken(2),
+            },
+            Refusal::NotHeld,
+            Refusal::NotHolder { holder },
+        ];
+        for refusal in &retryable {
+            assert!(refusal.is_retryable(), "{refusal:?}");
+        }
+        for refusal in &final_ {
+            assert!(!refusal.is_retryable(), "{refusal:?}");
+        }
+    }
+
     /// The wire's lease view becomes the SDK's: the state by name (the names `Display` gives
     /// back), a holder only for a live lease, and a region only when one was named.
     #[test]

@@ -476,6 +476,16 @@ mod tests {
         })
         .await;
         assert_eq!(keeper.ttl(), Duration::from_millis(TTL_MS));
+        assert_eq!(
+            (keeper.resource().as_str(), keeper.holder().as_str()),
+            ("db/orders", "proxy-a")
+        );
+        assert_eq!(keeper.token(), FencingToken(7));
+        let shown = format!("{keeper:?}");
+        assert!(
+            shown.contains("db/orders") && shown.contains("proxy-a") && shown.contains("Valid"),
+            "{shown}"
+        );
         let first = keeper.valid_until().unwrap();
         tokio::time::sleep_until(first + Duration::from_millis(200)).await;
         assert!(keeper.is_valid());
@@ -523,6 +533,65 @@ mod tests {
             "the holder kept trying: {}",
             node.calls()
         );
+    }
+
+    /// Dropping the keeper ends validity at once (a subscriber sees it) and stops renewing.
+    #[tokio::test]
+    async fn dropping_the_keeper_ends_validity_and_renewal() {
+        let (node, keeper) = keeper(Answer::Ok {
+            token: 7,
+            ttl_ms: TTL_MS,
+        })
+        .await;
+        let validity = keeper.subscribe();
+        drop(keeper);
+        assert!(
+            matches!(
+                &*validity.borrow(),
+                Validity::Lost {
+                    cause: LossCause::Stopped,
+                    ..
+                }
+            ),
+            "{:?}",
+            *validity.borrow()
+        );
+        let calls = node.calls();
+        // Three renewal intervals: a renewal task still running would have called.
+        tokio::time::sleep(Duration::from_millis(3 * TTL_MS / 3)).await;
+        assert_eq!(node.calls(), calls, "renewed after the keeper was dropped");
+    }
+
+    /// A frozen node must not eat the remaining validity: each keep-alive attempt is capped
+    /// (half the renewal interval, at least 50 ms), so the keeper moves on to a node that
+    /// answers. The first node grants, then never answers a keep-alive; the second answers.
+    #[tokio::test]
+    async fn a_silent_node_does_not_eat_the_validity_the_next_node_renews() {
+        let silent = MockArbiter::default();
+        silent.on_acquire(Answer::Ok {
+            token: 7,
+            ttl_ms: TTL_MS,
+        });
+        silent.on_keep_alive(Answer::Silent);
+        let answering = MockArbiter::default();
+        answering.on_keep_alive(Answer::Ok {
+            token: 7,
+            ttl_ms: TTL_MS,
+        });
+        let endpoints = vec![silent.serve().await, answering.serve().await];
+        let client = ArbiterClient::connect(endpoints, ClientOptions::default())
+            .await
+            .unwrap();
+        let spec = LeaseSpec::new("db/orders", "proxy-a", Duration::from_millis(TTL_MS));
+        let keeper = LeaseKeeper::acquire(&client, &spec, KeeperOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        let first = keeper.valid_until().unwrap();
+        // Three TTLs on, it is still valid: renewals got through the second node.
+        tokio::time::sleep_until(first + Duration::from_millis(2 * TTL_MS)).await;
+        assert!(keeper.is_valid(), "{:?}", keeper.validity());
+        assert!(answering.calls() >= 2, "{} renewals", answering.calls());
     }
 
     /// `renew_now` sends a keep-alive at once instead of at the next interval.
