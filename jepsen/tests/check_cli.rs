@@ -91,8 +91,23 @@ fn record(path: &Path, stale_write: bool) {
         .append(Op::invoke(client(3), F::ReadLog, "failovers", Value::Null))
         .unwrap();
     w.append(read.complete(OpType::Ok, json!([1]))).unwrap();
+    // p4's first act: present its token to the resource.
+    let announce = w
+        .append(
+            Op::invoke(
+                client(4),
+                F::FencedWrite,
+                "db/orders",
+                json!("proxy-b#fence"),
+            )
+            .with_token(FencingToken(8192)),
+        )
+        .unwrap();
+    w.append(announce.complete(OpType::Ok, Value::Null))
+        .unwrap();
     if stale_write {
-        // p1 wakes up and its old token gets through: the fence failed.
+        // p1 wakes up after p4 presented its token, and its old token gets through: the fence
+        // failed.
         let late = w
             .append(
                 Op::invoke(client(1), F::FencedWrite, "db/orders", json!("y"))
