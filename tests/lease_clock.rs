@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arbiter_client::{ArbiterClient, ClientOptions, LeaseSpec, Refusal, ResourceId};
+use arbiter_client::{ArbiterClient, LeaseSpec, Refusal, ResourceId};
 use common::*;
 use tokio::time::{sleep, Instant};
 
@@ -90,17 +90,6 @@ fn log_shows_offset(log: &Path, offset_s: i64) -> bool {
     distance.min(86_400 - distance) <= 60
 }
 
-async fn client(endpoints: Vec<String>) -> ArbiterClient {
-    let options = ClientOptions {
-        attempt_timeout: Duration::from_secs(1),
-        call_deadline: Duration::from_secs(3),
-        ..client_options()
-    };
-    ArbiterClient::connect(endpoints, options)
-        .await
-        .expect("valid endpoints")
-}
-
 /// Asks for `spec` until granted within `within`; returns when the grant's reply came.
 async fn acquire_when_free(client: &ArbiterClient, spec: &LeaseSpec, within: Duration) -> Instant {
     let deadline = Instant::now() + within;
@@ -136,7 +125,7 @@ async fn a_wall_clock_step_neither_expires_a_lease_early_nor_keeps_it_late() {
     let cluster = TestCluster::start_specs(dir, specs).await;
     let leader = cluster.leader(Duration::from_secs(20)).await;
     let leader_log = cluster.node(leader.node_id).spec.log_path();
-    let client = client(cluster.endpoints()).await;
+    let client = patient_client(cluster.endpoints()).await;
 
     let long = LeaseSpec::new("db/long", "proxy-a", LONG_TTL);
     let long_grant = client

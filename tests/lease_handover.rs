@@ -10,9 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use arbiter_client::{
-    ArbiterClient, ClientOptions, KeeperOptions, LeaseKeeper, LeaseSpec, Validity,
-};
+use arbiter_client::{KeeperOptions, LeaseKeeper, LeaseSpec, Validity};
 use common::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -64,14 +62,7 @@ async fn a_node_that_leads_again_does_not_act_on_deadlines_from_its_earlier_term
     let first = cluster.leader(WAIT).await.node_id;
     let other = (1..=3).find(|id| *id != first).expect("a follower");
 
-    let options = ClientOptions {
-        attempt_timeout: Duration::from_secs(1),
-        call_deadline: Duration::from_secs(3),
-        ..client_options()
-    };
-    let client = ArbiterClient::connect(cluster.endpoints(), options)
-        .await
-        .expect("valid endpoints");
+    let client = patient_client(cluster.endpoints()).await;
     let spec = LeaseSpec::new("db/handover", "proxy-a", TTL);
     let keeper = LeaseKeeper::acquire(&client, &spec, KeeperOptions::default())
         .await

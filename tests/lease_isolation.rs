@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use arbiter::local_cluster::wait_for_leader;
 use arbiter_client::{
-    ArbiterClient, ClientError, ClientOptions, KeeperOptions, LeaseKeeper, LeaseSpec, LossCause,
-    Refusal, ResourceId, Validity,
+    ArbiterClient, ClientError, KeeperOptions, LeaseKeeper, LeaseSpec, LossCause, Refusal,
+    ResourceId, Validity,
 };
 use common::*;
 use link_proxy::LinkProxy;
@@ -71,17 +71,6 @@ impl LinkedCluster {
     fn heal(&self) {
         self.links.values().for_each(LinkProxy::heal);
     }
-}
-
-async fn client(endpoints: Vec<String>) -> ArbiterClient {
-    let options = ClientOptions {
-        attempt_timeout: Duration::from_secs(1),
-        call_deadline: Duration::from_secs(3),
-        ..client_options()
-    };
-    ArbiterClient::connect(endpoints, options)
-        .await
-        .expect("valid endpoints")
 }
 
 /// What the successor saw: every refusal before its grant, and the grant with its reply time.
@@ -138,7 +127,7 @@ async fn a_leader_cut_off_from_its_followers_cannot_renew_and_its_holder_stops_b
         "phase: a holder that reaches only the leader takes the lease"
     );
     // The holder sits on the leader's side of the partition: it knows no other node.
-    let holder_client = client(vec![leader.grpc_addr.clone()]).await;
+    let holder_client = patient_client(vec![leader.grpc_addr.clone()]).await;
     let spec = LeaseSpec::new(RESOURCE, "proxy-old", TTL);
     let keeper = LeaseKeeper::acquire(&holder_client, &spec, KeeperOptions::default())
         .await
@@ -162,7 +151,7 @@ async fn a_leader_cut_off_from_its_followers_cannot_renew_and_its_holder_stops_b
     // The successor is on the followers' side. It starts asking at once, so a grant made too
     // early would be seen, not hidden behind the holder's loss.
     let successor = {
-        let client = client(followers.clone()).await;
+        let client = patient_client(followers.clone()).await;
         let spec = LeaseSpec::new(RESOURCE, "proxy-new", TTL);
         tokio::spawn(async move { acquire_when_free(&client, &spec, TTL * 10).await })
     };
@@ -177,7 +166,7 @@ async fn a_leader_cut_off_from_its_followers_cannot_renew_and_its_holder_stops_b
     };
 
     tracing::info!("phase: a keep-alive at the old leader is not renewed");
-    let raw = client(vec![leader.grpc_addr.clone()]).await;
+    let raw = patient_client(vec![leader.grpc_addr.clone()]).await;
     let resource = ResourceId::new(RESOURCE);
     let sent = Instant::now();
     let answer = raw

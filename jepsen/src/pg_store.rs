@@ -14,7 +14,7 @@ use arbiter_client::{ResourceId, StaleToken};
 use arbiter_core::{FencingToken, HolderId};
 use futures::FutureExt;
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::fenced_store::{AcceptedWrite, Fencing};
 
@@ -90,11 +90,10 @@ impl PgFencedStore {
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let (client, connection) = tokio_postgres::connect(&self.server.dsn(DATABASE), NoTls)
+        self.server
+            .connect(DATABASE)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
-        tokio::spawn(connection.map(drop));
-        Ok(client)
+            .map_err(|e| format!("connect: {e}"))
     }
 
     /// One write in a transaction of its own: fenced (unless the control is on), then insert.

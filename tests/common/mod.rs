@@ -27,7 +27,7 @@ use arbiter::local_cluster::{initialize, wait_for_leader, NodeProcess, NodeSpec}
 use arbiter::tls::ClientCredentials;
 use arbiter_client::proto::cluster_service_client::ClusterServiceClient;
 use arbiter_client::proto::{NodeStatus, StatusRequest};
-use arbiter_client::{BearerToken, ClientOptions};
+use arbiter_client::{ArbiterClient, BearerToken, ClientOptions};
 
 pub const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
 
@@ -66,6 +66,19 @@ pub fn client_options() -> ClientOptions {
         .operator()
         .client_options()
         .expect("operator credentials")
+}
+
+/// An SDK client over `endpoints` with a 1 s attempt timeout and a 3 s call deadline: patient
+/// enough for an election, quick to give up on a node cut off or frozen.
+pub async fn patient_client(endpoints: Vec<String>) -> ArbiterClient {
+    let options = ClientOptions {
+        attempt_timeout: Duration::from_secs(1),
+        call_deadline: Duration::from_secs(3),
+        ..client_options()
+    };
+    ArbiterClient::connect(endpoints, options)
+        .await
+        .expect("valid endpoints")
 }
 
 /// A gRPC channel to one node with the operator's credentials.

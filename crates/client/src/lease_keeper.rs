@@ -451,17 +451,33 @@ mod tests {
     /// A keeper of token 7 (TTL 300 ms: drift margin 50 ms, renewals every 100 ms) against a
     /// node that answers keep-alives with `keep_alive`.
     async fn keeper(keep_alive: Answer) -> (MockArbiter, LeaseKeeper) {
-        let node = MockArbiter::default();
-        node.on_acquire(Answer::Ok {
+        let ttl = Duration::from_millis(TTL_MS);
+        keeper_with(ttl, KeeperOptions::default(), keep_alive).await
+    }
+
+    /// `ok = true` with token 7 and `ttl`.
+    fn granted(ttl: Duration) -> Answer {
+        Answer::Ok {
             token: 7,
-            ttl_ms: TTL_MS,
-        });
+            ttl_ms: ttl.as_millis() as u64,
+        }
+    }
+
+    /// A keeper of token 7 over `ttl` with `options`, against a node that grants at once and
+    /// answers keep-alives with `keep_alive`.
+    async fn keeper_with(
+        ttl: Duration,
+        options: KeeperOptions,
+        keep_alive: Answer,
+    ) -> (MockArbiter, LeaseKeeper) {
+        let node = MockArbiter::default();
+        node.on_acquire(granted(ttl));
         node.on_keep_alive(keep_alive);
         let client = ArbiterClient::connect(vec![node.serve().await], ClientOptions::default())
             .await
             .unwrap();
-        let spec = LeaseSpec::new("db/orders", "proxy-a", Duration::from_millis(TTL_MS));
-        let keeper = LeaseKeeper::acquire(&client, &spec, KeeperOptions::default())
+        let spec = LeaseSpec::new("db/orders", "proxy-a", ttl);
+        let keeper = LeaseKeeper::acquire(&client, &spec, options)
             .await
             .unwrap()
             .unwrap();
@@ -598,26 +614,12 @@ mod tests {
     #[tokio::test]
     async fn renew_now_renews_before_the_interval() {
         const TTL: Duration = Duration::from_secs(10);
-        let node = MockArbiter::default();
-        let ok = Answer::Ok {
-            token: 7,
-            ttl_ms: TTL.as_millis() as u64,
-        };
-        node.on_acquire(ok.clone());
-        node.on_keep_alive(ok);
-        let client = ArbiterClient::connect(vec![node.serve().await], ClientOptions::default())
-            .await
-            .unwrap();
-        let spec = LeaseSpec::new("db/orders", "proxy-a", TTL);
         // The first scheduled renewal is 5 s away.
         let options = KeeperOptions {
             renew_every: Some(Duration::from_secs(5)),
             drift_margin: None,
         };
-        let keeper = LeaseKeeper::acquire(&client, &spec, options)
-            .await
-            .unwrap()
-            .unwrap();
+        let (node, keeper) = keeper_with(TTL, options, granted(TTL)).await;
         let granted_until = keeper.valid_until().unwrap();
         let mut validity = keeper.subscribe();
         keeper.renew_now();
@@ -660,30 +662,12 @@ mod tests {
     async fn a_reply_due_after_the_deadline_is_not_waited_for_and_changes_nothing() {
         const TTL: Duration = Duration::from_millis(1_000);
         const DELAY: Duration = Duration::from_millis(250);
-        let node = MockArbiter::default();
-        node.on_acquire(Answer::Ok {
-            token: 7,
-            ttl_ms: TTL.as_millis() as u64,
-        });
-        node.on_keep_alive(Answer::Late(
-            DELAY,
-            Box::new(Answer::Ok {
-                token: 7,
-                ttl_ms: TTL.as_millis() as u64,
-            }),
-        ));
-        let client = ArbiterClient::connect(vec![node.serve().await], ClientOptions::default())
-            .await
-            .unwrap();
-        let spec = LeaseSpec::new("db/orders", "proxy-a", TTL);
         let options = KeeperOptions {
             renew_every: Some(Duration::from_millis(800)),
             drift_margin: Some(Duration::from_millis(100)),
         };
-        let keeper = LeaseKeeper::acquire(&client, &spec, options)
-            .await
-            .unwrap()
-            .unwrap();
+        let late = Answer::Late(DELAY, Box::new(granted(TTL)));
+        let (node, keeper) = keeper_with(TTL, options, late).await;
         let deadline = keeper.valid_until().unwrap();
 
         let cause = tokio::time::timeout(2 * TTL, keeper.lost())
