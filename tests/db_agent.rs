@@ -117,17 +117,23 @@ impl Agent {
         }
     }
 
-    async fn status(&self) -> Option<Value> {
-        let response = HttpClient::plain()
+    /// `GET path` at the agent's port with `token` (None: no credential); the status code.
+    async fn get(&self, path: &str, token: Option<&str>) -> Option<(u16, Vec<u8>)> {
+        let response = HttpClient::new(None, token)
             .request(
                 "GET",
-                &format!("http://{}/v1/agent/status", self.addr),
+                &format!("http://{}{path}", self.addr),
                 None,
                 Duration::from_secs(2),
             )
             .await
             .ok()?;
-        serde_json::from_slice(&response.body).ok()
+        Some((response.status, response.body))
+    }
+
+    async fn status(&self) -> Option<Value> {
+        let (_, body) = self.get("/v1/agent/status", Some(WEBHOOK_TOKEN)).await?;
+        serde_json::from_slice(&body).ok()
     }
 
     /// Waits until the agent holds the lease and has opened its database; returns the token.
@@ -322,6 +328,21 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
         "read-only after {:?}",
         revoked_at.elapsed()
     );
+    // New sessions turn read-only at the reload, a moment before the agent ends the open
+    // ones: a COMMIT sent in between would still succeed. Wait for the agent to finish.
+    eventually("the east agent to end open transactions", TTL, || async {
+        let status = east.status().await?;
+        status["events"]
+            .as_array()?
+            .iter()
+            .any(|e| {
+                e["what"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("read-only (lease lost"))
+            })
+            .then_some(())
+    })
+    .await;
     assert!(
         open.batch_execute("COMMIT").await.is_err(),
         "the open write transaction was not ended"
@@ -493,6 +514,17 @@ async fn sync_metrics_come_from_wal_positions_and_stale_actions_are_refused() {
     };
     let (code, _) = east.act(None, action(100, 3)).await;
     assert_eq!(code, 401, "an action without the webhook token");
+    for path in ["/v1/agent/status", "/metrics"] {
+        let (code, _) = east.get(path, None).await.expect("the agent answers");
+        assert_eq!(code, 401, "GET {path} without the webhook token");
+        let (code, _) = east
+            .get(path, Some("wrong"))
+            .await
+            .expect("the agent answers");
+        assert_eq!(code, 401, "GET {path} with a wrong token");
+    }
+    let (code, _) = east.get("/livez", None).await.expect("the agent answers");
+    assert_eq!(code, 200, "liveness takes no credential");
     let (code, _) = east.act(Some("wrong"), action(100, 3)).await;
     assert_eq!(code, 401, "an action with a wrong token");
     let (code, answer) = east.act(Some(WEBHOOK_TOKEN), action(100, 3)).await;

@@ -1,26 +1,28 @@
 //! The db-agent's own HTTP port (`--listen`):
 //!
+//! Every route but `/livez` takes `Authorization: Bearer <token>` when the agent has a webhook
+//! token (401 without it); with none, `--listen` must be loopback ([`super::run`] checks).
+//!
 //! - `GET /livez` → 200 while the process runs.
 //! - `GET /v1/agent/status` → the lease, the database's write state, the last replication
 //!   report, the last obeyed action and recent events ([`super::AgentStatus`]).
 //! - `GET /metrics` → Prometheus text ([`super::metrics`]).
 //! - `POST /v1/agent/actions` → a controller action: the DR controller's driver JSON
 //!   (`{"action", "failoverId", "taskTrackId", "fromRegion", "toRegion", "weights", "reason",
-//!   "epoch", "leaderTerm"}`), `Authorization: Bearer <token>` when the agent has a webhook
-//!   token. 200 `{"obeyed": true, "effect", "epoch", "leaderTerm"}`; 409 `{"obeyed": false,
-//!   "error", "lastObeyed"}` for an action older than the last obeyed one; 401 without the
-//!   token; 400 for a body that is not such JSON; 503 if the high-water mark cannot be written
+//!   "epoch", "leaderTerm"}`). 200 `{"obeyed": true, "effect", "epoch", "leaderTerm"}`; 409 `{"obeyed": false,
+//!   "error", "lastObeyed"}` for an action older than the last obeyed one; 400 for a body that is not such JSON; 503 if the high-water mark cannot be written
 //!   (the action is then not carried out).
 //!
-//! Invariant: the GETs reveal nothing secret and change nothing; the one write is
-//! authenticated (or the port is loopback-only, checked at start by [`super::run`]).
+//! Invariant: nothing but `/livez` answers a caller without the token off loopback; the GETs
+//! change nothing.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,11 +37,17 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
+    let guarded = Router::new()
         .route("/v1/agent/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/agent/actions", post(action))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
+    let app = Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .merge(guarded)
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -72,20 +80,31 @@ fn authenticated(shared: &Shared, headers: &HeaderMap) -> bool {
     presented.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
+/// Refuses a request without the webhook token (when one is configured).
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if authenticated(&shared, request.headers()) {
+        return next.run(request).await;
+    }
+    if request.uri().path() == "/v1/agent/actions" {
+        shared.metrics.action("unauthorized");
+    }
+    tracing::warn!(path = %request.uri().path(), "request refused: missing or wrong bearer token");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": "a valid bearer token is required"})),
+    )
+        .into_response()
+}
+
 async fn action(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
     body: Result<Json<ActionCall>, JsonRejection>,
 ) -> Response {
-    if !authenticated(&shared, &headers) {
-        shared.metrics.action("unauthorized");
-        tracing::warn!("controller action refused: missing or wrong bearer token");
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "a valid bearer token is required"})),
-        )
-            .into_response();
-    }
     let call = match body {
         Ok(Json(call)) => call,
         Err(rejection) => {

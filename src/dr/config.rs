@@ -57,8 +57,14 @@ pub enum DriverKind {
     /// Runs `command` (argv) with the decision in `ARBITER_*` env vars and as JSON on stdin;
     /// exit status 0 is success.
     Exec { command: Vec<String> },
-    /// POSTs the decision as JSON to `url` (plain `http://`); a 2xx answer is success.
-    Webhook { url: String },
+    /// POSTs the decision as JSON to `url` (plain `http://`); a 2xx answer is success. With
+    /// `token_file`, the call carries `Authorization: Bearer <the file's contents>` (read at
+    /// every call, so a rotated token needs no restart), as `arbiter db-agent` requires.
+    Webhook {
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_file: Option<std::path::PathBuf>,
+    },
 }
 
 /// (`deny_unknown_fields` cannot be combined with the flattened `kind`; the kind's own
@@ -320,9 +326,17 @@ impl RawDrConfig {
 fn check_driver(driver: &'static str, config: &DriverConfig) -> Result<(), DrConfigError> {
     let reason = match &config.kind {
         DriverKind::Exec { command } if command.is_empty() => "exec needs a non-empty command",
-        DriverKind::Webhook { url } if !url.starts_with("http://") => {
+        DriverKind::Webhook { url, .. } if !url.starts_with("http://") => {
             "webhook url must start with http://"
         }
+        DriverKind::Webhook {
+            token_file: Some(path),
+            ..
+        } => match std::fs::read_to_string(path) {
+            Ok(token) if !token.trim().is_empty() => return Ok(()),
+            Ok(_) => "webhook token_file is empty",
+            Err(_) => "webhook token_file cannot be read",
+        },
         _ if config.timeout_ms == 0 => "timeout_ms must be positive",
         _ => return Ok(()),
     };
@@ -404,6 +418,23 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(raw.validate(), Err(DrConfigError::Driver { .. })));
+        let raw = RawDrConfig {
+            compute_driver: Some(DriverConfig {
+                kind: DriverKind::Webhook {
+                    url: "http://127.0.0.1:9400/v1/agent/actions".into(),
+                    token_file: Some("/nonexistent/webhook.token".into()),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            raw.validate().unwrap_err(),
+            DrConfigError::Driver {
+                driver: "compute",
+                reason: "webhook token_file cannot be read".into()
+            }
+        );
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl Driver {
                     call.epoch, call.leader_term
                 )),
                 DriverKind::Exec { command } => run_exec(command, call, timeout).await,
-                DriverKind::Webhook { url } => run_webhook(url, call, timeout).await,
+                DriverKind::Webhook { url, token_file } => {
+                    run_webhook(url, token_file.as_deref(), call, timeout).await
+                }
             };
             match outcome {
                 Ok(detail) => {
@@ -186,9 +188,23 @@ async fn run_exec(
     }
 }
 
-async fn run_webhook(url: &str, call: &DriverCall, timeout: Duration) -> Result<String, String> {
+async fn run_webhook(
+    url: &str,
+    token_file: Option<&std::path::Path>,
+    call: &DriverCall,
+    timeout: Duration,
+) -> Result<String, String> {
     let json = serde_json::to_vec(call).map_err(|e| e.to_string())?;
-    let response = http_client::request("POST", url, Some(&json), timeout)
+    let token = match token_file {
+        Some(path) => Some(
+            tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| format!("webhook token_file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let response = http_client::HttpClient::new(None, token.as_deref())
+        .request("POST", url, Some(&json), timeout)
         .await
         .map_err(|e| e.to_string())?;
     let body = String::from_utf8_lossy(&response.body).to_string();
@@ -275,6 +291,107 @@ mod tests {
             builtin.detail.contains("epoch 8192, term 3"),
             "{}",
             builtin.detail
+        );
+    }
+
+    /// Answers one HTTP request with `status`; returns what was received.
+    async fn one_request(
+        listener: tokio::net::TcpListener,
+        status: u16,
+    ) -> tokio::task::JoinHandle<String> {
+        use tokio::io::AsyncReadExt;
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut received = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.expect("read");
+                received.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&received).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().expect("length"))
+                        })
+                        .unwrap_or(0);
+                    if received.len() >= end + 4 + length || n == 0 {
+                        break;
+                    }
+                }
+                assert!(n > 0, "the request ended early");
+            }
+            let answer =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            stream.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&received).to_string()
+        })
+    }
+
+    #[tokio::test]
+    async fn webhook_driver_presents_the_token_file_and_the_decision() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token_file = dir.path().join("webhook.token");
+        std::fs::write(&token_file, "s3cret\n").expect("token");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/v1/agent/actions",
+            listener.local_addr().expect("addr")
+        );
+        let server = one_request(listener, 200).await;
+        let driver = Driver::new(
+            "traffic",
+            DriverConfig {
+                kind: DriverKind::Webhook {
+                    url: url.clone(),
+                    token_file: Some(token_file),
+                },
+                timeout_ms: 2_000,
+                retries: 0,
+            },
+        );
+        let result = driver.run(&call()).await;
+        assert!(result.ok, "{result:?}");
+        let request = server.await.expect("server");
+        assert!(request.starts_with("POST /v1/agent/actions "), "{request}");
+        assert!(
+            request
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case("authorization: Bearer s3cret")),
+            "{request}"
+        );
+        assert!(request.contains(r#""epoch":8192"#), "{request}");
+
+        // Without a token file: no credential, and the agent's 401 is a failed call.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let server = one_request(listener, 401).await;
+        let driver = Driver::new(
+            "traffic",
+            DriverConfig {
+                kind: DriverKind::Webhook {
+                    url,
+                    token_file: None,
+                },
+                timeout_ms: 2_000,
+                retries: 0,
+            },
+        );
+        let result = driver.run(&call()).await;
+        assert!(
+            !result.ok && result.detail.contains("HTTP 401"),
+            "{result:?}"
+        );
+        let request = server.await.expect("server");
+        assert!(
+            !request.to_ascii_lowercase().contains("authorization"),
+            "{request}"
         );
     }
 
