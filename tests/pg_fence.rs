@@ -1,7 +1,8 @@
 //! Fencing inside PostgreSQL, against real PostgreSQL 15 servers (`arbiter::pg_cluster`):
 //! `arbiter pg install-fence` (the real binary), `arbiter_fence.check` through the SDK's
 //! fenced transaction, the floor across a restart, a streaming standby and its promotion,
-//! concurrent writers, and the SDK refusing a lease it knows is lost.
+//! concurrent writers (the holder's transactions side by side, a raise waiting for them), and
+//! the SDK refusing a lease it knows is lost.
 //!
 //! Without PostgreSQL these tests fail (`PgInstall::locate` names what is missing): CI installs
 //! Debian `postgresql`.
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use arbiter::pg_cluster::{PgOptions, PgServer};
 use arbiter_client::pg_fence::{
-    fenced_transaction, fenced_transaction_with_token, FencedWriteError,
+    self, fenced_transaction, fenced_transaction_with_token, FencedWriteError,
 };
 use arbiter_client::{
     ArbiterClient, ClientOptions, FencingToken, KeeperOptions, LeaseKeeper, LeaseSpec, LossCause,
@@ -61,7 +62,7 @@ async fn fenced_primary(options: PgOptions) -> PgServer {
         &[],
     ));
     assert_eq!(installed["changed"], true, "{installed}");
-    assert_eq!(installed["version"], 1);
+    assert_eq!(installed["version"], pg_fence::FENCE_VERSION);
     primary
         .query(
             "CREATE TABLE app_writes (id bigserial PRIMARY KEY, token bigint NOT NULL, \
@@ -149,7 +150,7 @@ async fn install_fence_is_idempotent_and_says_what_is_missing() {
         &[("ARBITER_PG_DSN", &primary.dsn("postgres"))],
     ));
     assert_eq!(again["changed"], false, "{again}");
-    assert_eq!(again["previousVersion"], 1);
+    assert_eq!(again["previousVersion"], pg_fence::FENCE_VERSION);
     assert_eq!(again["staleTokenSqlstate"], "AF001");
     let after = primary.query_one(fingerprint).await.expect("fingerprint");
     assert_eq!(before, after, "a second install rewrote the fence");
@@ -387,6 +388,112 @@ async fn concurrent_writers_never_commit_a_lower_token_after_a_higher_one() {
         .await
         .expect("rows by seq");
     assert_eq!(by_seq, order);
+}
+
+/// Client sessions waiting for a lock.
+async fn lock_waiters(server: &PgServer) -> u64 {
+    server
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND backend_type = 'client backend'",
+        )
+        .await
+        .expect("pg_stat_activity")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens a transaction that has passed the check for `token` and written one row.
+async fn open_fenced(server: &PgServer, token: u64) -> Client {
+    let client = server.connect("postgres").await.expect("connect");
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT arbiter_fence.check('{RESOURCE}', {token}); \
+             INSERT INTO app_writes (token, note) VALUES ({token}, 'open')"
+        ))
+        .await
+        .expect("an open fenced transaction");
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holders_transactions_run_side_by_side_and_a_raise_waits_for_them() {
+    init_tracing();
+    let primary = Arc::new(fenced_primary(PgOptions::default()).await);
+    // The floor row exists (a resource's very first check inserts it, and that insert is
+    // waited for like any uncommitted row).
+    let mut db = primary.connect("postgres").await.expect("connect");
+    write(&mut db, 5, "first").await.expect("the first write");
+    let first = open_fenced(&primary, 5).await;
+    // The same token again while the first is open: not held up (version 1 was).
+    let second = tokio::time::timeout(Duration::from_secs(10), open_fenced(&primary, 5))
+        .await
+        .expect("a second transaction of the same holder waited for the first");
+    second.batch_execute("COMMIT").await.expect("commit");
+
+    // A newer token waits for the open old-token transaction...
+    let raise = {
+        let primary = primary.clone();
+        tokio::spawn(async move {
+            let mut db = primary.connect("postgres").await.expect("connect");
+            write(&mut db, 6, "raise").await
+        })
+    };
+    let started = std::time::Instant::now();
+    while lock_waiters(&primary).await == 0 {
+        assert!(
+            !raise.is_finished(),
+            "the raise did not wait for the open transaction"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the raise never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...which still commits: it checked before the floor moved.
+    first
+        .batch_execute("COMMIT")
+        .await
+        .expect("the old holder's open write commits");
+    tokio::time::timeout(Duration::from_secs(10), raise)
+        .await
+        .expect("the raise finished once the old transaction ended")
+        .expect("task")
+        .expect("the raise");
+    assert_eq!(floor(&primary).await.as_deref(), Some("6"));
+    assert_stale(write(&mut db, 5, "late").await, 5, 6);
+
+    // Two transactions raising to the same token: the second waits, then passes as an equal.
+    let raiser = open_fenced(&primary, 7).await;
+    let follower = {
+        let primary = primary.clone();
+        tokio::spawn(async move {
+            let mut db = primary.connect("postgres").await.expect("connect");
+            write(&mut db, 7, "follower").await
+        })
+    };
+    let started = std::time::Instant::now();
+    while lock_waiters(&primary).await == 0 {
+        assert!(!follower.is_finished(), "the follower did not wait");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the follower never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    raiser.batch_execute("COMMIT").await.expect("commit");
+    tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the follower finished")
+        .expect("task")
+        .expect("an equal token passes once the floor is raised");
+    assert_eq!(
+        count(&primary, "token = 5").await,
+        3,
+        "every write of token 5 but the late one"
+    );
+    assert_eq!(count(&primary, "token = 7").await, 2);
 }
 
 /// A fenced write of a row noted `note`.

@@ -26,7 +26,7 @@ use crate::lease_keeper::{LeaseKeeper, LossCause, Validity};
 use crate::types::{FencingToken, ResourceId};
 
 /// The schema version [`INSTALL_SQL`] creates; recorded in `arbiter_fence.schema_version`.
-pub const FENCE_VERSION: i32 = 1;
+pub const FENCE_VERSION: i32 = 2;
 
 /// The fence's SQL: schema, floor table, `arbiter_fence.check`, grants, version row.
 pub const INSTALL_SQL: &str = include_str!("pg_fence.sql");
