@@ -55,6 +55,8 @@ pub struct StandbyProgress {
     pub replay_lsn: Option<u64>,
     /// `greatest(replay_lag, write_lag)`; `None` when PostgreSQL has no recent sample.
     pub lag: Option<Duration>,
+    /// `sync_state` is `sync` or `quorum`: commits wait for this standby's flush.
+    pub synchronous: bool,
 }
 
 /// A snapshot of the database's replication position.
@@ -267,7 +269,8 @@ impl Database {
                                     (sent_lsn - '0/0'::pg_lsn)::bigint, \
                                     (replay_lsn - '0/0'::pg_lsn)::bigint, \
                                     (extract(epoch FROM greatest(replay_lag, write_lag)) \
-                                       * 1000)::bigint \
+                                       * 1000)::bigint, \
+                                    sync_state IN ('sync', 'quorum') \
                              FROM pg_stat_replication",
                             &[],
                         )
@@ -280,6 +283,7 @@ impl Database {
                             lag: row
                                 .get::<_, Option<i64>>(3)
                                 .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                            synchronous: row.get::<_, Option<bool>>(4).unwrap_or(false),
                         })
                         .collect(),
                 };

@@ -11,7 +11,10 @@
 //!   has replayed); lag = the larger of PostgreSQL's own `greatest(replay_lag, write_lag)` and
 //!   [`LagTracker`]'s: how long ago the primary first stood beyond the replayed position. The
 //!   second keeps growing while a standby hangs (PostgreSQL's lag columns only move when the
-//!   standby answers). The standby of target region `R` is the `pg_stat_replication` row whose
+//!   standby answers). A synchronous standby (`sync_state` `sync` or `quorum`) is reported
+//!   with lag 0: every acknowledged commit waited for its flush, so promoting it loses
+//!   nothing acknowledged (this assumes the default `synchronous_commit = on`; a transaction
+//!   that turns it off is acknowledged without the standby). The standby of target region `R` is the `pg_stat_replication` row whose
 //!   `application_name` is `R` (its `cluster_name`), unless `--standby-name R=NAME` says
 //!   otherwise; a link without its row is reported inactive.
 //!
@@ -184,7 +187,15 @@ impl Reporter {
             .unwrap_or(progress.lsn)
             .clamp(replayed, progress.lsn.max(replayed));
         let measured = row.and_then(|s| s.lag).unwrap_or_default();
-        let lag = measured.max(self.tracker.lag(now, replayed));
+        // A synchronous standby has flushed every acknowledged commit (the primary waits for
+        // it before answering), so nothing acknowledged is behind there, however far replay
+        // trails: the lag that bounds data loss, which the promotion gate and the data-loss
+        // estimate judge, is zero. Pending bytes still show what replay has to catch up.
+        let lag = if row.is_some_and(|s| s.synchronous) {
+            Duration::ZERO
+        } else {
+            measured.max(self.tracker.lag(now, replayed))
+        };
         LinkReport {
             target_region: target.to_string(),
             sent_bytes: sent,
@@ -294,6 +305,8 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db_agent::database::StandbyProgress;
+    use crate::http_client::HttpClient;
 
     #[test]
     fn lag_counts_from_the_first_position_beyond_the_replayed_one() {
@@ -307,5 +320,42 @@ mod tests {
         assert_eq!(tracker.lag(now, 250), Duration::from_secs(2));
         assert_eq!(tracker.lag(now, 100), Duration::from_secs(3));
         assert_eq!(tracker.lag(now, 0), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_synchronous_standby_has_no_acknowledged_lag_but_shows_its_pending_bytes() {
+        let api = ApiClient::new(Vec::new(), HttpClient::plain(), Duration::from_secs(1));
+        let mut reporter = Reporter::new(
+            RegionId::new("us-east-1"),
+            Vec::new(),
+            ClientOptions::default(),
+            api,
+            BTreeMap::new(),
+        );
+        let start = Instant::now();
+        reporter.tracker.record(start, 100);
+        reporter.tracker.record(start + Duration::from_secs(1), 500);
+        let standby = |synchronous| StandbyProgress {
+            application_name: "us-west-2".into(),
+            sent_lsn: Some(500),
+            replay_lsn: Some(100),
+            lag: Some(Duration::from_millis(70)),
+            synchronous,
+        };
+        let progress = |synchronous| Progress {
+            role: DbRole::Primary,
+            lsn: 500,
+            standbys: vec![standby(synchronous)],
+        };
+        let now = start + Duration::from_secs(3);
+        let asynchronous = reporter.link_report("us-west-2", &progress(false), now);
+        assert_eq!(
+            asynchronous.lag_ms, 2_000,
+            "behind since the position after 100"
+        );
+        let synchronous = reporter.link_report("us-west-2", &progress(true), now);
+        assert_eq!(synchronous.lag_ms, 0);
+        assert_eq!(synchronous.pending_bytes, 400);
+        assert!(synchronous.active);
     }
 }
