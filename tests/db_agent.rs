@@ -268,19 +268,7 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
     let (primary, standby) = primary_and_standby().await;
     let state = tempfile::tempdir().expect("temp dir");
 
-    tracing::info!("phase 1: the east agent holds the lease; its database takes writes");
-    let east = Agent::start(
-        &cluster,
-        EAST,
-        &east_token,
-        &primary,
-        &state.path().join("east"),
-    )
-    .await;
-    let east_lease = east.writable("the east agent to open its database").await;
-    insert(&primary, "east-before")
-        .await
-        .expect("a write at the lease holder");
+    tracing::info!("phase 1: the standby's agent, started first, leaves the never-held lease");
     let west = Agent::start(
         &cluster,
         WEST,
@@ -291,9 +279,48 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
     .await;
     eventually("the west agent to wait for the lease", WAIT, || async {
         let status = west.status().await?;
-        (status["lease"]["state"] == json!("waiting") && status["writable"] == json!(false))
-            .then_some(())
+        (status["lease"]["state"] == json!("waiting")
+            && status["lease"]["reason"]
+                .as_str()?
+                .contains("has never been leased"))
+        .then_some(())
     })
+    .await;
+
+    tracing::info!("phase 1: the east agent holds the lease; its database takes writes");
+    let east = Agent::start(
+        &cluster,
+        EAST,
+        &east_token,
+        &primary,
+        &state.path().join("east"),
+    )
+    .await;
+    let east_lease = east.writable("the east agent to open its database").await;
+    assert_eq!(
+        standby
+            .query_one("SELECT pg_is_in_recovery()::text")
+            .await
+            .expect("ask the standby"),
+        Some("true".into()),
+        "the standby was promoted at the start"
+    );
+    insert(&primary, "east-before")
+        .await
+        .expect("a write at the lease holder");
+    eventually(
+        "the west agent to wait for the held lease",
+        WAIT,
+        || async {
+            let status = west.status().await?;
+            (status["lease"]["state"] == json!("waiting")
+                && status["writable"] == json!(false)
+                && !status["lease"]["reason"]
+                    .as_str()?
+                    .contains("has never been leased"))
+            .then_some(())
+        },
+    )
     .await;
 
     tracing::info!("phase 2: a write transaction is open at east when the lease is revoked");

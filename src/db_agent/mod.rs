@@ -19,7 +19,8 @@
 //! fence carries the lease's token; the loss of the lease — whatever its cause, including the
 //! [`LeaseKeeper`]'s local deadline when no arbiter node answers — turns it read-only at once,
 //! before the agent asks for the lease again. The agent never seeks the lease while its
-//! database may still be writable.
+//! database may still be writable, nor while its database is (or may be) a standby and the
+//! resource has never been leased: the first holder is the primary's agent.
 
 pub mod action_guard;
 pub mod database;
@@ -317,6 +318,11 @@ async fn lease_loop(shared: Arc<Shared>, client: ArbiterClient) {
             });
             let _ = stood_down.wait_for(|down| !*down).await;
         }
+        if let Some(reason) = standby_must_wait(&shared, &client).await {
+            shared.update(|s| s.lease = LeaseView::Waiting { reason });
+            tokio::time::sleep(config.retry_interval).await;
+            continue;
+        }
         let keeper = match LeaseKeeper::acquire(&client, &spec, KeeperOptions::default()).await {
             Ok(Ok(keeper)) => keeper,
             Ok(Err(refusal)) => {
@@ -395,6 +401,33 @@ async fn lease_loop(shared: Arc<Shared>, client: ArbiterClient) {
             }
         }
         tokio::time::sleep(config.retry_interval).await;
+    }
+}
+
+/// Why this agent must not ask for the lease yet, if it must not: its database is a standby
+/// and the resource has never been leased. A free lease that nobody ever held is the start of
+/// the deployment, not a failover; granted to a standby's agent it would promote the standby
+/// beside a healthy primary (whose agent may simply have started later), forking the data.
+/// Once any holder has had it, a standby may take it over when it frees.
+async fn standby_must_wait(shared: &Shared, client: &ArbiterClient) -> Option<String> {
+    match shared.config.database.role().await {
+        Ok(database::DbRole::Primary) => None,
+        Ok(database::DbRole::Standby) => {
+            match client.current_epoch(&shared.config.resource).await {
+                Ok(epoch) if epoch.0 == 0 => Some(format!(
+                    "the database is a standby and {} has never been leased: the primary's agent \
+                 takes it first",
+                    shared.config.resource
+                )),
+                Ok(_) => None,
+                Err(e) => Some(format!("cannot read the lease's epoch: {e}")),
+            }
+        }
+        // Unknown: it might be a standby. A database that does not answer could take no
+        // writes under the lease anyway.
+        Err(e) => Some(format!(
+            "cannot tell whether the database is a standby: {e}"
+        )),
     }
 }
 
