@@ -1,6 +1,6 @@
 //! Command line: `arbiter serve`, `up`, `certs`, `auth token`, `status`, `member`, `snapshot`,
 //! `lease`, `failover`, `failback`, `regions`, `tenants`, `events`, `move-leader`, `probe`,
-//! `gateway`, `pg`, `db-agent`, `plan`, `config`, `completions`.
+//! `gateway`, `pg`, `db-agent`, `drill`, `plan`, `config`, `completions`.
 //!
 //! Every client command takes `--output table|json` and the same exit codes ([`exit`]); every
 //! global flag has an `ARBITER_*` variable (`ARBITER_ENDPOINTS`, `ARBITER_DATA_DIR`,
@@ -15,6 +15,7 @@ mod certs;
 mod config;
 mod db_agent;
 mod dr;
+mod drill;
 pub mod exit;
 mod lease;
 mod member;
@@ -42,7 +43,7 @@ use clap::{Parser, Subcommand};
 struct Cli {
     /// Log lines as text or as one JSON object per line (each with the request's span:
     /// request_id, method, path, caller). The filter comes from ARBITER_LOG or RUST_LOG
-    /// (default "info,openraft=warn").
+    /// (default "info,openraft=warn,tokio_postgres=warn": PostgreSQL server notices are not logged).
     #[arg(long, global = true, value_enum, env = "ARBITER_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -90,6 +91,9 @@ enum Command {
     /// Run a region's database agent: promote on lease grant, read-only on lease loss, report
     /// WAL progress, take controller actions.
     DbAgent(Box<db_agent::DbAgentArgs>),
+    /// Fail us-east-1 for real (PostgreSQL, db-agents, gateways, probes, the arbiter; all on
+    /// loopback) and measure detection, fence, promotion, RTO and RPO against the plan.
+    Drill(drill::DrillArgs),
     /// Check a node config file, or show the effective config (file, flags and defaults).
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
             Command::Dr(command) => dr::run(command).await,
             Command::Pg(command) => pg::run(command).await,
             Command::DbAgent(args) => db_agent::run(*args).await,
+            Command::Drill(args) => drill::run(args).await,
             Command::Config(command) => config::run(command),
             Command::Completions { shell } => {
                 let mut command = <Cli as clap::CommandFactory>::command();
@@ -147,11 +152,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by ARBITER_LOG, else RUST_LOG, else "info,openraft=warn".
+/// Logs go to stderr, filtered by ARBITER_LOG, else RUST_LOG, else "info,openraft=warn,tokio_postgres=warn".
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBITER_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,openraft=warn,tokio_postgres=warn")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

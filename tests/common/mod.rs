@@ -37,7 +37,7 @@ pub fn binary() -> std::path::PathBuf {
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("info,openraft=warn")
+        .with_env_filter("info,openraft=warn,tokio_postgres=warn")
         .with_test_writer()
         .try_init();
 }
