@@ -36,6 +36,7 @@ MUTANTS=(
   "9|arbiter-client|arbiter-client/mutant-check-then-write|--lib|fenced_resource::tests::a_higher_token_waits_for_a_running_lower_write_and_lands_after_it"
   "10|arbiter-core|arbiter-core/mutant-token-not-log-position|--lib|state_machine::tests::tokens_are_the_log_positions"
   "10|arbiter|arbiter-core/mutant-token-not-log-position|--test snapshot|a_backup_restores_into_a_new_cluster_with_the_same_state"
+  "11|arbiter|arbiter/mutant-agent-stays-writable|--test drill|an_isolated_region_takes_no_write_once_the_other_is_granted"
 )
 
 declare -A RULES=(
@@ -49,6 +50,7 @@ declare -A RULES=(
   [8]="a new leader gives every live lease a full TTL before expiring any"
   [9]="FencedResource checks and writes atomically"
   [10]="tokens are log positions, strictly increasing, never reused"
+  [11]="an isolated region's database takes no write once another region holds the lease"
 )
 
 ci=false

@@ -57,7 +57,8 @@
         feature = "mutant-no-quorum-keepalive",
         feature = "mutant-break-glass-no-estimate",
         feature = "mutant-wall-clock-expiry",
-        feature = "mutant-reelected-keeps-timers"
+        feature = "mutant-reelected-keeps-timers",
+        feature = "mutant-agent-stays-writable"
     )
 ))]
 compile_error!("mutant features remove a safety rule: debug test builds only");

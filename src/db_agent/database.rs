@@ -207,6 +207,8 @@ impl Database {
     /// is still written (`ALTER SYSTEM` works in recovery), so it stays read-only when promoted
     /// until the agent opens it.
     pub async fn close_for_writes(&self) -> Result<Vec<i32>, DbError> {
+        #[cfg(feature = "mutant-agent-stays-writable")]
+        return Ok(Vec::new());
         self.with_client(STATEMENT_TIMEOUT, |client| {
             Box::pin(async move {
                 client
