@@ -2,7 +2,8 @@
 //! three-node arbiter on loopback. Stopping us-east-1's gateway must lead, through outage
 //! consensus, to a fenced us-east-1, tenants and traffic on us-west-2, both drivers run, and a
 //! failover event that reaches COMPLETED with each step in its timeline exactly once — even
-//! when the Raft leader is killed in the middle.
+//! when the Raft leader is killed in the middle. A region that flaps is failed over once and
+//! trusted again only after a whole cooldown of health, through the real controller.
 
 mod common;
 
@@ -219,4 +220,72 @@ async fn a_new_leader_finishes_a_failover_each_step_once() {
     );
     let (_, a) = drill.call("GET", "/v1/tenants/tenant-a", None).await;
     assert_eq!(a["activeRoutingRegion"], "us-west-2", "{a}");
+}
+
+/// Waits until the arbiter shows `region` in `state`, at most 20 s.
+async fn await_state(drill: &Drill, region: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while drill.region_state(region).await.as_deref() != Some(state) {
+        assert!(
+            Instant::now() < deadline,
+            "{region} never {state}: {:?}",
+            drill.region_state(region).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_region_fails_over_once_and_is_trusted_only_after_a_whole_cooldown() {
+    const COOLDOWN: Duration = Duration::from_millis(4_000); // dr_config's cooldown_ms
+    let drill = start(0.0).await;
+    seed_tenants(&drill).await;
+    drill.set_gateway("us-east-1", false).await;
+    wait_for_event(&drill, "us-east-1", Duration::from_secs(20)).await;
+    let first = drill.latest_event("us-east-1").await.expect("failover");
+
+    tracing::info!("phase: us-east-1 flaps, each healthy spell far shorter than the cooldown");
+    for flap in 0..6 {
+        drill.set_gateway("us-east-1", true).await;
+        await_state(&drill, "us-east-1", "RECOVERING").await;
+        let (status, body) = drill
+            .call(
+                "POST",
+                "/v1/dr/failback",
+                Some(json!({"region": "us-east-1"})),
+            )
+            .await;
+        assert_eq!(status, 409, "failback during flap {flap}: {body}");
+        drill.set_gateway("us-east-1", false).await;
+        await_state(&drill, "us-east-1", "DOWN").await;
+    }
+
+    tracing::info!("phase: healthy for good; trusted again only once the cooldown has passed");
+    drill.set_gateway("us-east-1", true).await;
+    let healthy_from = Instant::now();
+    await_state(&drill, "us-east-1", "RECOVERING").await;
+    await_state(&drill, "us-east-1", "HEALTHY").await;
+    assert!(
+        healthy_from.elapsed() >= COOLDOWN,
+        "trusted again after {:?}, inside the {COOLDOWN:?} cooldown",
+        healthy_from.elapsed()
+    );
+    let (status, body) = drill
+        .call("GET", "/v1/failover-events?failedRegion=us-east-1", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = events_of(&body);
+    assert_eq!(events.len(), 1, "one failover for all the flapping: {body}");
+    assert_eq!(events[0]["failoverId"], first["failoverId"]);
+    let (status, body) = drill
+        .call(
+            "POST",
+            "/v1/dr/failback",
+            Some(json!({"region": "us-east-1"})),
+        )
+        .await;
+    assert!(
+        (200..300).contains(&status),
+        "failback once healthy: {status} {body}"
+    );
 }

@@ -143,6 +143,38 @@ impl Drill {
         }
     }
 
+    /// Turns `region`'s gateway healthy, or DOWN (it answers 503), through its own
+    /// `POST /v1/gateway/state`.
+    pub async fn set_gateway(&self, region: &str, healthy: bool) {
+        let (_, _, url) = self
+            .gateways
+            .iter()
+            .find(|g| g.0 == region)
+            .expect("gateway");
+        let url = url.replace("/v1/health/check", "/v1/gateway/state");
+        let body = json!({"status": if healthy { "HEALTHY" } else { "DOWN" }}).to_string();
+        let response = arbiter::http_client::HttpClient::plain()
+            .request("POST", &url, Some(body.as_bytes()), Duration::from_secs(5))
+            .await
+            .expect("the gateway answers");
+        assert!(
+            response.is_success(),
+            "set {region}'s gateway: {}",
+            response.status
+        );
+    }
+
+    /// `region`'s health state in the arbiter (`HEALTHY`, `DOWN`, `RECOVERING`, ...).
+    pub async fn region_state(&self, region: &str) -> Option<String> {
+        let (_, body) = self.call("GET", "/v1/regions", None).await;
+        body["regions"]
+            .as_array()?
+            .iter()
+            .find(|r| r["region"] == region)?["state"]
+            .as_str()
+            .map(str::to_string)
+    }
+
     /// The newest failover event of `region`, if any.
     pub async fn latest_event(&self, region: &str) -> Option<Value> {
         let (status, body) = self
