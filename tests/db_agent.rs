@@ -648,3 +648,97 @@ fn the_binary_refuses_a_missing_database_and_an_open_webhook_off_loopback() {
     assert_eq!(open.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&open.stderr).contains("--webhook-token-file"));
 }
+
+/// The promotion gate on the standby's side: with the link into us-west-2 last reported
+/// inactive, its agent does not take over a lease that ran out, until a controller's shift of
+/// traffic to us-west-2 (its own gate passed, or break-glass) calls it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_behind_the_promotion_gate_waits_for_the_controller() {
+    init_tracing();
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader(WAIT).await;
+    dr_bootstrapped(&leader.http_addr, WAIT).await;
+    let east_token = cluster.issue(agent_identity(EAST)).await;
+    let west_token = cluster.issue(agent_identity(WEST)).await;
+    let (primary, standby) = primary_and_standby().await;
+    let state = tempfile::tempdir().expect("temp dir");
+    let east = Agent::start(
+        &cluster,
+        EAST,
+        &east_token,
+        &primary,
+        &state.path().join("east"),
+    )
+    .await;
+    east.writable("the east agent to open its database").await;
+    let west = Agent::start(
+        &cluster,
+        WEST,
+        &west_token,
+        &standby,
+        &state.path().join("west"),
+    )
+    .await;
+
+    tracing::info!("phase 1: east's agent goes; its last word is that the link is down");
+    east.stop().await;
+    let (status, body) = http_with_token(
+        &leader.http_addr,
+        Some(&east_token),
+        "POST",
+        "/v1/replication/links/heartbeat",
+        Some(
+            json!({"sourceRegion": EAST, "targetRegion": WEST, "lastSentEpochId": 0,
+                    "lastReceivedEpochId": 0, "replicationLagMs": 0, "isLinkActive": false}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let operator = ArbiterClient::connect(cluster.endpoints(), client_options())
+        .await
+        .expect("connect");
+    let resource = ResourceId::new(RESOURCE);
+    operator
+        .revoke(&resource, "test: east is gone", "operator")
+        .await
+        .expect("revoke sent")
+        .expect("revoke applied");
+
+    tracing::info!("phase 2: the lease frees; the gated standby's agent leaves it alone");
+    eventually("the revoked lease to free", WAIT, || async {
+        let info = operator.get(&resource).await.ok()?;
+        info.lease.is_none().then_some(())
+    })
+    .await;
+    // Bounded look: several of the agent's retry rounds (300 ms) after the lease is free.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(2) {
+        let status = west.status().await.expect("west status");
+        assert_eq!(status["lease"]["state"], json!("waiting"), "{status}");
+        let reason = status["lease"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("promotion gate"), "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        standby
+            .query_one("SELECT pg_is_in_recovery()::text")
+            .await
+            .expect("ask the standby"),
+        Some("true".into()),
+        "a gated standby was promoted"
+    );
+
+    tracing::info!("phase 3: the controller moves traffic to west: its agent takes over");
+    let (code, answer) = west
+        .act(
+            Some(WEBHOOK_TOKEN),
+            json!({"action": "shift_traffic", "fromRegion": EAST, "toRegion": WEST,
+                   "weights": [[WEST, 100.0]], "reason": "break-glass failover",
+                   "epoch": 1_000_000, "leaderTerm": leader.term}),
+        )
+        .await;
+    assert_eq!((code, &answer["obeyed"]), (200, &json!(true)), "{answer}");
+    west.writable("the called-in west agent to open its database")
+        .await;
+    west.stop().await;
+}

@@ -38,11 +38,14 @@ use arbiter_client::{
     ArbiterClient, ClientError, ClientOptions, FencingToken, HolderId, KeeperOptions, LeaseKeeper,
     LeaseSpec, LossCause, RegionId, ResourceId,
 };
+use arbiter_core::failover_plan::check_promotion;
+use arbiter_core::replication::{EpochId, ReplicationLink, ReplicationMode};
+use arbiter_core::WallMillis;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api_client::{ApiClient, Patience};
+use crate::api_client::{Answer, ApiClient, Patience};
 use crate::http_client::HttpClient;
 use action_guard::{ActionGuard, ActionStamp, GuardError};
 use database::{Database, DbError};
@@ -141,6 +144,9 @@ pub struct Shared {
     guard: tokio::sync::Mutex<ActionGuard>,
     /// true: do not hold the lease (a controller moved traffic away from this region).
     stand_down: watch::Sender<bool>,
+    /// A controller moved traffic to this region: its failover passed the promotion gate (or
+    /// an operator's break-glass overrode it), so a standby here need not judge it again.
+    called_in: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -265,6 +271,7 @@ pub async fn run(
         }),
         guard: tokio::sync::Mutex::new(guard),
         stand_down: watch::Sender::new(false),
+        called_in: std::sync::atomic::AtomicBool::new(false),
         config,
     });
     if shared.config.webhook_token.is_none() {
@@ -298,6 +305,12 @@ pub async fn run(
 /// Forever: close → wait for the lease → take office → hold → on loss close at once.
 async fn lease_loop(shared: Arc<Shared>, client: ArbiterClient) {
     let config = &shared.config;
+    let api = ApiClient::new(
+        config.http_endpoints.clone(),
+        config.http.clone(),
+        Duration::from_secs(2),
+    )
+    .with_patience(Patience::Brief);
     let spec = LeaseSpec {
         region: Some(config.region.clone()),
         ..LeaseSpec::new(
@@ -318,7 +331,7 @@ async fn lease_loop(shared: Arc<Shared>, client: ArbiterClient) {
             });
             let _ = stood_down.wait_for(|down| !*down).await;
         }
-        if let Some(reason) = standby_must_wait(&shared, &client).await {
+        if let Some(reason) = standby_must_wait(&shared, &client, &api).await {
             shared.update(|s| s.lease = LeaseView::Waiting { reason });
             tokio::time::sleep(config.retry_interval).await;
             continue;
@@ -404,31 +417,87 @@ async fn lease_loop(shared: Arc<Shared>, client: ArbiterClient) {
     }
 }
 
-/// Why this agent must not ask for the lease yet, if it must not: its database is a standby
-/// and the resource has never been leased. A free lease that nobody ever held is the start of
-/// the deployment, not a failover; granted to a standby's agent it would promote the standby
-/// beside a healthy primary (whose agent may simply have started later), forking the data.
-/// Once any holder has had it, a standby may take it over when it frees.
-async fn standby_must_wait(shared: &Shared, client: &ArbiterClient) -> Option<String> {
+/// Why this agent must not ask for the lease yet, if it must not. Only an agent whose database
+/// is (or may be) a standby is held back, since a grant would promote it:
+///
+/// - while the resource has never been leased: a free lease nobody ever held is the start of
+///   the deployment, not a failover; granted to a standby's agent it would promote the standby
+///   beside a healthy primary (whose agent may simply have started later), forking the data;
+/// - while the promotion gate refuses, unless a controller moved traffic here: the same check
+///   the controller makes before an automatic failover (Patroni's `maximum_lag_on_failover`),
+///   on every replication link into this region as last reported — declared, active, lag
+///   within the link's RPO target. Without it, a lagging standby would be promoted by the old
+///   holder's lease simply running out, whatever the controller decided. A controller's shift
+///   to this region (its own gate passed, or an operator's break-glass) lifts it.
+async fn standby_must_wait(
+    shared: &Shared,
+    client: &ArbiterClient,
+    api: &ApiClient,
+) -> Option<String> {
     match shared.config.database.role().await {
-        Ok(database::DbRole::Primary) => None,
-        Ok(database::DbRole::Standby) => {
-            match client.current_epoch(&shared.config.resource).await {
-                Ok(epoch) if epoch.0 == 0 => Some(format!(
-                    "the database is a standby and {} has never been leased: the primary's agent \
-                 takes it first",
-                    shared.config.resource
-                )),
-                Ok(_) => None,
-                Err(e) => Some(format!("cannot read the lease's epoch: {e}")),
-            }
-        }
+        Ok(database::DbRole::Primary) => return None,
+        Ok(database::DbRole::Standby) => {}
         // Unknown: it might be a standby. A database that does not answer could take no
         // writes under the lease anyway.
-        Err(e) => Some(format!(
-            "cannot tell whether the database is a standby: {e}"
-        )),
+        Err(e) => {
+            return Some(format!(
+                "cannot tell whether the database is a standby: {e}"
+            ))
+        }
     }
+    let resource = &shared.config.resource;
+    match client.current_epoch(resource).await {
+        Ok(epoch) if epoch.0 == 0 => {
+            return Some(format!(
+                "the database is a standby and {resource} has never been leased: the \
+                 primary's agent takes it first"
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => return Some(format!("cannot read the lease's epoch: {e}")),
+    }
+    if shared.called_in.load(std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
+    let region = &shared.config.region;
+    let links = match api.get("/v1/replication/links").await {
+        Answer::Done(body) => body["links"].as_array().cloned().unwrap_or_default(),
+        other => return Some(format!("cannot read the replication links: {other:?}")),
+    };
+    let inbound: Vec<&serde_json::Value> = links
+        .iter()
+        .filter(|l| l["targetRegion"].as_str() == Some(region.as_str()))
+        .collect();
+    if inbound.is_empty() {
+        return Some(format!(
+            "promotion gate: no replication link into {region} is declared, so the standby's \
+             lag is unknown (a controller failover or break-glass to {region} lifts this)"
+        ));
+    }
+    for link in inbound {
+        let source = RegionId::new(link["sourceRegion"].as_str().unwrap_or_default());
+        let mode = match link["replicationMode"].as_str() {
+            Some("SYNC") => ReplicationMode::Sync,
+            _ => ReplicationMode::Async,
+        };
+        let reported = ReplicationLink {
+            source_region: source.clone(),
+            target_region: region.clone(),
+            replication_mode: mode,
+            last_sent_epoch_id: EpochId(0),
+            last_received_epoch_id: EpochId(0),
+            replication_lag_ms: link["replicationLagMs"].as_u64().unwrap_or(u64::MAX),
+            is_link_active: link["isLinkActive"].as_bool().unwrap_or(false),
+            last_heartbeat_at: WallMillis(0),
+        };
+        if let Err(refusal) = check_promotion(&source, region, Some(&reported)) {
+            return Some(format!(
+                "promotion gate: {refusal} (a controller failover or break-glass to {region} \
+                 lifts this)"
+            ));
+        }
+    }
+    None
 }
 
 fn describe(cause: &LossCause) -> String {
@@ -554,12 +623,16 @@ impl Shared {
         let region = self.config.region.as_str();
         let effect = if call.from_region.as_deref() == Some(region) {
             self.stand_down.send_replace(true);
+            self.called_in
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             self.update(|s| s.stood_down = true);
             self.close(&format!("{} away from {region} at {stamp}", call.action))
                 .await;
             ActionEffect::StoodDown
         } else if call.to_region.as_deref() == Some(region) {
             self.stand_down.send_replace(false);
+            self.called_in
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             self.update(|s| s.stood_down = false);
             ActionEffect::Resumed
         } else {
