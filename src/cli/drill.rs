@@ -131,11 +131,19 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
     );
     print!("{}", report::table(&reports));
     if options.mode == Mode::Async {
+        let estimated = summary.completed - summary.runs_without_estimate;
         println!(
-            "controller's data-loss estimate below the measured loss: {} of {} run(s) (short by \
-             at most {} writes)",
-            summary.estimate_below_measured, summary.completed, summary.estimate_short_by_max
+            "controller's data-loss estimate below the measured loss: {} of {estimated} run(s) \
+             with an estimate (short by at most {} writes)",
+            summary.estimate_below_measured, summary.estimate_short_by_max
         );
+        if summary.runs_without_estimate > 0 {
+            println!(
+                "{} run(s) had no failover event, so no estimate: the controller saw {EAST} \
+                 healthy, and {WEST} took over when the lease ran out",
+                summary.runs_without_estimate
+            );
+        }
     }
     if options.fault == Fault::Partition || options.fault == Fault::SplitBrain {
         println!(

@@ -216,6 +216,9 @@ pub struct Summary {
     /// and by how many writes at most.
     pub estimate_below_measured: usize,
     pub estimate_short_by_max: u64,
+    /// Completed runs with no failover event, so no controller estimate (split-brain: the
+    /// controller sees a healthy region; us-west-2 takes over when the lease runs out).
+    pub runs_without_estimate: usize,
     pub east_acked_after_west_grant: u64,
 }
 
@@ -241,6 +244,10 @@ pub fn summarize(reports: &[RunReport]) -> Summary {
         rpo_max_writes: rpo.map(|s| s.1),
         estimate_below_measured: short.len(),
         estimate_short_by_max: short.iter().copied().max().unwrap_or(0),
+        runs_without_estimate: done
+            .iter()
+            .filter(|r| r.writes.controller_estimate.is_none())
+            .count(),
         east_acked_after_west_grant: done
             .iter()
             .filter_map(|r| r.split_brain.as_ref())
