@@ -242,3 +242,32 @@ fn region_still_down_or_degraded_is_not_recovered() {
         })
     );
 }
+
+#[test]
+fn a_recovered_region_ahead_of_the_primary_may_fail_back() {
+    // Its newest checkpoint is past the primary's (it took the last writes before the outage
+    // and the primary has not written since): nothing would regress.
+    let health = recovering_east(RECOVERED_AT);
+    assert_eq!(
+        gate(&health, RECOVERED_AT, &replication(43, 42, 0, true)),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_lag_exactly_at_the_rpo_target_is_within_it() {
+    let health = recovering_east(RECOVERED_AT);
+    let target = ReplicationMode::Async.rpo_target_ms();
+    assert_eq!(
+        gate(&health, RECOVERED_AT, &replication(42, 42, target, true)),
+        Ok(())
+    );
+    assert!(matches!(
+        gate(
+            &health,
+            RECOVERED_AT,
+            &replication(42, 42, target + 1, true)
+        ),
+        Err(FailbackRefusal::RpoViolated { .. })
+    ));
+}
