@@ -275,6 +275,17 @@ impl ProbeConsensus {
         &self.config
     }
 
+    /// Samples kept, over every region and vantage point: at most
+    /// [`MAX_SAMPLES_PER_VANTAGE`] per pair, none older than the window behind that pair's
+    /// newest. Reports are input from the network; this is the memory bound they get.
+    pub fn retained_samples(&self) -> usize {
+        self.samples
+            .values()
+            .flat_map(|by_vantage| by_vantage.values())
+            .map(|samples| samples.len())
+            .sum()
+    }
+
     pub fn record(&mut self, report: ProbeReport) -> Result<(), ProbeError> {
         if !self.config.vantages.contains(&report.vantage) {
             return Err(ProbeError::UnknownVantage {

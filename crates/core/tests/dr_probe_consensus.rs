@@ -6,6 +6,7 @@ mod dr_common;
 use arbiter_core::probe_consensus::{
     ConsensusConfig, ConsensusConfigError, DependencyName, DependencyStatus, FailureRule,
     ProbeConsensus, ProbeError, ProbeReport, ServiceClass, VantageId, Verdict,
+    MAX_SAMPLES_PER_VANTAGE,
 };
 use arbiter_core::region_health::HealthCommand;
 use arbiter_core::MonoMillis;
@@ -338,6 +339,13 @@ fn config_is_validated() {
             },
             ConsensusConfigError::LossThresholdOutOfRange { threshold: 1.0 },
         ),
+        (
+            ConsensusConfig {
+                loss_threshold: 0.0,
+                ..ConsensusConfig::default()
+            },
+            ConsensusConfigError::LossThresholdOutOfRange { threshold: 0.0 },
+        ),
     ];
     for (config, error) in invalid {
         assert_eq!(ProbeConsensus::new(config).unwrap_err(), error);
@@ -355,4 +363,64 @@ fn dependency_statuses_are_read_from_the_seed_health_check() {
             DependencyStatus::Failed
         );
     }
+}
+
+#[test]
+fn the_consensus_keeps_the_config_it_was_given() {
+    let config = ConsensusConfig {
+        quorum: 2,
+        window_ms: 12_345,
+        ..ConsensusConfig::default()
+    };
+    assert_eq!(
+        ProbeConsensus::new(config.clone()).unwrap().config(),
+        &config
+    );
+}
+
+#[test]
+fn verdicts_are_named_as_metrics_label_them() {
+    let region = east();
+    let names: Vec<&str> = [
+        Verdict::Healthy {
+            region: region.clone(),
+        },
+        Verdict::Suspect {
+            region: region.clone(),
+            failing: BTreeSet::new(),
+            silent: BTreeSet::new(),
+        },
+        Verdict::Outage {
+            region: region.clone(),
+            vantages: BTreeSet::new(),
+            evidence: Vec::new(),
+        },
+    ]
+    .iter()
+    .map(Verdict::name)
+    .collect();
+    assert_eq!(names, ["healthy", "suspect", "outage"]);
+}
+
+#[test]
+fn samples_are_bounded_by_count_and_by_window() {
+    // A flood of reports with one timestamp (all inside the window) keeps the newest
+    // MAX_SAMPLES_PER_VANTAGE.
+    let mut consensus = default_consensus();
+    for _ in 0..MAX_SAMPLES_PER_VANTAGE + 100 {
+        consensus.record(report("london", true, 1_000)).unwrap();
+    }
+    assert_eq!(consensus.retained_samples(), MAX_SAMPLES_PER_VANTAGE);
+
+    // A report past the window behind the newest drops the older ones.
+    let mut consensus = default_consensus();
+    let window = consensus.config().window_ms;
+    for at in [0, 1, 2] {
+        consensus.record(report("tokyo", false, at)).unwrap();
+    }
+    assert_eq!(consensus.retained_samples(), 3);
+    consensus
+        .record(report("tokyo", true, 2 + window + 1))
+        .unwrap();
+    assert_eq!(consensus.retained_samples(), 1);
 }
