@@ -8,14 +8,21 @@
 #
 #   jepsen/ci.sh                 # from anywhere; runs go to jepsen/runs/ci-<UTC time>/
 #   JEPSEN_OUT=/tmp/j jepsen/ci.sh
+#   JEPSEN_PROFILE=debug jepsen/ci.sh   # the debug build (.ci/run: `cargo test` built it
+#                                       # already; a release build would add minutes)
 #
 # Exit status: 0 when the safe runs are clean and every control was caught, 1 otherwise.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-cargo build --release -p arbiter -p arbiter-jepsen
+profile="${JEPSEN_PROFILE:-release}"
+case "$profile" in
+  release) cargo build --release -p arbiter -p arbiter-jepsen ;;
+  debug) cargo build -p arbiter -p arbiter-jepsen ;;
+  *) echo "JEPSEN_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
 
-bin=target/release/arbiter-jepsen
+bin=target/$profile/arbiter-jepsen
 out="${JEPSEN_OUT:-jepsen/runs/ci-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 # Short and without WAN latency: the lan profile fails over in well under a second, so a minute
