@@ -424,3 +424,60 @@ fn samples_are_bounded_by_count_and_by_window() {
         .unwrap();
     assert_eq!(consensus.retained_samples(), 1);
 }
+
+#[test]
+fn a_loss_exactly_at_the_threshold_is_not_yet_an_outage() {
+    // The streak rule out of the way: only the loss fraction can declare.
+    let config = ConsensusConfig {
+        consecutive_failures: 10,
+        min_samples: 4,
+        loss_threshold: 0.5,
+        ..ConsensusConfig::default()
+    };
+    let mut consensus = ProbeConsensus::new(config).unwrap();
+    let mut at = 0;
+    for ok in [false, true, false, true] {
+        for vantage in VANTAGES {
+            consensus.record(report(vantage, ok, at)).unwrap();
+        }
+        at += INTERVAL_MS;
+    }
+    let now = MonoMillis(at - INTERVAL_MS);
+    assert!(
+        matches!(consensus.evaluate(now)[..], [Verdict::Suspect { .. }]),
+        "2 of 4 failed, exactly the threshold: {:?}",
+        consensus.evaluate(now)
+    );
+    for vantage in VANTAGES {
+        consensus.record(report(vantage, false, at)).unwrap();
+    }
+    assert!(
+        matches!(
+            consensus.evaluate(MonoMillis(at))[..],
+            [Verdict::Outage { .. }]
+        ),
+        "3 of 5 failed, above it: {:?}",
+        consensus.evaluate(MonoMillis(at))
+    );
+}
+
+#[test]
+fn a_sample_exactly_a_window_old_is_kept() {
+    let mut consensus = default_consensus();
+    let window = consensus.config().window_ms;
+    consensus.record(report("sydney", true, 0)).unwrap();
+    consensus.record(report("sydney", true, window)).unwrap();
+    assert_eq!(
+        consensus.retained_samples(),
+        2,
+        "the first is exactly a window old"
+    );
+    consensus
+        .record(report("sydney", true, window + 1))
+        .unwrap();
+    assert_eq!(
+        consensus.retained_samples(),
+        2,
+        "the first is now older than the window"
+    );
+}
