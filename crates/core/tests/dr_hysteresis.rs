@@ -244,7 +244,12 @@ fn region_flapping_every_probe_interval_fails_over_once_and_does_not_fail_back_i
 
     // Phase 3: stable. Failback waits for a full cooldown from when the last failure left the
     // probe window, not from the first recovery.
+    let give_up = now + 2 * (DEFAULT_COOLDOWN_MS + TEN_MINUTES_MS);
     while controller.failbacks.is_empty() {
+        assert!(
+            now < give_up,
+            "no failback within {give_up} ms of stable health"
+        );
         now += INTERVAL_MS;
         controller.tick(now, &[]);
     }
@@ -293,7 +298,14 @@ fn region_failing_again_after_failback_is_failed_over_again() {
     for _ in 0..3 {
         tick(&mut controller, &VANTAGES);
     }
+    // Bounded: a failback comes a cooldown and a probe window after the outage ends.
+    let mut rounds = 0;
     while controller.failbacks.is_empty() {
+        rounds += 1;
+        assert!(
+            rounds <= 2 * (DEFAULT_COOLDOWN_MS + TEN_MINUTES_MS) / INTERVAL_MS,
+            "no failback after {rounds} stable rounds"
+        );
         tick(&mut controller, &[]);
     }
     for _ in 0..3 {
