@@ -613,3 +613,36 @@ fn observations_of_unregistered_regions_are_refused_and_registration_is_idempote
         Some(WallMillis(5))
     );
 }
+
+#[test]
+fn the_cooldown_can_be_changed_and_the_table_lists_its_regions() {
+    let mut health = RegionHealthTable::new(DEFAULT_COOLDOWN_MS);
+    assert_eq!(health.cooldown_ms(), DEFAULT_COOLDOWN_MS);
+    for (index, command) in [
+        HealthCommand::Register { region: east() },
+        HealthCommand::Register { region: west() },
+        HealthCommand::MarkDown { region: east() },
+        HealthCommand::ObserveHealthy { region: east() },
+    ]
+    .iter()
+    .enumerate()
+    {
+        health.apply(command, &ctx(index as u64 + 1, index as u64 * 1_000));
+    }
+    let listed: Vec<(&RegionId, HealthState)> =
+        health.iter().map(|(region, h)| (region, h.state)).collect();
+    assert_eq!(
+        listed,
+        [
+            (&east(), HealthState::Recovering),
+            (&west(), HealthState::Healthy)
+        ]
+    );
+    assert_eq!(
+        health.cooldown_remaining(&east(), 1_000),
+        Some(DEFAULT_COOLDOWN_MS - 1_000)
+    );
+    health.set_cooldown(5_000);
+    assert_eq!(health.cooldown_ms(), 5_000);
+    assert_eq!(health.cooldown_remaining(&east(), 1_000), Some(4_000));
+}
