@@ -302,15 +302,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Forever: close → wait for the lease → take office → hold → on loss close at once.
-async fn lease_loop(shared: Arc<Shared>, client: ArbiterClient) {
-    let config = &shared.config;
-    let api = ApiClient::new(
+/// The arbiter nodes' HTTP API as this agent reaches it (link reports, the promotion gate).
+fn arbiter_api(config: &DbAgentConfig) -> ApiClient {
+    ApiClient::new(
         config.http_endpoints.clone(),
         config.http.clone(),
         Duration::from_secs(2),
     )
-    .with_patience(Patience::Brief);
+    .with_patience(Patience::Brief)
+}
+
+/// Forever: close → wait for the lease → take office → hold → on loss close at once.
+async fn lease_loop(shared: Arc<Shared>, client: ArbiterClient) {
+    let config = &shared.config;
+    let api = arbiter_api(config);
     let spec = LeaseSpec {
         region: Some(config.region.clone()),
         ..LeaseSpec::new(
@@ -514,12 +519,7 @@ fn describe(cause: &LossCause) -> String {
 /// Every report interval: read the database's progress and report it.
 async fn report_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let config = &shared.config;
-    let api = ApiClient::new(
-        config.http_endpoints.clone(),
-        config.http.clone(),
-        Duration::from_secs(2),
-    )
-    .with_patience(Patience::Brief);
+    let api = arbiter_api(config);
     let mut reporter = Reporter::new(
         config.region.clone(),
         config.grpc_endpoints.clone(),

@@ -166,6 +166,8 @@ pub async fn run_all(options: &DrillOptions) -> anyhow::Result<Vec<RunReport>> {
 
 /// Everything one run started; dropping it stops all of it.
 struct Stage {
+    /// The run's directory (logs).
+    dir: PathBuf,
     nodes: Vec<NodeProcess>,
     east_db: Option<PgServer>,
     west_db: Option<PgServer>,
@@ -505,6 +507,23 @@ fn spawn_logged(
         .with_context(|| format!("starting {} {}", binary.display(), args.join(" ")))
 }
 
+/// Starts `what` (`gateway`, `db-agent`) of `region` with its stderr in `<what>-<region>.log`
+/// beside the nodes, adds it to the stage, and returns the address it announced.
+async fn start_child(
+    stage: &mut Stage,
+    binary: &Path,
+    region: &str,
+    what: &'static str,
+    args: &[String],
+    gid: Option<u32>,
+) -> anyhow::Result<String> {
+    let log = stage.dir.join(format!("{what}-{region}.log"));
+    let mut child = spawn_logged(binary, args, &log, gid)?;
+    let announced = announced_addr(&log, &mut child).await;
+    stage.children.push((region.to_string(), what, child));
+    announced
+}
+
 /// The group id the isolated region's agent runs under, matched by the partition rule.
 fn isolated_gid() -> u32 {
     60_000 + std::process::id() % 5_000
@@ -516,6 +535,7 @@ fn ms_since(t0: Instant, t: Instant) -> u64 {
 
 async fn one_run(options: &DrillOptions, run: u32, dir: &Path) -> anyhow::Result<RunReport> {
     let mut stage = Stage {
+        dir: dir.to_path_buf(),
         nodes: Vec::new(),
         east_db: None,
         west_db: None,
@@ -699,7 +719,6 @@ async fn drive(
     progress(setup_started, "starting gateways, db-agents and probes");
     let mut gateways = BTreeMap::new();
     for region in REGIONS {
-        let log = dir.join(format!("gateway-{region}.log"));
         let args = vec![
             "gateway".to_string(),
             "--region".into(),
@@ -707,15 +726,12 @@ async fn drive(
             "--listen".into(),
             "127.0.0.1:0".into(),
         ];
-        let mut child = spawn_logged(&options.binary, &args, &log, None)?;
-        let addr = announced_addr(&log, &mut child).await?;
+        let addr = start_child(stage, &options.binary, region, "gateway", &args, None).await?;
         gateways.insert(region, addr);
-        stage.children.push((region.to_string(), "gateway", child));
     }
     let agent_http = HttpClient::new(None, Some(&webhook_token));
     let mut agents = BTreeMap::new();
     for (region, dsn) in [(EAST, &east_dsn), (WEST, &west_dsn)] {
-        let log = dir.join(format!("db-agent-{region}.log"));
         let args = vec![
             "db-agent".to_string(),
             "--region".into(),
@@ -745,8 +761,7 @@ async fn drive(
         ];
         // us-east-1's agent runs under a group of its own: the partition rule matches it.
         let gid = (region == EAST && options.fault.needs_nftables()).then(isolated_gid);
-        let mut child = spawn_logged(&options.binary, &args, &log, gid)?;
-        let addr = announced_addr(&log, &mut child).await?;
+        let addr = start_child(stage, &options.binary, region, "db-agent", &args, gid).await?;
         agents.insert(
             region,
             AgentView {
@@ -754,7 +769,6 @@ async fn drive(
                 http: agent_http.clone(),
             },
         );
-        stage.children.push((region.to_string(), "db-agent", child));
         if region == EAST {
             // The primary's agent holds the lease before the standby's starts (which would
             // leave a never-held lease alone anyway), so the run starts from one known state.
