@@ -412,9 +412,20 @@ pub fn routing_snapshot(
         })
         .map(tenant_route)
         .collect();
+    let drains = machine
+        .traffic
+        .in_progress()
+        .map(|task| proto::Drain {
+            task_track_id: task.task_track_id.clone(),
+            source_region: task.request.source_region.to_string(),
+            target_region: task.request.target_region.to_string(),
+            drain_timeout_seconds: task.request.drain_timeout_seconds,
+        })
+        .collect();
     proto::RoutingSnapshot {
         applied_index,
         tenants,
         regions: regions.into_values().collect(),
+        drains,
     }
 }

@@ -101,7 +101,9 @@ async fn follow(
             convert::routing_snapshot(&state.machine, index, filter.as_ref())
         };
         let changed = last_sent.as_ref().is_none_or(|last| {
-            last.tenants != snapshot.tenants || last.regions != snapshot.regions
+            last.tenants != snapshot.tenants
+                || last.regions != snapshot.regions
+                || last.drains != snapshot.drains
         });
         if changed {
             if tx.send(Ok(snapshot.clone())).await.is_err() {

@@ -23,6 +23,7 @@ use crate::lease::{
 use crate::proto::cluster_service_client::ClusterServiceClient;
 use crate::proto::lease_service_client::LeaseServiceClient;
 use crate::proto::{self, NodeStatus, StatusRequest};
+use crate::routing_watch::RoutingWatch;
 use crate::types::{FencingToken, HolderId, ResourceId};
 
 /// Timeouts, retry pacing and credentials.
@@ -169,6 +170,12 @@ impl ArbiterClient {
     /// The node the next call goes to: the last known leader.
     pub fn leader_guess(&self) -> String {
         self.endpoints.current().1.addr
+    }
+
+    /// Follows the routing table (`RoutingService/Watch`) at whichever node leads, tenants
+    /// routed to `active_region` only when given. See [`RoutingWatch`] for what it promises.
+    pub fn watch_routing(&self, active_region: Option<String>) -> RoutingWatch {
+        RoutingWatch::new(self.endpoints.clone(), self.options.clone(), active_region)
     }
 
     /// Acquires `spec`. The [`Grant`]'s `sent_at` is the first attempt's send time, so a grant

@@ -68,6 +68,7 @@ pub mod lease_keeper;
 mod mock_arbiter;
 #[cfg(feature = "postgres")]
 pub mod pg_fence;
+pub mod routing_watch;
 
 pub use client::{ArbiterClient, ClientOptions, EndpointStatus};
 pub use credentials::{channel, AuthChannel, BearerToken, ClientTls};
@@ -78,4 +79,5 @@ pub use lease::{
     TokenCheck,
 };
 pub use lease_keeper::{default_drift_margin, KeeperOptions, LeaseKeeper, LossCause, Validity};
+pub use routing_watch::RoutingWatch;
 pub use types::{FencingToken, HolderId, RegionId, ResourceId};
