@@ -146,7 +146,7 @@ impl Principal {
         let (needs_region, needs_vantage) = match role.scope() {
             Scope::HolderAndRegion | Scope::Region => (true, false),
             Scope::Vantage => (false, true),
-            Scope::Unbound => (false, false),
+            Scope::Unbound | Scope::Name => (false, false),
         };
         for (field, present, needed) in [
             ("region", region.is_some(), needs_region),

@@ -18,6 +18,7 @@
 //! | `LinkHeartbeat` | — | `POST /v1/replication/links/heartbeat` | operator, region (bound) |
 //! | `ReportCheckpoint` | `ReplicationCoordinator/ReportCheckpoint` | — | operator, region (bound) |
 //! | `ProbeReport` | — | `POST /v1/probes/report` | operator, probe (bound) |
+//! | `EdgeReport` | — | `POST /v1/edges/report` | operator, edge (bound: reports only as itself) |
 //! | `Unlisted` | any method not above | any route not above | operator |
 //! | public | `grpc.health.v1.Health/*` | `GET /v1/health/check`, `GET /livez`, `GET /readyz`, `GET /v1/openapi.json` (describes the API, holds no data); `GET /ui`, `GET /ui/app.{js,css}` (static assets; the data comes from authenticated API calls) | no credentials |
 //! | peer | `RaftService/*`, `ClusterService/JoinCluster` | — | peer port only: node-to-node, authenticated by its mTLS (node certificates only); refused on the client ports |
@@ -62,6 +63,7 @@ pub enum Operation {
     LinkHeartbeat,
     ReportCheckpoint,
     ProbeReport,
+    EdgeReport,
     Backup,
     LeaderMove,
     Unlisted,
@@ -83,6 +85,7 @@ impl Operation {
             Operation::LinkHeartbeat => "link-heartbeat",
             Operation::ReportCheckpoint => "report-checkpoint",
             Operation::ProbeReport => "probe-report",
+            Operation::EdgeReport => "edge-report",
             Operation::Backup => "backup",
             Operation::LeaderMove => "leader-move",
             Operation::Unlisted => "unlisted",
@@ -93,7 +96,9 @@ impl Operation {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Operation::Read => &[Operator, Controller, Proxy, Probe, Region, Reader, Node],
+            Operation::Read => &[
+                Operator, Controller, Proxy, Probe, Region, Reader, Edge, Node,
+            ],
             Operation::Membership => &[Operator, Node],
             Operation::LeaseWrite => &[Operator, Controller, Proxy, Region],
             Operation::LeaseRevoke | Operation::Failover | Operation::TrafficShift => {
@@ -101,6 +106,7 @@ impl Operation {
             }
             Operation::LinkHeartbeat | Operation::ReportCheckpoint => &[Operator, Region],
             Operation::ProbeReport => &[Operator, Probe],
+            Operation::EdgeReport => &[Operator, Edge],
             Operation::Initialize
             | Operation::Backup
             | Operation::LeaderMove
@@ -119,6 +125,7 @@ impl Operation {
                 | Operation::LinkHeartbeat
                 | Operation::ReportCheckpoint
                 | Operation::ProbeReport
+                | Operation::EdgeReport
         )
     }
 }
@@ -337,6 +344,12 @@ const HTTP: &[(&str, &str, Access)] = &[
         Access::Requires(Operation::ProbeReport),
     ),
     (
+        "POST",
+        "/v1/edges/report",
+        Access::Requires(Operation::EdgeReport),
+    ),
+    ("GET", "/v1/edges", Access::Requires(Operation::Read)),
+    (
         "PUT",
         "/v1/tenants/{id}",
         Access::Requires(Operation::TenantWrite),
@@ -416,6 +429,8 @@ pub enum Claim<'a> {
     },
     Vantage(&'a str),
     Region(&'a str),
+    /// An edge report names the edge it comes from.
+    Edge(&'a str),
 }
 
 /// The claim of a keep-alive: its holder (keep-alives carry no region).
@@ -555,6 +570,8 @@ pub fn authorize(
         }
         (Scope::Region, Claim::Region(region)) => own("region", &caller.region, region),
         (Scope::Region, _) => Err(no_claim("region")),
+        (Scope::Name, Claim::Edge(name)) => own("edge", &Some(caller.identity.clone()), name),
+        (Scope::Name, _) => Err(no_claim("edge")),
     }
 }
 

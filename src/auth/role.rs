@@ -21,6 +21,9 @@ pub enum Role {
     Region,
     /// Reads (GETs, lease lookups, routing watch).
     Reader,
+    /// An edge router (`arbiter edge`): watches the routing table and reports, under its own
+    /// name only, the routing version it applied and its requests in flight.
+    Edge,
     /// A cluster node, by its certificate (a node identity signed by the cluster CA; never from
     /// a token): reads, and membership changes for `arbiter serve --rejoin`.
     Node,
@@ -35,6 +38,8 @@ pub enum Scope {
     HolderAndRegion,
     /// Probe reports must name the identity's vantage point.
     Vantage,
+    /// Edge reports must name the identity itself.
+    Name,
     /// Checkpoints and heartbeats must be for the identity's region.
     Region,
 }
@@ -42,13 +47,14 @@ pub enum Scope {
 impl Role {
     /// The roles a token or certificate identity may be given in the config; [`Role::Node`]
     /// is not one of them (it comes only from a node certificate).
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Operator,
         Role::Controller,
         Role::Proxy,
         Role::Probe,
         Role::Region,
         Role::Reader,
+        Role::Edge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +65,7 @@ impl Role {
             Role::Probe => "probe",
             Role::Region => "region",
             Role::Reader => "reader",
+            Role::Edge => "edge",
             Role::Node => "node",
         }
     }
@@ -69,6 +76,7 @@ impl Role {
             Role::Proxy => Scope::HolderAndRegion,
             Role::Probe => Scope::Vantage,
             Role::Region => Scope::Region,
+            Role::Edge => Scope::Name,
             Role::Operator | Role::Controller | Role::Reader | Role::Node => Scope::Unbound,
         }
     }

@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod drivers;
+pub mod edges;
 pub mod metrics;
 pub mod probe_agent;
 
@@ -54,7 +55,13 @@ use crate::raft_types::Raft;
 use crate::store::StateMachineStore;
 use config::DrConfig;
 use drivers::{Driver, DriverCall};
+use edges::{EdgeRegistry, EdgeReportBody, EdgeView, Propagation};
 use metrics::DrMetrics;
+
+/// How long a failover's traffic shift waits for the edges to apply it.
+const FAILOVER_PROPAGATION_WAIT: Duration = Duration::from_secs(5);
+/// How often a traffic task re-reads the edges' reports.
+const EDGE_POLL: Duration = Duration::from_millis(100);
 
 /// Identity the controller proposes automated decisions under.
 pub const CONTROLLER_IDENTITY: &str = "dr-controller";
@@ -117,6 +124,10 @@ struct Inner {
     consensus: Mutex<ProbeConsensus>,
     /// Last `activeConnections` each region's gateway reported, for `drainActiveCount`.
     active_connections: Mutex<BTreeMap<RegionId, u64>>,
+    /// What the edge routers last reported (leader memory, like probe reports).
+    edges: EdgeRegistry,
+    /// When this node started leading its current term (`None` while following).
+    leading_since: Mutex<Option<Instant>>,
     /// Actions (by key) being carried out right now, so a slow driver is not started twice.
     running: Mutex<HashSet<String>>,
     /// What this leader has timed, on its monotonic clock, since it first saw it: each region's
@@ -155,6 +166,8 @@ impl DrController {
                 epoch: Instant::now(),
                 consensus: Mutex::new(consensus),
                 active_connections: Mutex::default(),
+                edges: EdgeRegistry::default(),
+                leading_since: Mutex::default(),
                 running: Mutex::default(),
                 timers: Mutex::default(),
                 refused_outages: Mutex::default(),
@@ -223,6 +236,27 @@ impl DrController {
         Ok(())
     }
 
+    /// Takes an edge router's report (leader only; others redirect).
+    pub fn record_edge(&self, report: EdgeReportBody) -> Result<(), DrError> {
+        self.leader_or_redirect()?;
+        self.inner.edges.record(report, Instant::now());
+        Ok(())
+    }
+
+    /// The edges this leader hears from; empty on a follower.
+    pub fn edges(&self) -> Vec<EdgeView> {
+        if self.leader_or_redirect().is_err() {
+            return Vec::new();
+        }
+        self.inner.edges.view(Instant::now())
+    }
+
+    /// Which edges route by a version at least `index` (leader only).
+    pub fn edge_propagation(&self, index: u64) -> Option<Propagation> {
+        self.leader_or_redirect().ok()?;
+        Some(self.inner.edges.propagation(index, Instant::now()))
+    }
+
     /// The failover being carried out, if one is unfinished.
     pub fn failover_in_progress(&self) -> Option<FailoverId> {
         let state = self.inner.state.read();
@@ -262,7 +296,12 @@ impl DrController {
             .insert(region, count);
     }
 
+    /// Requests still to drain from `region`: what the edges report in flight there, or, when
+    /// no edge reports, the gateway's own `activeConnections`.
     pub fn drain_active_count(&self, region: &RegionId) -> u64 {
+        if let Some(in_flight) = self.inner.edges.in_flight(region.as_str(), Instant::now()) {
+            return in_flight;
+        }
         self.inner
             .active_connections
             .lock()
@@ -504,6 +543,7 @@ impl DrController {
             };
             if !is_leader {
                 bootstrapped_term = None;
+                *self.lock_leading_since() = None;
                 continue;
             }
             if bootstrapped_term != Some(term) {
@@ -511,6 +551,7 @@ impl DrController {
                 // another leader meanwhile; start every measurement afresh.
                 self.lock_timers().clear();
                 self.lock_refused_outages().clear();
+                *self.lock_leading_since() = Some(Instant::now());
                 match self.bootstrap().await {
                     Ok(()) => bootstrapped_term = Some(term),
                     Err(e) => {
@@ -665,6 +706,13 @@ impl DrController {
     fn lock_refused_outages(&self) -> std::sync::MutexGuard<'_, BTreeSet<RegionId>> {
         self.inner
             .refused_outages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_leading_since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.inner
+            .leading_since
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
@@ -1004,10 +1052,19 @@ impl DrController {
                 leader_term: self.term(),
             })
             .await;
+        let driver = format!("{} (attempts: {})", result.detail, result.attempts);
+        let (succeeded, detail) = if result.ok {
+            match self.await_edges(task).await {
+                Ok(edges) => (true, format!("{driver}; {edges}")),
+                Err(edges) => (false, format!("{driver}; {edges}")),
+            }
+        } else {
+            (false, driver)
+        };
         let command = TrafficCommand::Finish {
             task_track_id: task.task_track_id.clone(),
-            succeeded: result.ok,
-            detail: format!("{} (attempts: {})", result.detail, result.attempts),
+            succeeded,
+            detail,
         };
         match self.propose(Command::Traffic(command)).await? {
             Outcome::Traffic(TrafficOutcome::Finished(done)) => Ok(*done),
@@ -1022,6 +1079,79 @@ impl DrController {
                     .unwrap_or_else(|| task.clone()))
             }
         }
+    }
+
+    /// Waits until every registered edge routes by the task's version (`Err` naming the
+    /// laggards when the window closes first), then, for a planned shift that empties its
+    /// source, until the edges report nothing in flight there or the drain timeout passes
+    /// (the edges cut what is left). A failover's shift waits at most
+    /// [`FAILOVER_PROPAGATION_WAIT`] and not for the drain: the failover does not wait on edges.
+    async fn await_edges(&self, task: &TrafficTask) -> Result<String, String> {
+        let index = task_token(&task.task_track_id).map_or(0, |t| t.log_index());
+        let planned = !task.request.policy_name.starts_with("failover:");
+        let drain = Duration::from_secs(u64::from(task.request.drain_timeout_seconds));
+        let window = if planned {
+            drain.max(FAILOVER_PROPAGATION_WAIT)
+        } else {
+            FAILOVER_PROPAGATION_WAIT
+        };
+        // A leader that just took over has not heard from every edge yet.
+        let since = (*self.lock_leading_since()).unwrap_or_else(Instant::now);
+        tokio::time::sleep_until((since + EdgeRegistry::WARM_UP).into()).await;
+        let started = Instant::now();
+        let deadline = started + window;
+        let edges = loop {
+            let propagation = self.inner.edges.propagation(index, Instant::now());
+            if propagation.edges.is_empty() {
+                return Ok("no edge routers registered".into());
+            }
+            if propagation.complete() {
+                break propagation.edges;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "routing version {index} not applied within {} s by: {}",
+                    window.as_secs(),
+                    propagation.lagging.join(", ")
+                ));
+            }
+            tokio::time::sleep(EDGE_POLL).await;
+        };
+        let mut summary = format!(
+            "routing version {index} applied by {} edge(s) ({}) within {} ms",
+            edges.len(),
+            edges.join(", "),
+            started.elapsed().as_millis()
+        );
+        if planned && task.shift.source_bp == 0 {
+            let source = task.request.source_region.as_str();
+            let drained_from = Instant::now();
+            let deadline = started + drain;
+            loop {
+                let in_flight = self
+                    .inner
+                    .edges
+                    .in_flight(source, Instant::now())
+                    .unwrap_or(0);
+                if in_flight == 0 {
+                    summary.push_str(&format!(
+                        "; {source} drained in {} ms",
+                        drained_from.elapsed().as_millis()
+                    ));
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    summary.push_str(&format!(
+                        "; {in_flight} request(s) still in flight to {source} at the {} s drain \
+                         timeout (the edges cut them)",
+                        drain.as_secs()
+                    ));
+                    break;
+                }
+                tokio::time::sleep(EDGE_POLL).await;
+            }
+        }
+        Ok(summary)
     }
 
     fn advance_traffic_tasks(&self) {

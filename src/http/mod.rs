@@ -8,6 +8,7 @@
 //! | `GET /v1/health/check` | [`health`] | the seed's health check for this node's region |
 //! | `POST /v1/dr/traffic-shift`, `GET /v1/dr/tasks/{id}` | [`traffic`] | the seed's traffic shift (202) and its task |
 //! | `POST /v1/dr/failover`, `POST /v1/dr/failback`, `POST /v1/probes/report` | [`dr`] | operator overrides and probe agents, through the DR controller |
+//! | `POST /v1/edges/report`, `GET /v1/edges` | [`edges`] | edge routers' routing versions and requests in flight |
 //! | `GET /v1/plan` | [`plan`] | the seed's capacity model for this cluster: bandwidth, writes in flight, DNS-cached clients, predicted RTO by component |
 //! | `GET /v1/regions` | [`regions`] | health, down-since, cooldown, traffic weights |
 //! | `GET /v1/tenants`, `GET/PUT /v1/tenants/{id}` | [`tenants`] | the routing table |
@@ -30,6 +31,7 @@
 
 mod dashboard;
 mod dr;
+mod edges;
 pub mod error;
 mod events;
 mod health;
@@ -142,6 +144,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(dr::failover))
         .routes(routes!(dr::failback))
         .routes(routes!(dr::probe_report))
+        .routes(routes!(edges::report))
+        .routes(routes!(edges::list))
         .routes(routes!(plan::plan))
         .routes(routes!(regions::list))
         .routes(routes!(tenants::list))

@@ -62,6 +62,7 @@ pub const INTERNAL: &str = "A bug on the node: logged there, never detailed here
         (name = "health", description = "The seed's regional health check"),
         (name = "dr", description = "The DR control plane: traffic shifts, failover and failback, regions, the failover log"),
         (name = "probes", description = "Probe agents' reports to the DR controller"),
+        (name = "edges", description = "Edge routers: the routing version each applied, requests in flight"),
         (name = "tenants", description = "The routing table (the seed's tenant_routing_states)"),
         (name = "replication", description = "Replication links and their RPO state (the seed's replication_links)"),
         (name = "leases", description = "Write leases and fencing tokens: the JSON mirror of arbiter.v1.LeaseService"),

@@ -12,8 +12,8 @@
 use arbiter_core::command::{Command, Outcome};
 use arbiter_core::routing::FULL_WEIGHT_BP;
 use arbiter_core::traffic::{
-    DnsPropagationStatus, ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome, TrafficRefusal,
-    TrafficTask,
+    task_token, DnsPropagationStatus, ShiftRequest, TaskStatus, TrafficCommand, TrafficOutcome,
+    TrafficRefusal, TrafficTask,
 };
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -27,6 +27,7 @@ use super::error::{ApiError, ErrorBody, NotLeaderBody};
 use super::validate::{self, MAX_NAME_LEN, MAX_REASON_LEN};
 use super::{openapi, percent, read, rfc3339, AppState};
 use crate::auth::Caller;
+use crate::dr::edges::Propagation;
 
 /// Longest drain accepted: a day. Longer is surely a unit mistake (ms for s).
 const MAX_DRAIN_TIMEOUT_SECONDS: u32 = 86_400;
@@ -100,6 +101,13 @@ pub struct TaskView {
     /// The two regions' traffic shares right after the shift, in percent.
     source_weight_percentage: f64,
     target_weight_percentage: f64,
+    /// While the task is in progress: which edge routers have applied its routing version
+    /// and which lag (absent once finished; the result is then in `detail`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    propagation: Option<Propagation>,
+    /// While the task is in progress: requests the edges report in flight to the source now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_flight_to_source: Option<u64>,
 }
 
 impl From<&TrafficTask> for TaskView {
@@ -120,6 +128,8 @@ impl From<&TrafficTask> for TaskView {
             created_at: rfc3339::format(task.created_at),
             source_weight_percentage: percent(task.shift.source_bp),
             target_weight_percentage: percent(task.shift.target_bp),
+            propagation: None,
+            in_flight_to_source: None,
         }
     }
 }
@@ -236,14 +246,22 @@ pub async fn task(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TaskView>, ApiError> {
     let Path(id) = id?;
-    read(&app.node, |machine| {
+    let node = &app.node;
+    let task = read(node, |machine| {
         machine
             .traffic
             .task(&id)
-            .map(|task| Json(TaskView::from(task)))
+            .cloned()
             .ok_or_else(|| ApiError::NotFound(format!("no traffic-shift task {id:?}")))
     })
-    .await
+    .await?;
+    let mut view = TaskView::from(&task);
+    if task.status == TaskStatus::InProgress {
+        let index = task_token(&task.task_track_id).map_or(0, |t| t.log_index());
+        view.propagation = node.dr.edge_propagation(index);
+        view.in_flight_to_source = Some(node.dr.drain_active_count(&task.request.source_region));
+    }
+    Ok(Json(view))
 }
 
 #[cfg(test)]
