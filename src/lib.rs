@@ -72,6 +72,7 @@ pub mod codec;
 pub mod config;
 pub mod db_agent;
 pub mod dr;
+pub mod edge;
 pub mod gateway;
 pub mod grpc;
 pub mod http;

@@ -1,6 +1,6 @@
 //! Command line: `arbiter serve`, `up`, `certs`, `auth token`, `status`, `member`, `snapshot`,
 //! `lease`, `failover`, `failback`, `regions`, `tenants`, `events`, `move-leader`, `probe`,
-//! `gateway`, `pg`, `db-agent`, `drill`, `plan`, `config`, `completions`.
+//! `gateway`, `edge`, `pg`, `db-agent`, `drill`, `plan`, `config`, `completions`.
 //!
 //! Every client command takes `--output table|json` and the same exit codes ([`exit`]); every
 //! global flag has an `ARBITER_*` variable (`ARBITER_ENDPOINTS`, `ARBITER_DATA_DIR`,
@@ -16,6 +16,7 @@ mod config;
 mod db_agent;
 mod dr;
 mod drill;
+mod edge;
 pub mod exit;
 mod lease;
 mod member;
@@ -78,6 +79,8 @@ enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Run a probe agent: poll regional health checks, report to the arbiter leader.
     Probe(probe::ProbeArgs),
+    /// Run an edge router: an HTTP reverse proxy routing by the arbiter's routing table.
+    Edge(edge::EdgeArgs),
     /// Run a stand-in regional gateway serving the seed's health check (for drills).
     Gateway(probe::GatewayArgs),
     /// Issue bearer tokens.
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
             Command::Member(command) => member::run(command).await,
             Command::Snapshot(command) => snapshot::run(command).await,
             Command::Probe(args) => probe::run_probe(args).await,
+            Command::Edge(args) => edge::run(args).await,
             Command::Gateway(args) => probe::run_gateway(args).await,
             Command::Lease(args) => lease::run(args).await,
             Command::Auth(command) => auth::run(command).await,

@@ -187,6 +187,34 @@ fn build(paths: &TlsPaths) -> Result<Configs, TlsError> {
     })
 }
 
+/// A server configuration presenting the chain in `cert` with `key`, asking for no client
+/// certificate, speaking HTTP/1.1 (an edge router's public listener).
+pub fn http1_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(read_certs(cert)?, read_key(key)?)?;
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client configuration an edge dials `https://` gateways with: trusting the CA(s) in `ca`,
+/// or nothing at all without one (then only `http://` gateways can be reached).
+pub fn http1_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    match ca {
+        // No ALPN here: the connector offers the protocols it speaks.
+        Some(ca) => client_config_from(Arc::new(read_roots(ca)?), None, &[]),
+        None => {
+            // Trusts no certificate: every https:// handshake fails verification.
+            let config = ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        }
+    }
+}
+
 /// A client configuration trusting the CA(s) in `ca`, presenting `identity` (cert, key) if
 /// given.
 pub fn client_config(

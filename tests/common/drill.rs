@@ -164,6 +164,37 @@ impl Drill {
         );
     }
 
+    /// `region`'s gateway base URL (`http://127.0.0.1:port`).
+    pub fn gateway_base(&self, region: &str) -> String {
+        let (_, _, url) = self
+            .gateways
+            .iter()
+            .find(|g| g.0 == region)
+            .expect("gateway");
+        url.trim_end_matches("/v1/health/check").to_string()
+    }
+
+    /// Makes every application request at `region`'s gateway wait `delay_ms` (a hung region).
+    pub async fn set_gateway_delay(&self, region: &str, delay_ms: u64) {
+        let url = format!("{}/v1/gateway/state", self.gateway_base(region));
+        let body = json!({"status": "HEALTHY", "appDelayMs": delay_ms}).to_string();
+        let response = arbiter::http_client::HttpClient::plain()
+            .request("POST", &url, Some(body.as_bytes()), Duration::from_secs(5))
+            .await
+            .expect("the gateway answers");
+        assert!(response.is_success(), "{}", response.status);
+    }
+
+    /// `region`'s gateway counts: `received`, `inProgress`, `lastArrivalMs`.
+    pub async fn gateway_stats(&self, region: &str) -> Value {
+        let url = format!("{}/v1/gateway/stats", self.gateway_base(region));
+        let response = arbiter::http_client::HttpClient::plain()
+            .request("GET", &url, None, Duration::from_secs(5))
+            .await
+            .expect("the gateway answers");
+        serde_json::from_slice(&response.body).expect("json")
+    }
+
     /// `region`'s health state in the arbiter (`HEALTHY`, `DOWN`, `RECOVERING`, ...).
     pub async fn region_state(&self, region: &str) -> Option<String> {
         let (_, body) = self.call("GET", "/v1/regions", None).await;
