@@ -13,7 +13,7 @@ use arbiter_core::region_health::{HealthCommand, RegionHealthTable};
 use arbiter_core::replication::DataLossEstimate;
 use arbiter_core::routing::{RoutingCommand, RoutingOutcome, RoutingTable};
 use arbiter_core::{ApplyCtx, FencingToken, RegionId, TenantId, WallMillis};
-use dr_common::{ctx, east, west};
+use dr_common::{ctx, east, eu, west};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -325,11 +325,84 @@ fn a_region_has_one_unfinished_failover_at_a_time() {
 }
 
 #[test]
+fn the_log_lists_every_failover_newest_first_whatever_its_region() {
+    let mut replica = Replica::new();
+    assert!(replica.log.is_empty());
+    assert_eq!(replica.log.len(), 0);
+    assert_eq!(replica.log.newest_first().count(), 0);
+
+    let from_east = replica.initiate();
+    let FailoverOutcome::Initiated {
+        failover_id: from_eu,
+    } = replica.apply(&initiate(eu()))
+    else {
+        panic!("failover of eu-central-1 refused");
+    };
+    // A failover decided against is in the log too; a refused command is not.
+    let FailoverOutcome::RefusalRecorded {
+        failover_id: refused,
+    } = replica.apply(&FailoverCommand::RecordRefusal {
+        initiated_by: "controller@us-east-1".into(),
+        failed_region: west(),
+        destination_region: east(),
+        failover_type: FailoverType::Automated,
+        data_loss: DataLossEstimate::default(),
+        considered: "3/3 vantage points report us-west-2 down".into(),
+        refusal: "us-east-1 is too far behind".into(),
+    })
+    else {
+        panic!("refusal not recorded");
+    };
+    assert!(matches!(
+        replica.apply(&initiate(west())),
+        FailoverOutcome::Refused(FailoverRefusal::SameRegion { .. })
+    ));
+
+    let listed: Vec<FailoverId> = replica
+        .log
+        .newest_first()
+        .map(|event| event.failover_id)
+        .collect();
+    assert_eq!(listed, [refused, from_eu, from_east]);
+    assert_eq!(replica.log.len(), 3);
+    assert!(!replica.log.is_empty());
+}
+
+/// What failback reads to find where a region's traffic went: a failover that recorded `Fence`
+/// moved the region's writes, even if it failed later; one that failed before never did.
+#[test]
+fn a_failover_has_fenced_its_region_once_it_records_the_fence() {
+    let mut replica = Replica::new();
+    let fail = |id| FailoverCommand::RecordStep {
+        failover_id: id,
+        step: FailoverStep::Failed,
+        detail: "compute driver: quota exceeded".into(),
+    };
+
+    let abandoned = replica.initiate();
+    replica.apply(&fail(abandoned));
+    assert!(!replica.event(abandoned).fenced(), "failed before fencing");
+
+    let id = replica.initiate();
+    assert!(!replica.event(id).fenced(), "decided, not yet fenced");
+    replica.apply(&record(id, FailoverStep::Fence));
+    assert!(replica.event(id).fenced());
+    replica.apply(&record(id, FailoverStep::ShiftTraffic));
+    replica.apply(&fail(id));
+    assert_eq!(replica.event(id).event_status, EventStatus::Failed);
+    assert!(replica.event(id).fenced(), "failing does not unfence");
+}
+
+#[test]
 fn plan_walks_fence_shift_scale_drain_complete() {
     let mut replica = Replica::new();
     let id = replica.initiate();
     let mut actions = Vec::new();
     while let Some(action) = next_action(replica.event(id)) {
+        assert!(
+            actions.len() < STEPS.len(),
+            "still proposing {action:?} after {actions:?}"
+        );
         replica.apply(&action.record("ok"));
         actions.push(action);
     }

@@ -167,7 +167,12 @@ impl Controller {
                 );
             }
             let ctx = self.ctx(now);
-            self.log.apply(&action.record("done"), &ctx);
+            // Each step recorded, or the plan would propose it again forever.
+            let outcome = self.log.apply(&action.record("done"), &ctx);
+            assert!(
+                matches!(outcome, FailoverOutcome::StepRecorded { .. }),
+                "{action:?} not recorded: {outcome:?}"
+            );
         }
     }
 

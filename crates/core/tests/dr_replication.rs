@@ -369,6 +369,150 @@ fn rpo_monitor_flags_active_links_beyond_their_mode_target() {
     );
 }
 
+/// The target is the most lag a mode tolerates, as the promotion and failback gates read it: a
+/// SYNC link at lag 0 keeps its RPO of 0, and an ASYNC link exactly 5 s behind keeps its 5 s.
+#[test]
+fn a_lag_exactly_at_the_rpo_target_is_not_a_violation() {
+    let mut log = Log::new();
+    log.link(east(), west(), ReplicationMode::Async, 5_000);
+    log.link(east(), eu(), ReplicationMode::Sync, 0);
+    assert!(
+        log.state.rpo_violations().is_empty(),
+        "{:?}",
+        log.state.rpo_violations()
+    );
+
+    // One millisecond more is.
+    log.link(east(), west(), ReplicationMode::Async, 5_001);
+    assert_eq!(
+        log.state.rpo_violations(),
+        [RpoViolation {
+            source_region: east(),
+            target_region: west(),
+            replication_mode: ReplicationMode::Async,
+            lag_ms: 5_001,
+            target_ms: 5_000,
+        }]
+    );
+}
+
+#[test]
+fn only_a_missing_link_is_worth_retrying_unchanged() {
+    let mut log = Log::new();
+    let heartbeat = |sent: u64, received: u64| ReplicationCommand::LinkHeartbeat {
+        source: east(),
+        target: west(),
+        last_sent_epoch_id: EpochId(sent),
+        last_received_epoch_id: EpochId(received),
+        replication_lag_ms: 0,
+        is_link_active: true,
+    };
+    let ReplicationOutcome::Refused(missing) = log.apply(heartbeat(1, 1)) else {
+        panic!("a heartbeat of a link not yet created was accepted");
+    };
+    assert!(
+        matches!(missing, ReplicationRefusal::LinkNotFound { .. }),
+        "{missing:?}"
+    );
+    assert!(missing.is_retryable(), "the link may yet be created");
+
+    // Created, the same heartbeat is accepted; these refusals stay refused however often sent.
+    log.link(east(), west(), ReplicationMode::Async, 0);
+    assert_eq!(log.apply(heartbeat(1, 1)), ReplicationOutcome::LinkUpdated);
+    log.checkpoint(east(), 7, "abc");
+    for cmd in [
+        ReplicationCommand::UpsertLink {
+            source: east(),
+            target: east(),
+            mode: ReplicationMode::Sync,
+        },
+        heartbeat(1, 2),
+        ReplicationCommand::ReportCheckpoint {
+            region: east(),
+            epoch: EpochId(8),
+            committed_transaction_count: 1,
+            checksum: String::new(),
+        },
+        ReplicationCommand::ReportCheckpoint {
+            region: east(),
+            epoch: EpochId(6),
+            committed_transaction_count: 1,
+            checksum: "old".into(),
+        },
+    ] {
+        let ReplicationOutcome::Refused(refusal) = log.apply(cmd.clone()) else {
+            panic!("{cmd:?} was accepted");
+        };
+        assert!(!refusal.is_retryable(), "{refusal:?}");
+    }
+}
+
+/// Two checkpoints can carry the same log time (entries proposed in the same millisecond): no
+/// time has passed between them, so there is no rate to report, not an infinite one.
+#[test]
+fn checkpoints_reported_at_one_instant_give_no_throughput() {
+    let mut state = ReplicationState::default();
+    for (index, epoch) in [(1, 1), (2, 2)] {
+        state.apply(
+            &ReplicationCommand::ReportCheckpoint {
+                region: east(),
+                epoch: EpochId(epoch),
+                committed_transaction_count: 100,
+                checksum: "c".into(),
+            },
+            &ctx(index, 5_000),
+        );
+    }
+    state.apply(
+        &ReplicationCommand::UpsertLink {
+            source: east(),
+            target: west(),
+            mode: ReplicationMode::Async,
+        },
+        &ctx(3, 5_000),
+    );
+    assert_eq!(
+        state.sync_metrics(&east(), &west(), 1_000),
+        Ok(SyncMetrics {
+            replication_lag_ms: 0,
+            // Nothing received yet: both epochs' 100 transactions × 1,000 bytes are pending.
+            pending_bytes_count: 200_000,
+            throughput_bytes_per_sec: 0.0,
+        })
+    );
+}
+
+/// The same for a db-agent's WAL positions, and for a single one, which spans no time either.
+#[test]
+fn wal_positions_reported_at_one_instant_give_no_throughput() {
+    let mut state = ReplicationState::default();
+    state.apply(
+        &ReplicationCommand::UpsertLink {
+            source: east(),
+            target: west(),
+            mode: ReplicationMode::Async,
+        },
+        &ctx(1, 5_000),
+    );
+    for (index, lsn) in [(2, 1_000_000u64), (3, 1_100_000)] {
+        state.apply(
+            &ReplicationCommand::ReportCheckpoint {
+                region: east(),
+                epoch: EpochId(lsn),
+                committed_transaction_count: 0,
+                checksum: format!("wal:1/{lsn:X}"),
+            },
+            &ctx(index, 5_000),
+        );
+        let metrics = state.sync_metrics(&east(), &west(), 1_000).unwrap();
+        assert_eq!(metrics.pending_bytes_count, lsn, "nothing replayed yet");
+        assert_eq!(
+            metrics.throughput_bytes_per_sec, 0.0,
+            "WAL up to {lsn} written in no time"
+        );
+    }
+}
+
 #[test]
 fn data_loss_estimate_matches_the_seed_capacity_model() {
     // 5,000 writes/s × 0.8 s = 4,000 writes in flight, of 1 KB each.

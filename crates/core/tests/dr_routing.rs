@@ -273,6 +273,72 @@ fn upsert_moves_a_default_tenant_with_its_primary_but_leaves_a_shifted_one() {
     assert_eq!(away.routing_status, RoutingStatus::Shifted);
 }
 
+#[test]
+fn the_table_holds_one_row_per_tenant() {
+    let mut log = Log::new();
+    assert!(log.table.is_empty());
+    assert_eq!(log.table.len(), 0);
+
+    log.tenant("acme", east(), west());
+    log.tenant("globex", east(), west());
+    // Changing a tenant's regions rewrites its row; a refused upsert adds none.
+    log.tenant("acme", eu(), west());
+    log.apply(RoutingCommand::UpsertTenant {
+        tenant: TenantId::from("bad"),
+        primary_region: east(),
+        failover_region: east(),
+    });
+    assert_eq!(log.table.len(), 2);
+    assert!(!log.table.is_empty());
+}
+
+#[test]
+fn only_a_lock_is_worth_retrying_unchanged() {
+    let mut log = Log::new();
+    let created = log.tenant("acme", east(), west());
+    log.apply(RoutingCommand::Lock {
+        tenant: TenantId::from("acme"),
+    });
+    let RoutingOutcome::Refused(locked) = log.apply(RoutingCommand::SetActive {
+        tenant: TenantId::from("acme"),
+        region: west(),
+    }) else {
+        panic!("a locked tenant was moved");
+    };
+    assert!(
+        matches!(locked, RoutingRefusal::Locked { .. }),
+        "{locked:?}"
+    );
+    assert!(locked.is_retryable(), "an operator may lift the lock");
+
+    // Unlocked, these come back the same however often sent: a stale version (the lock and the
+    // unlock were writes) must be retried against the current row, and an unknown tenant or a
+    // shift onto itself never succeeds.
+    log.apply(RoutingCommand::Unlock {
+        tenant: TenantId::from("acme"),
+    });
+    for cmd in [
+        RoutingCommand::CompareAndSet {
+            tenant: TenantId::from("acme"),
+            expected: CasExpectation::Version(created.version),
+            new_active_region: west(),
+        },
+        RoutingCommand::SetActive {
+            tenant: TenantId::from("ghost"),
+            region: west(),
+        },
+        RoutingCommand::ShiftRegion {
+            from: east(),
+            to: east(),
+        },
+    ] {
+        let RoutingOutcome::Refused(refusal) = log.apply(cmd.clone()) else {
+            panic!("{cmd:?} was accepted");
+        };
+        assert!(!refusal.is_retryable(), "{refusal:?}");
+    }
+}
+
 fn region() -> impl Strategy<Value = RegionId> {
     prop_oneof![Just(east()), Just(west()), Just(eu())]
 }
