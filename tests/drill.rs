@@ -70,6 +70,12 @@ fn an_isolated_region_takes_no_write_once_the_other_is_granted() {
         stdout.contains("after us-west-2 was granted the lease: 0"),
         "{stdout}"
     );
+    // The client load went through the two edge routers, and none of it failed: us-east-1's
+    // gateway stayed healthy, so the edges had no reason to move it.
+    let edge = &run["edge"];
+    assert_eq!(edge["edges"], 2, "{edge}");
+    assert!(edge["requests"].as_u64().unwrap_or(0) > 100, "{edge}");
+    assert_eq!(edge["failed"], 0, "{edge}");
     assert!(out.path().join("timeline.svg").exists());
     // The drill removed its nftables table.
     let tables = Command::new("nft")

@@ -8,6 +8,7 @@
 //! synchronous, nothing acknowledged by the isolated side after the other was granted); 1
 //! otherwise; 2 bad flags or a missing prerequisite.
 
+mod edges;
 mod link;
 mod partition;
 mod report;
@@ -151,6 +152,14 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
             summary.east_acked_after_west_grant
         );
     }
+    println!(
+        "clients through {} edge routers: {} request(s) failed after the fault; answered by \
+         another region {} after the fault (median; max {})",
+        run::EDGE_COUNT,
+        summary.edge_failed_after_fault,
+        ms_text(summary.edge_client_shift_median_ms),
+        ms_text(summary.edge_client_shift_max_ms),
+    );
     println!("report: {}", json_path.display());
     println!("timeline: {}", svg_path.display());
     Ok(if summary.safe == summary.runs {
@@ -158,6 +167,10 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(super::exit::ERROR)
     })
+}
+
+fn ms_text(ms: Option<u64>) -> String {
+    ms.map_or("-".to_string(), |ms| format!("{:.3} s", ms as f64 / 1000.0))
 }
 
 /// Temp file, fsync, rename, directory fsync: a report is either whole or absent.

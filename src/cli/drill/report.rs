@@ -103,6 +103,8 @@ pub struct RunReport {
     pub writes: WriteCounts,
     pub failover_status: Option<String>,
     pub split_brain: Option<SplitBrainCheck>,
+    /// What the HTTP clients behind the edge routers saw.
+    pub edge: Option<super::edges::EdgeFigures>,
     pub setup_seconds: f64,
     pub wall_seconds: f64,
     /// The run's directory, kept when it failed or with `--keep`.
@@ -121,6 +123,7 @@ impl RunReport {
             writes: WriteCounts::default(),
             failover_status: None,
             split_brain: None,
+            edge: None,
             setup_seconds: 0.0,
             wall_seconds: 0.0,
             files: None,
@@ -177,6 +180,23 @@ impl RunReport {
                 super::WEST
             );
         }
+        if let Some(e) = &self.edge {
+            let _ =
+                write!(
+                line,
+                "; clients via {} edges: {} requests, {} failed ({} after the fault), {} retried, \
+                 answered by another region {} after the fault, edges' last request to {} at {}",
+                e.edges,
+                e.requests,
+                e.failed,
+                e.failed_after_fault,
+                e.retried,
+                seconds(e.client_shift_ms),
+                super::EAST,
+                e.last_sent_to_failed_region_ms
+                    .map_or("-".to_string(), |ms| format!("{:+.2} s", ms as f64 / 1000.0)),
+            );
+        }
         line
     }
 }
@@ -220,12 +240,21 @@ pub struct Summary {
     /// controller sees a healthy region; us-west-2 takes over when the lease runs out).
     pub runs_without_estimate: usize,
     pub east_acked_after_west_grant: u64,
+    /// Requests the clients behind the edges saw fail after the fault, over all runs.
+    pub edge_failed_after_fault: u64,
+    /// The client-visible traffic shift (fault → first answer from another region).
+    pub edge_client_shift_median_ms: Option<u64>,
+    pub edge_client_shift_max_ms: Option<u64>,
 }
 
 pub fn summarize(reports: &[RunReport]) -> Summary {
     let done: Vec<&RunReport> = reports.iter().filter(|r| r.error.is_none()).collect();
     let rto = stats(done.iter().map(|r| r.rto_ms()));
     let rpo = stats(done.iter().map(|r| Some(r.writes.missing_on_new_primary)));
+    let shift = stats(
+        done.iter()
+            .map(|r| r.edge.as_ref().and_then(|e| e.client_shift_ms)),
+    );
     let short: Vec<u64> = done
         .iter()
         .filter_map(|r| {
@@ -253,6 +282,13 @@ pub fn summarize(reports: &[RunReport]) -> Summary {
             .filter_map(|r| r.split_brain.as_ref())
             .map(|c| c.east_acked_after_west_grant)
             .sum(),
+        edge_failed_after_fault: done
+            .iter()
+            .filter_map(|r| r.edge.as_ref())
+            .map(|e| e.failed_after_fault)
+            .sum(),
+        edge_client_shift_median_ms: shift.map(|s| s.0),
+        edge_client_shift_max_ms: shift.map(|s| s.1),
     }
 }
 

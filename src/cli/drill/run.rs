@@ -42,6 +42,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::edges::{EdgeFigures, EdgeLoad};
 use super::link::Link;
 use super::partition::{self, Partition};
 use super::report::{self, Milestone, RunReport, SplitBrainCheck, WriteCounts};
@@ -61,6 +62,12 @@ pub const WEST: &str = "us-west-2";
 pub const OTHER: &str = "eu-central-1";
 const REGIONS: [&str; 3] = [EAST, WEST, OTHER];
 const VANTAGES: [&str; 3] = ["london", "tokyo", "sydney"];
+/// The edge routers' points of presence; clients send through them.
+const EDGES: [&str; 2] = ["pop-fra", "pop-iad"];
+pub const EDGE_COUNT: usize = EDGES.len();
+/// HTTP clients behind the edges, each sending a request every [`EDGE_CLIENT_PAUSE`].
+const EDGE_CLIENTS: usize = 8;
+const EDGE_CLIENT_PAUSE: Duration = Duration::from_millis(20);
 /// The leased resource: the name the agents hold and the writers' fenced writes use.
 pub const RESOURCE: &str = "db/primary";
 /// How often the drill looks at the world once the fault is in.
@@ -599,6 +606,22 @@ async fn drive(
         )?);
     }
 
+    let mut edge_tokens = Vec::new();
+    for name in EDGES {
+        let token = issue(
+            &tokens_file,
+            &TokenGrant {
+                identity: name.into(),
+                role: Role::Edge,
+                region: None,
+                vantage: None,
+            },
+        )?;
+        let path = dir.join(format!("{name}.token"));
+        crate::auth::issue::write_private(&path, token.as_bytes())?;
+        edge_tokens.push(path);
+    }
+
     // --- the arbiter: three nodes with the DR controller's defaults.
     let dr_config = dir.join("dr.toml");
     std::fs::write(
@@ -716,7 +739,10 @@ async fn drive(
     stage.link = Some(link);
 
     // --- gateways and agents, one of each per region, as processes of their own.
-    progress(setup_started, "starting gateways, db-agents and probes");
+    progress(
+        setup_started,
+        "starting gateways, db-agents, probes and edge routers",
+    );
     let mut gateways = BTreeMap::new();
     for region in REGIONS {
         let args = vec![
@@ -808,6 +834,59 @@ async fn drive(
         }));
         stage.probes.push(stop);
     }
+    // --- edge routers in front of the gateways, routing by the arbiter's table.
+    let mut edges = Vec::new();
+    for (name, token) in EDGES.iter().zip(&edge_tokens) {
+        let mut args = vec![
+            "edge".to_string(),
+            "--name".into(),
+            name.to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--endpoints".into(),
+            grpc.join(","),
+            "--report-endpoints".into(),
+            http.join(","),
+            "--ca".into(),
+            operator
+                .ca
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "--token-file".into(),
+            token.display().to_string(),
+            "--probe-interval-ms".into(),
+            "500".into(),
+            "--report-interval-ms".into(),
+            "500".into(),
+            "--response-timeout-ms".into(),
+            "2000".into(),
+        ];
+        for region in REGIONS {
+            args.push("--region-gateway".into());
+            args.push(format!("{region}=http://{}", gateways[region]));
+        }
+        let addr = start_child(stage, &options.binary, name, "edge", &args, None).await?;
+        let log = stage.dir.join(format!("edge-{name}.log"));
+        let admin = admin_addr(&log)?;
+        edges.push((addr.parse::<SocketAddr>()?, admin));
+    }
+    for (_, admin) in &edges {
+        until("the edges' first routing table", START_TIMEOUT, || async {
+            let url = format!("http://{admin}/readyz");
+            let r = crate::http_client::request("GET", &url, None, Duration::from_secs(2))
+                .await
+                .ok()?;
+            (r.status == 200).then_some(())
+        })
+        .await?;
+    }
+    let edge_load = EdgeLoad::start(
+        edges.iter().map(|(addr, _)| *addr).collect(),
+        EDGE_CLIENTS,
+        EDGE_CLIENT_PAUSE,
+    );
+
     let east_agent = agents[EAST].clone();
     let west_agent = agents[WEST].clone();
     until(
@@ -891,6 +970,7 @@ async fn drive(
 
     // --- the fault.
     let t0 = Instant::now();
+    let t0_wall_ms = wall_ms();
     let east_pid = stage.east_db.as_ref().and_then(PgServer::pid);
     match options.fault {
         Fault::Kill => {
@@ -1041,6 +1121,25 @@ async fn drive(
         tokio::time::sleep(POLL).await;
     }
     let rto_seen = milestones.contains_key("first-write");
+    let answers = edge_load.stop().await;
+    let mut last_sent: Option<i64> = None;
+    for (_, admin) in &edges {
+        let url = format!("http://{admin}/healthz");
+        if let Ok(r) = crate::http_client::request("GET", &url, None, Duration::from_secs(2)).await
+        {
+            let health: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            let sent = health["regions"].as_array().and_then(|rs| {
+                rs.iter()
+                    .find(|r| r["region"] == EAST)
+                    .and_then(|r| r["lastSentMs"].as_u64())
+            });
+            if let Some(sent) = sent.filter(|s| *s > 0) {
+                let rel = sent as i64 - t0_wall_ms as i64;
+                last_sent = Some(last_sent.map_or(rel, |l: i64| l.max(rel)));
+            }
+        }
+    }
+    let edge = EdgeFigures::from_answers(&answers, edges.len(), EAST, t0, last_sent);
     east_writer.stop.store(true, Ordering::Relaxed);
     west_writer.stop.store(true, Ordering::Relaxed);
     let east_acks = east_writer.acks();
@@ -1112,11 +1211,29 @@ async fn drive(
             .as_ref()
             .and_then(|e| e["eventStatus"].as_str().map(str::to_string)),
         split_brain,
+        edge: Some(edge),
         setup_seconds: t0.duration_since(setup_started).as_secs_f64(),
         wall_seconds: 0.0,
         files: None,
     };
     Ok(report)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The admin address an edge announced in its log (`admin on http://ADDR/healthz`).
+fn admin_addr(log: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.split("admin on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .filter(|addr| addr.parse::<SocketAddr>().is_ok())
+        .map(str::to_string)
+        .with_context(|| format!("{} announced no admin address", log.display()))
 }
 
 fn progress(since: Instant, what: &str) {
