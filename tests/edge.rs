@@ -423,10 +423,26 @@ async fn tenants_weights_headers_and_a_lost_arbiter() {
     .await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
 
+    tracing::info!("the leader dies: the watch follows the new leader and misses no change");
+    let leader = drill.cluster.leader(Duration::from_secs(10)).await;
+    drill.cluster.kill(leader.node_id);
+    let task = shift(&drill, "us-east-1", "us-west-2", 50.0, 1).await;
+    wait_weight(&edge, "us-west-2", 6_500).await;
+    let done = wait_task(
+        &drill,
+        task["taskTrackId"].as_str().expect("id"),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["dnsPropagationStatus"], "PROPAGATED", "{done}");
+    let after = send(&http, edge.addr, "GET", "/orders", &[]).await;
+    assert_eq!(after.status, 200);
+
     tracing::info!("every arbiter node down: the edge routes by its last table and says so");
     assert!(!edge.edge.routing_stale());
     let index = edge.edge.table().expect("table").applied_index;
-    for id in 1..=3 {
+    for id in (1..=3).filter(|id| *id != leader.node_id) {
         drill.cluster.kill(id);
     }
     let e = edge.edge.clone();

@@ -202,3 +202,29 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
     edge::run(edge, listener, tls, Some(admin), super::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_gateways_only_on_loopback() {
+        let ok = gateways(&[
+            "us-east-1=http://127.0.0.1:9001".into(),
+            "us-west-2=http://localhost:9002".into(),
+            "eu-central-1=https://gw.euc1.example:443".into(),
+            "ap-south-1=http://[::1]:9004".into(),
+        ])
+        .expect("accepted");
+        assert_eq!(ok.len(), 4);
+        for bad in [
+            "us-east-1=http://10.0.0.5:9001",
+            "us-east-1=http://gw.use1.example",
+            "us-east-1=ftp://127.0.0.1:21",
+            "us-east-1=http://127.0.0.1:9001/api",
+            "no-equals-sign",
+        ] {
+            assert!(gateways(&[bad.into()]).is_err(), "{bad} accepted");
+        }
+    }
+}
