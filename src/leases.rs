@@ -277,18 +277,20 @@ impl LeaseManager {
             }
             _ => {}
         }
-        if let (LeaseOutcome::AlreadyHeld { token, ttl_ms }, Some((resource, holder))) =
+        if let (LeaseOutcome::AlreadyHeld { token, .. }, Some((resource, holder))) =
             (&outcome, acquirer)
         {
             // A repeated acquire answers "yes, yours" and its holder counts a full TTL from
             // sending it, so it must renew like a keep-alive — and, like one, must not revive
-            // a lease whose deadline has passed (its `Expire` may be on its way).
-            if !self.renew_timer(&resource, *token, *ttl_ms) {
-                return Ok(LeaseOutcome::Refused(LeaseRefusal::Draining {
-                    holder,
+            // a lease whose deadline has passed (its `Expire` may be on its way) or that an
+            // entry applied since has ended.
+            return Ok(match self.renew_checked(&resource, &holder, *token) {
+                Ok(ttl_ms) => LeaseOutcome::AlreadyHeld {
                     token: *token,
-                }));
-            }
+                    ttl_ms,
+                },
+                Err(refusal) => LeaseOutcome::Refused(refusal),
+            });
         }
         Ok(outcome)
     }
@@ -319,53 +321,34 @@ impl LeaseManager {
     ) -> Result<Result<u64, LeaseRefusal>, ReadError> {
         #[cfg(not(feature = "mutant-no-quorum-keepalive"))]
         self.confirm_leadership().await?;
-        let ttl_ms = {
-            let state = self.inner.state.read();
-            match state
-                .machine
-                .leases
-                .check_keepalive(resource, holder, token)
-            {
-                Ok(ttl) => ttl,
-                Err(refusal) => return Ok(Err(refusal)),
-            }
-        };
-        if !self.renew_timer(resource, token, ttl_ms) {
-            return Ok(Err(LeaseRefusal::Draining {
-                holder: holder.clone(),
-                token,
-            }));
-        }
-        Ok(Ok(ttl_ms))
+        Ok(self.renew_checked(resource, holder, token))
     }
 
-    /// Extends the timer of `resource`'s lease `token` to now + `ttl_ms`, unless its deadline
-    /// has already passed on this leader: then returns false and changes nothing.
-    ///
-    /// Why a passed deadline stays passed: the expiry loop proposes `Expire` once the deadline
-    /// passes and the entry applies some time later. A renewal in between would answer "ok"
-    /// for a lease the table is about to free, and its holder would count a fresh TTL while
-    /// the next holder is granted. Refusing here makes "due" final for a token, so an `Expire`
-    /// in flight never races a renewal. Only timers built in this leadership are trusted;
-    /// before the first tick of a new term they are stale and `on_elected` replaces them.
-    fn renew_timer(&self, resource: &ResourceId, token: FencingToken, ttl_ms: u64) -> bool {
+    /// Checks that `holder` holds `resource` with `token` in the table and extends its timer,
+    /// both under the timers' lock (taken before the state's, as the expiry loop does): an
+    /// `Expire` or `Release` that applies between the check and the renewal would otherwise
+    /// let the renewal re-create the timer of a lease that is already free, and answer "ok"
+    /// for it. Returns the TTL granted.
+    fn renew_checked(
+        &self,
+        resource: &ResourceId,
+        holder: &HolderId,
+        token: FencingToken,
+    ) -> Result<u64, LeaseRefusal> {
         let now = self.mono_now();
         let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
-        if timers.leader_term.is_none() {
-            // Stale timers: `on_elected` soon gives every live lease a full TTL from a moment
-            // after this request arrived, which covers this renewal.
-            return true;
+        let state = self.inner.state.read();
+        let ttl_ms = state
+            .machine
+            .leases
+            .check_keepalive(resource, holder, token)?;
+        if !renew_timer(&mut timers, resource, token, ttl_ms, now) {
+            return Err(LeaseRefusal::Draining {
+                holder: holder.clone(),
+                token,
+            });
         }
-        match timers.timers.renew(resource, token, ttl_ms, now) {
-            TimerRenewal::Renewed => true,
-            TimerRenewal::Lapsed => false,
-            TimerRenewal::NoTimer => {
-                // The grant was applied without passing through this leader's `propose` (an
-                // earlier term's entry): start its timer now, which is also a full renewal.
-                timers.timers.start(resource, token, ttl_ms, now);
-                true
-            }
-        }
+        Ok(ttl_ms)
     }
 
     /// Waits for a quorum round that starts after this call (ReadIndex): afterwards this node
@@ -488,6 +471,40 @@ impl LeaseManager {
                 }
             });
             futures::future::join_all(proposals).await;
+        }
+    }
+}
+
+/// Extends the timer of `resource`'s lease `token` to `now` + `ttl_ms`, unless its deadline
+/// has already passed on this leader: then returns false and changes nothing.
+///
+/// Why a passed deadline stays passed: the expiry loop proposes `Expire` once the deadline
+/// passes and the entry applies some time later. A renewal in between would answer "ok" for a
+/// lease the table is about to free, and its holder would count a fresh TTL while the next
+/// holder is granted. Refusing here makes "due" final for a token, so an `Expire` in flight
+/// never races a renewal. Only timers built in this leadership are trusted; before the first
+/// tick of a new term they are stale and `on_elected` replaces them.
+fn renew_timer(
+    timers: &mut Timers,
+    resource: &ResourceId,
+    token: FencingToken,
+    ttl_ms: u64,
+    now: MonoMillis,
+) -> bool {
+    if timers.leader_term.is_none() {
+        // Stale timers: `on_elected` soon gives every live lease a full TTL from a moment
+        // after this request arrived, which covers this renewal.
+        return true;
+    }
+    match timers.timers.renew(resource, token, ttl_ms, now) {
+        TimerRenewal::Renewed => true,
+        TimerRenewal::Lapsed => false,
+        TimerRenewal::NoTimer => {
+            // The grant was applied without passing through this leader's `propose` (an
+            // earlier term's entry), and the table, read under the same lock, still holds it:
+            // start its timer now, which is also a full renewal.
+            timers.timers.start(resource, token, ttl_ms, now);
+            true
         }
     }
 }
