@@ -276,6 +276,8 @@ impl Edge {
         let now = Instant::now();
         {
             let mut seen = self.drains_seen.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget finished shifts: the set holds only what the table still lists.
+            seen.retain(|id| table.drains.iter().any(|d| &d.task_track_id == id));
             for drain in &table.drains {
                 if table.weight_of(&drain.source) != Some(0)
                     || !seen.insert(drain.task_track_id.clone())
