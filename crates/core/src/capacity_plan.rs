@@ -256,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn all_but_one_percent_have_moved_after_ttl_times_ln_100() {
+        // e^(−t/TTL) = 1/100 at t = TTL · ln 100: 276.3 s for the seed's 60 s TTL.
+        let dns = dns_cached(SEED_USERS, SEED_DNS_TTL_S, SEED_AT_S);
+        assert!((dns.all_but_one_percent_after_s - 276.310_211_159_285_5).abs() < 1e-9);
+        // The same instant read off the cached-client curve: still above 1 % a second
+        // before it, below 1 % a second after.
+        let one_percent = SEED_USERS / 100;
+        assert!(dns_cached(SEED_USERS, SEED_DNS_TTL_S, 276).users > one_percent);
+        assert!(dns_cached(SEED_USERS, SEED_DNS_TTL_S, 277).users < one_percent);
+    }
+
+    #[test]
     fn edge_inputs_neither_panic_nor_wrap() {
         assert_eq!(dns_cached(10, 0, 5).users, 0);
         assert_eq!(dns_cached(1_000, 60, 0).users, 1_000);

@@ -99,6 +99,18 @@ mod tests {
     use crate::types::FencingToken;
 
     #[test]
+    fn a_move_reason_reads_as_the_operator_sees_it_in_the_log() {
+        let preferred = MoveReason::PreferredRegion {
+            region: "us-east-1".into(),
+        };
+        let operator = MoveReason::Operator {
+            identity: "alice".into(),
+        };
+        assert_eq!(preferred.to_string(), "preferred region us-east-1");
+        assert_eq!(operator.to_string(), "requested by alice");
+    }
+
+    #[test]
     fn moves_are_counted_and_the_last_one_kept() {
         let mut placement = LeaderPlacement::default();
         assert_eq!(placement.moves(), 0);

@@ -200,6 +200,7 @@ impl TrafficState {
 mod tests {
     use super::*;
     use crate::types::FencingToken;
+    use std::collections::BTreeSet;
 
     fn ctx(i: u64) -> ApplyCtx {
         ApplyCtx {
@@ -264,6 +265,38 @@ mod tests {
             TrafficOutcome::Refused(TrafficRefusal::AlreadyFinished { .. })
         ));
         assert_eq!(state.in_progress().count(), 0);
+    }
+
+    #[test]
+    fn a_finished_task_stays_readable_by_id_and_in_the_task_list() {
+        // The status endpoint, and a new leader looking for a failover's task, read tasks back
+        // after their driver has reported.
+        let mut state = seeded();
+        let mut start = |i| match state.apply(&TrafficCommand::Shift(request(5_000)), &ctx(i)) {
+            TrafficOutcome::Started(task) => task.task_track_id,
+            other => panic!("shift refused: {other:?}"),
+        };
+        let (failed, open) = (start(2), start(3));
+        let finish = TrafficCommand::Finish {
+            task_track_id: failed.clone(),
+            succeeded: false,
+            detail: "edge unreachable".into(),
+        };
+        assert!(matches!(
+            state.apply(&finish, &ctx(4)),
+            TrafficOutcome::Finished(_)
+        ));
+
+        let done = state.task(&failed).expect("the finished task");
+        assert_eq!(
+            (done.status, done.detail.as_str()),
+            (TaskStatus::Failed, "edge unreachable")
+        );
+        let pending = state.task(&open).map(|t| t.status);
+        assert_eq!(pending, Some(TaskStatus::InProgress));
+        assert!(state.task("dr_shift_9000").is_none());
+        let listed: BTreeSet<&str> = state.tasks().map(|t| t.task_track_id.as_str()).collect();
+        assert_eq!(listed, BTreeSet::from([failed.as_str(), open.as_str()]));
     }
 
     #[test]

@@ -74,6 +74,23 @@ fn or_set_readd_after_sync_keeps_a_single_dot() {
 }
 
 #[test]
+fn or_set_reports_exactly_the_elements_present() {
+    let mut s = OrSet::new();
+    assert!(s.is_empty());
+    for elem in ["coat", "boots", "hat"] {
+        s.add(A, elem);
+    }
+    assert!(s.remove(&"boots"));
+
+    assert!(s.contains(&"coat"));
+    assert!(!s.contains(&"boots"), "a removed element is absent");
+    assert!(!s.contains(&"scarf"), "a never-added element is absent");
+    assert_eq!(s.iter().collect::<Vec<_>>(), vec![&"coat", &"hat"]);
+    assert_eq!(s.len(), 2);
+    assert!(!s.is_empty());
+}
+
+#[test]
 fn lww_map_tombstone_beats_an_older_insert_that_arrives_later() {
     let mut a = LwwMap::new();
     let mut b = LwwMap::new();
@@ -111,6 +128,21 @@ fn lww_map_ignores_an_older_write_to_a_key() {
 }
 
 #[test]
+fn lww_map_counts_live_entries_and_not_tombstones() {
+    let mut m = LwwMap::new();
+    m.insert("a", 1u8, ts(10, 0, A));
+    m.insert("b", 2, ts(11, 0, A));
+    m.insert("c", 3, ts(12, 0, A));
+    m.remove("b", ts(13, 0, A));
+    // A tombstone for a key this replica never saw inserted is kept, and is no entry either.
+    m.remove("d", ts(14, 0, A));
+
+    assert_eq!(m.len(), 2);
+    assert!(!m.is_empty());
+    assert_eq!(m.iter().collect::<Vec<_>>(), vec![(&"a", &1), (&"c", &3)]);
+}
+
+#[test]
 fn lww_register_tie_on_physical_time_is_broken_by_logical_then_node() {
     let mut r = LwwRegister::new();
     r.set("x", ts(10, 1, A));
@@ -137,6 +169,18 @@ fn lww_register_identical_stamps_are_decided_by_value_in_every_order() {
     sync(&mut a, &mut b);
     assert_eq!(a, b);
     assert_eq!(a.get(), Some(&"pear"));
+}
+
+#[test]
+fn lww_register_a_redelivered_write_is_not_applied_again() {
+    // Replication may deliver the same stamped write twice. The copy ties the current write
+    // exactly (same stamp, same value), so it does not beat it: nothing changes and `set`
+    // reports that nothing did.
+    let mut r = LwwRegister::new();
+    assert!(r.set("x", ts(10, 0, A)));
+    let before = r.clone();
+    assert!(!r.set("x", ts(10, 0, A)));
+    assert_eq!(r, before);
 }
 
 #[test]

@@ -116,6 +116,54 @@ fn physical_time_beyond_48_bits_is_refused() {
 }
 
 #[test]
+fn the_48_bit_physical_range_ends_exactly_at_two_to_the_48_minus_one() {
+    // The largest 48-bit time is accepted everywhere and survives the encoding; the next
+    // millisecond, 2^48, would wrap to 0 in the 6-byte field and is refused everywhere.
+    let last_fitting = (1u64 << 48) - 1;
+    assert_eq!(HlcTimestamp::MAX_PHYSICAL_MS, last_fitting);
+    let top = HlcTimestamp::new(last_fitting, 0, 1).expect("2^48 - 1 fits");
+    assert_eq!(HlcTimestamp::decode(&top.encode()), Ok(top));
+    assert_eq!(top.encode()[..6], [0xff; 6]);
+    assert!(HlcTimestamp::new(1 << 48, 0, 1).is_err());
+
+    // A wall clock reading exactly the last representable millisecond is still a valid time.
+    let mut clock = HybridClock::new(1, MAX_DRIFT_MS);
+    assert_eq!(clock.now(WallMillis(last_fitting)), Ok(top));
+    let mut other = HybridClock::new(2, MAX_DRIFT_MS);
+    assert_eq!(
+        other.update(top, WallMillis(last_fitting)),
+        Ok(ts(last_fitting, 1, 2))
+    );
+    assert!(clock.now(WallMillis(1 << 48)).is_err());
+}
+
+#[test]
+fn events_within_one_millisecond_are_numbered_by_the_logical_counter() {
+    let mut clock = HybridClock::new(7, MAX_DRIFT_MS);
+    let stamps: Vec<HlcTimestamp> = (0..3)
+        .map(|_| clock.now(WallMillis(2_000)).unwrap())
+        .collect();
+    let fields: Vec<(u64, u16, u64)> = stamps
+        .iter()
+        .map(|t| (t.physical_ms(), t.logical(), t.node()))
+        .collect();
+    assert_eq!(fields, [(2_000, 0, 7), (2_000, 1, 7), (2_000, 2, 7)]);
+}
+
+#[test]
+fn a_clock_reports_the_node_and_drift_bound_it_was_built_with() {
+    let mut clock = HybridClock::new(7, MAX_DRIFT_MS);
+    assert_eq!((clock.node(), clock.max_drift_ms()), (7, MAX_DRIFT_MS));
+    // The node it reports is the one stamped on its timestamps.
+    assert_eq!(clock.now(WallMillis(1)).unwrap().node(), clock.node());
+}
+
+#[test]
+fn a_timestamp_displays_as_physical_dot_logical_at_node() {
+    assert_eq!(ts(1_700_000_000_300, 2, 7).to_string(), "1700000000300.2@7");
+}
+
+#[test]
 fn decode_rejects_wrong_lengths() {
     let bytes = ts(1, 2, 3).encode();
     for len in [0, 15, 17] {

@@ -34,7 +34,8 @@ impl<T: Ord + Clone> LwwRegister<T> {
 
     /// Writes `value` stamped `at` (from [`HybridClock::now`](crate::hlc::HybridClock::now)).
     /// Returns whether it became the current value; a write older than the current one is
-    /// ignored, exactly as if it had arrived first and been overwritten.
+    /// ignored, exactly as if it had arrived first and been overwritten, and a second delivery
+    /// of the current write changes nothing.
     pub fn set(&mut self, value: T, at: HlcTimestamp) -> bool {
         if self.beaten_by(at, &value) {
             self.current = Some(Write { at, value });
