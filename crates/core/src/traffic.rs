@@ -125,14 +125,16 @@ impl TrafficState {
 
     /// Every task, oldest first.
     pub fn tasks(&self) -> impl Iterator<Item = &TrafficTask> {
-        self.tasks.values()
+        // Keyed by id, whose hex digits do not sort as numbers (`dr_shift_10000` before
+        // `dr_shift_2000`): order by the minting log position instead.
+        let mut tasks: Vec<&TrafficTask> = self.tasks.values().collect();
+        tasks.sort_by_key(|t| task_token(&t.task_track_id));
+        tasks.into_iter()
     }
 
     /// Tasks still waiting for their driver, oldest first.
     pub fn in_progress(&self) -> impl Iterator<Item = &TrafficTask> {
-        self.tasks
-            .values()
-            .filter(|t| t.status == TaskStatus::InProgress)
+        self.tasks().filter(|t| t.status == TaskStatus::InProgress)
     }
 
     pub fn apply(&mut self, cmd: &TrafficCommand, ctx: &ApplyCtx) -> TrafficOutcome {
@@ -230,6 +232,24 @@ mod tests {
             TrafficOutcome::WeightsSet
         );
         state
+    }
+
+    #[test]
+    fn tasks_are_listed_oldest_first_by_log_position() {
+        let mut state = seeded();
+        // Log indexes 2 and 16: ids dr_shift_2000 and dr_shift_10000, which sort the other
+        // way round as strings.
+        for i in [2, 16] {
+            let outcome = state.apply(&TrafficCommand::Shift(request(1_000)), &ctx(i));
+            assert!(matches!(outcome, TrafficOutcome::Started(_)), "{outcome:?}");
+        }
+        let ids: Vec<&str> = state.tasks().map(|t| t.task_track_id.as_str()).collect();
+        assert_eq!(ids, ["dr_shift_2000", "dr_shift_10000"]);
+        let ids: Vec<&str> = state
+            .in_progress()
+            .map(|t| t.task_track_id.as_str())
+            .collect();
+        assert_eq!(ids, ["dr_shift_2000", "dr_shift_10000"]);
     }
 
     #[test]
