@@ -145,6 +145,32 @@ async fn metrics_pass_promtool_and_need_credentials() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // A keep-alive sent to a follower is refused (503) and counted there by why.
+    let follower = cluster
+        .running()
+        .find(|n| n.ready.node_id != leader.node_id)
+        .expect("a follower")
+        .ready
+        .http_addr
+        .clone();
+    let (status, body) = post(
+        &follower,
+        "/v1/leases/db%2Fops-metrics/keepalive",
+        serde_json::json!({"holder": "ops-test", "token": token["token"]}),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    let (status, follower_text) = get(&follower, Some(&operator_token()), "/metrics").await;
+    assert_eq!(status, 200, "{follower_text}");
+    assert_eq!(
+        labelled(
+            &follower_text,
+            "arbiter_lease_requests_total",
+            &[("operation", "keep_alive"), ("result", "not_leader")]
+        ),
+        Some(1.0),
+        "{follower_text}"
+    );
     for (vantage, ok) in [("london", false), ("tokyo", true)] {
         let (status, body) = post(
             api,
