@@ -218,6 +218,17 @@ async fn wait_regions(drill: &Drill) {
     }
 }
 
+/// Application requests received by every gateway together.
+async fn received_total(drill: &Drill) -> u64 {
+    let mut n = 0;
+    for r in REGIONS3 {
+        n += drill.gateway_stats(r).await["received"]
+            .as_u64()
+            .unwrap_or(0);
+    }
+    n
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -329,15 +340,7 @@ async fn tenants_weights_headers_and_a_lost_arbiter() {
     }
 
     tracing::info!("bad input is refused at the edge and never forwarded");
-    let received_before: u64 = {
-        let mut n = 0;
-        for r in REGIONS3 {
-            n += drill.gateway_stats(r).await["received"]
-                .as_u64()
-                .unwrap_or(0);
-        }
-        n
-    };
+    let received_before = received_total(&drill).await;
     let huge = "x".repeat(20_000);
     for (what, headers, path) in [
         (
@@ -371,15 +374,7 @@ async fn tenants_weights_headers_and_a_lost_arbiter() {
         send(&http, edge.addr, "GET", "/orders", &many).await.status,
         400
     );
-    let received_after: u64 = {
-        let mut n = 0;
-        for r in REGIONS3 {
-            n += drill.gateway_stats(r).await["received"]
-                .as_u64()
-                .unwrap_or(0);
-        }
-        n
-    };
+    let received_after = received_total(&drill).await;
     assert_eq!(
         received_after, received_before,
         "a refused request reached a gateway"

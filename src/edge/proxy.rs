@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -363,7 +363,9 @@ async fn send(
     let guard = InFlight(upstream.clone());
     let number = upstream.sequence.fetch_add(1, Ordering::SeqCst) + 1;
     upstream.sent_total.fetch_add(1, Ordering::Relaxed);
-    upstream.last_sent_ms.store(wall_ms(), Ordering::Relaxed);
+    upstream
+        .last_sent_ms
+        .store(crate::proposer::wall_now().0, Ordering::Relaxed);
     let mut cut = upstream.cut.subscribe();
     let cut = async move {
         loop {
@@ -413,12 +415,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Too many or too large headers are refused here (400), before anything is forwarded.

@@ -755,6 +755,11 @@ async fn drive(
         let addr = start_child(stage, &options.binary, region, "gateway", &args, None).await?;
         gateways.insert(region, addr);
     }
+    let ca_arg = operator
+        .ca
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let agent_http = HttpClient::new(None, Some(&webhook_token));
     let mut agents = BTreeMap::new();
     for (region, dsn) in [(EAST, &east_dsn), (WEST, &west_dsn)] {
@@ -777,11 +782,7 @@ async fn drive(
             "--http-endpoints".into(),
             http.join(","),
             "--ca".into(),
-            operator
-                .ca
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            ca_arg.clone(),
             "--token-file".into(),
             agent_tokens[region].display().to_string(),
         ];
@@ -848,11 +849,7 @@ async fn drive(
             "--report-endpoints".into(),
             http.join(","),
             "--ca".into(),
-            operator
-                .ca
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            ca_arg.clone(),
             "--token-file".into(),
             token.display().to_string(),
             "--probe-interval-ms".into(),
@@ -970,7 +967,7 @@ async fn drive(
 
     // --- the fault.
     let t0 = Instant::now();
-    let t0_wall_ms = wall_ms();
+    let t0_wall_ms = crate::proposer::wall_now().0;
     let east_pid = stage.east_db.as_ref().and_then(PgServer::pid);
     match options.fault {
         Fault::Kill => {
@@ -1217,12 +1214,6 @@ async fn drive(
         files: None,
     };
     Ok(report)
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The admin address an edge announced in its log (`admin on http://ADDR/healthz`).
