@@ -706,7 +706,7 @@ async fn an_outage_stops_traffic_to_the_failed_region_and_safe_requests_are_retr
     tracing::info!("a gateway that refuses connections: any method is retried elsewhere");
     drill.set_gateway("us-east-1", true).await;
     let mut drill = drill;
-    drill.stop_gateway("us-west-2");
+    drill.stop_gateway("us-west-2").await;
     // us-west-2 now holds the traffic; its gateway refuses connections.
     let post = send(&http, edge.addr, "POST", "/orders", &[]).await;
     assert_eq!(post.status, 200, "{}", post.body);

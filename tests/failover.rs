@@ -86,7 +86,7 @@ async fn regional_outage_is_fenced_shifted_scaled_and_completed() {
     );
 
     tracing::info!("phase: us-east-1's gateway goes dark");
-    drill.stop_gateway("us-east-1");
+    drill.stop_gateway("us-east-1").await;
     let outage_at = Instant::now();
     wait_for_event(&drill, "us-east-1", Duration::from_secs(15)).await;
     let detected = outage_at.elapsed();
@@ -157,7 +157,7 @@ async fn a_new_leader_finishes_a_failover_each_step_once() {
     // A slow compute driver holds the failover in SCALE_STANDBY long enough to kill the leader.
     let mut drill = start(2.0).await;
     seed_tenants(&drill).await;
-    drill.stop_gateway("us-east-1");
+    drill.stop_gateway("us-east-1").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(event) = drill.latest_event("us-east-1").await {

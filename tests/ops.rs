@@ -315,6 +315,99 @@ async fn readiness_turns_503_without_quorum_and_back() {
     .await;
 }
 
+/// The leader proposes exactly one `Expire` per lapsed lease and none for a released one: its
+/// timer for a lease stops when the lease's `Expire` or `Release` applies, so nothing fires
+/// again for a lease that is already free. A timer left running would re-propose `Expire` at
+/// the next tick (50 ms here) until the next full reconcile (every second), and each such
+/// proposal is refused by the table and counted by its refusal kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_lapsed_lease_is_expired_once_and_a_released_one_never() {
+    init_tracing();
+    let cluster = TestCluster::start(3, &[]).await;
+    let leader = cluster.leader(WAIT).await;
+    let api = leader.http_addr.as_str();
+    // The shortest TTL the LAN profile allows (1.5 × the 350 ms election timeout), so a stale
+    // timer reaches its deadline before a reconcile is likely to drop it.
+    const TTL_MS: u64 = 525;
+    const ROUNDS: usize = 8;
+    for round in 0..ROUNDS {
+        let lapsing = format!("/v1/leases/db%2Flapse-{round}");
+        let released = format!("/v1/leases/db%2Frelease-{round}");
+        let mut tokens = Vec::new();
+        for path in [&lapsing, &released] {
+            let (status, body) = post(
+                api,
+                &format!("{path}/acquire"),
+                serde_json::json!({"holder": "ops-test", "ttlMs": TTL_MS}),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let grant: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            tokens.push(grant["token"].clone());
+        }
+        let (status, body) = post(
+            api,
+            &format!("{released}/release"),
+            serde_json::json!({"holder": "ops-test", "token": tokens[1]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        // The released lease's deadline passes with the lapsing one's: by the time the table
+        // frees the lapsing lease, a timer still kept for the released one has fired too.
+        eventually("the lapsing lease to be expired", WAIT, || {
+            let lapsing = lapsing.clone();
+            async move {
+                let (status, body) = get(api, Some(&operator_token()), &lapsing).await;
+                (status == 200 && body.contains("\"FREE\"")).then_some(())
+            }
+        })
+        .await;
+    }
+    assert_eq!(
+        cluster.leader(WAIT).await.node_id,
+        leader.node_id,
+        "one leader counted every proposal"
+    );
+    let (status, text) = get(api, Some(&operator_token()), "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    let expires: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("arbiter_lease_requests_total{") && l.contains("operation=\"expire\"")
+        })
+        .collect();
+    assert_eq!(
+        labelled(
+            &text,
+            "arbiter_lease_requests_total",
+            &[("operation", "expire"), ("result", "expired")]
+        ),
+        Some(ROUNDS as f64),
+        "one Expire applied per lapsed lease: {expires:?}"
+    );
+    let refused: Vec<&&str> = expires
+        .iter()
+        .filter(|l| !l.contains("result=\"expired\""))
+        // Not decided (a timeout, a lost leadership) is not a refusal by the table.
+        .filter(|l| {
+            ![
+                "timeout",
+                "not_leader",
+                "overloaded",
+                "shutting_down",
+                "error",
+            ]
+            .iter()
+            .any(|e| l.contains(&format!("result=\"{e}\"")))
+        })
+        .filter(|l| !l.ends_with(" 0"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "an Expire proposed for a lease that was already free: {refused:?}"
+    );
+}
+
 /// `promtool` with `args`, run in `dir`; (passed, what it said).
 fn promtool(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new("promtool")

@@ -130,7 +130,7 @@ async fn leadership_moves_to_eu_central_1_and_a_us_east_1_outage_fails_over_with
 
     // us-east-1 goes dark: its node is killed and its gateway stops answering.
     drill.cluster.kill(1);
-    drill.stop_gateway("us-east-1");
+    drill.stop_gateway("us-east-1").await;
     let event = wait_completed(&drill, "us-east-1", Duration::from_secs(60)).await;
     assert_eq!(event["destinationRegion"], "us-west-2", "{event}");
     for id in [2, 3] {

@@ -11,9 +11,18 @@ use super::{init_tracing, TestCluster};
 
 pub const REGIONS3: [&str; 3] = ["us-east-1", "us-west-2", "eu-central-1"];
 
+/// A stand-in regional gateway served on the test's runtime.
+struct Gateway {
+    region: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Its health-check URL.
+    url: String,
+}
+
 pub struct Drill {
     pub cluster: TestCluster,
-    gateways: Vec<(String, Option<oneshot::Sender<()>>, String)>,
+    gateways: Vec<Gateway>,
     agents: Vec<oneshot::Sender<()>>,
     /// Where the drill's exec drivers write (under `files`).
     pub driver_log: std::path::PathBuf,
@@ -60,10 +69,15 @@ impl Drill {
                 listener.local_addr().expect("addr")
             );
             let (stop, stopped) = oneshot::channel::<()>();
-            tokio::spawn(arbiter::gateway::serve(region.into(), listener, async {
+            let task = tokio::spawn(arbiter::gateway::serve(region.into(), listener, async {
                 let _ = stopped.await;
             }));
-            gateways.push((region.to_string(), Some(stop), url));
+            gateways.push(Gateway {
+                region: region.to_string(),
+                stop: Some(stop),
+                task: Some(task),
+                url,
+            });
         }
         let arbiters: Vec<String> = cluster
             .running()
@@ -76,7 +90,7 @@ impl Drill {
                 vantage: vantage.into(),
                 targets: gateways
                     .iter()
-                    .map(|(r, _, u)| (r.clone(), u.clone()))
+                    .map(|g| (g.region.clone(), g.url.clone()))
                     .collect(),
                 arbiters: arbiters.clone(),
                 arbiter_http: super::http(),
@@ -132,26 +146,44 @@ impl Drill {
         }
     }
 
-    pub fn stop_gateway(&mut self, region: &str) {
-        let gateway = self
-            .gateways
-            .iter_mut()
-            .find(|g| g.0 == region)
-            .expect("gateway");
-        if let Some(stop) = gateway.1.take() {
+    /// Stops `region`'s gateway and returns once it has closed its listener and every
+    /// connection, so a client's pooled keep-alive connection has seen the close before the
+    /// caller's next request (otherwise a request written on it races the close).
+    pub async fn stop_gateway(&mut self, region: &str) {
+        let gateway = self.gateway_mut(region);
+        if let Some(stop) = gateway.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(task) = gateway.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the gateway closes its connections within 10 s")
+                .expect("gateway task")
+                .expect("gateway serve");
+        }
+    }
+
+    fn gateway(&self, region: &str) -> &Gateway {
+        self.gateways
+            .iter()
+            .find(|g| g.region == region)
+            .expect("gateway")
+    }
+
+    fn gateway_mut(&mut self, region: &str) -> &mut Gateway {
+        self.gateways
+            .iter_mut()
+            .find(|g| g.region == region)
+            .expect("gateway")
     }
 
     /// Turns `region`'s gateway healthy, or DOWN (it answers 503), through its own
     /// `POST /v1/gateway/state`.
     pub async fn set_gateway(&self, region: &str, healthy: bool) {
-        let (_, _, url) = self
-            .gateways
-            .iter()
-            .find(|g| g.0 == region)
-            .expect("gateway");
-        let url = url.replace("/v1/health/check", "/v1/gateway/state");
+        let url = self
+            .gateway(region)
+            .url
+            .replace("/v1/health/check", "/v1/gateway/state");
         let body = json!({"status": if healthy { "HEALTHY" } else { "DOWN" }}).to_string();
         let response = arbiter::http_client::HttpClient::plain()
             .request("POST", &url, Some(body.as_bytes()), Duration::from_secs(5))
@@ -166,12 +198,10 @@ impl Drill {
 
     /// `region`'s gateway base URL (`http://127.0.0.1:port`).
     pub fn gateway_base(&self, region: &str) -> String {
-        let (_, _, url) = self
-            .gateways
-            .iter()
-            .find(|g| g.0 == region)
-            .expect("gateway");
-        url.trim_end_matches("/v1/health/check").to_string()
+        self.gateway(region)
+            .url
+            .trim_end_matches("/v1/health/check")
+            .to_string()
     }
 
     /// Makes every application request at `region`'s gateway wait `delay_ms` (a hung region).
@@ -234,7 +264,7 @@ impl Drop for Drill {
             let _ = stop.send(());
         }
         for g in &mut self.gateways {
-            if let Some(stop) = g.1.take() {
+            if let Some(stop) = g.stop.take() {
                 let _ = stop.send(());
             }
         }
