@@ -22,7 +22,7 @@ async fn main() {
         "false alarm before the outage"
     );
 
-    drill.stop_gateway("us-east-1");
+    drill.stop_gateway("us-east-1").await;
     let outage = Instant::now();
     wait_for_event(&drill, "us-east-1", Duration::from_secs(60)).await;
     let detected = outage.elapsed();

@@ -573,3 +573,98 @@ async fn cli_refuses_a_second_holder_by_name_and_grants_it_after_release() {
     assert_eq!(code, 4, "a revoked lease cannot be renewed: {err}");
     assert!(err.contains("not current"), "{err}");
 }
+
+/// `keep_alive_streamed` against real nodes: many leases renewed at once over the client's
+/// one stream, a wrong token refused by kind, and after the leader is killed the stream is
+/// dropped and renewals reach the new leader, which re-timed the lease with a full TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_keep_alives_renew_many_leases_and_follow_a_new_leader() {
+    init_tracing();
+    let mut cluster = TestCluster::start(3, &[]).await;
+    let client = client(cluster.endpoints()).await;
+    let ttl = Duration::from_secs(5);
+    let mut grants = Vec::new();
+    for i in 0..16 {
+        let spec = LeaseSpec::new(format!("db/streamed-{i}"), format!("proxy-{i}"), ttl);
+        grants.push(
+            client
+                .acquire(&spec)
+                .await
+                .expect("reachable")
+                .expect("free"),
+        );
+    }
+
+    tracing::info!("phase: 16 leases x 4 renewals at once on one stream");
+    let batch = Instant::now();
+    let renewals = futures::future::join_all(grants.iter().cycle().take(64).map(|grant| {
+        let client = client.clone();
+        async move {
+            let before = Instant::now();
+            let renewal = client
+                .keep_alive_streamed(&grant.resource, &grant.holder, grant.token)
+                .await;
+            (before, renewal)
+        }
+    }))
+    .await;
+    // A renewal falls back to the unary call only after the stream failed it or stayed
+    // silent for the attempt timeout (1 s here): finishing sooner means the stream answered
+    // each one by its request id.
+    assert!(
+        batch.elapsed() < client.options().attempt_timeout,
+        "the stream answered: {:?}",
+        batch.elapsed()
+    );
+    for (before, renewal) in renewals {
+        let renewal = renewal.expect("reachable").expect("renewed");
+        assert_eq!(renewal.ttl, ttl);
+        assert!(
+            renewal.sent_at >= before,
+            "sent_at is the send, not earlier"
+        );
+    }
+
+    tracing::info!("phase: a token that is not the lease's is refused by kind");
+    let grant = &grants[0];
+    let wrong = FencingToken(grant.token.0 + 1);
+    let refusal = client
+        .keep_alive_streamed(&grant.resource, &grant.holder, wrong)
+        .await
+        .expect("reachable")
+        .expect_err("refused");
+    assert!(
+        matches!(refusal, Refusal::StaleToken { presented, .. } if presented == wrong),
+        "{refusal:?}"
+    );
+
+    tracing::info!("phase: the leader dies; renewals find the new one");
+    let old = cluster.leader(Duration::from_secs(10)).await;
+    cluster.kill(old.node_id);
+    let renewed = eventually(
+        "a streamed renewal at the new leader",
+        Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            let grant = grant.clone();
+            async move {
+                client
+                    .keep_alive_streamed(&grant.resource, &grant.holder, grant.token)
+                    .await
+                    .ok()?
+                    .ok()
+            }
+        },
+    )
+    .await;
+    assert_eq!(renewed.ttl, ttl);
+    let new = cluster.leader(Duration::from_secs(10)).await;
+    assert_ne!(new.node_id, old.node_id);
+    let new_addr = &cluster.endpoints()[TestCluster::index(new.node_id)];
+    let port = new_addr.rsplit_once(':').expect("host:port").1;
+    assert!(
+        client.leader_guess().ends_with(&format!(":{port}")),
+        "the client now streams to the new leader {new_addr}, not {}",
+        client.leader_guess()
+    );
+}

@@ -64,6 +64,8 @@ pub mod recorder;
 pub mod report;
 pub mod run_dir;
 pub mod runner;
+#[cfg(feature = "etcd")]
+pub mod vs_etcd;
 pub mod workload;
 
 #[cfg(test)]

@@ -48,6 +48,51 @@ enum Command {
     /// Benchmark: us-east-1 outage → failover COMPLETED over the WAN triangle, with the leader
     /// placed in us-east-1 vs in eu-central-1 (arms alternate; prints medians).
     PlacementBench(PlacementBenchArgs),
+    /// Benchmark: arbiter and etcd side by side on loopback (keep-alive, grant, guarded
+    /// write, leader failover after kill -9), alternating, with a ratio table. Needs the
+    /// `etcd` feature and an etcd binary (`scripts/vs_etcd.sh` does both).
+    #[cfg(feature = "etcd")]
+    VsEtcd(VsEtcdArgs),
+}
+
+#[cfg(feature = "etcd")]
+#[derive(Args)]
+struct VsEtcdArgs {
+    /// Repetitions (each starts a fresh cluster of each system).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Seconds per phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent clients, each one request at a time, over one connection to the leader.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Upper bound on the operations of one phase.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_ops: u64,
+    /// Bytes of each guarded write's value.
+    #[arg(long, default_value_t = 1_000)]
+    value_bytes: usize,
+    /// Leader kills per system (each on a fresh cluster).
+    #[arg(long, default_value_t = 5)]
+    failovers: usize,
+    /// The `arbiter` binary (default: next to this executable).
+    #[arg(long)]
+    arbiter_bin: Option<PathBuf>,
+    /// The `etcd` binary.
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: PathBuf,
+    /// Run only these systems (e.g. `--systems arbiter` to profile it alone).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "arbiter,etcd"
+    )]
+    systems: Vec<arbiter_jepsen::vs_etcd::System>,
+    /// Where the clusters keep their data while they run (removed after each).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -172,6 +217,8 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Run(args)) => run(&args),
         Some(Command::PlacementBench(args)) => placement_bench(&args).map(|()| Verdict::Valid),
+        #[cfg(feature = "etcd")]
+        Some(Command::VsEtcd(args)) => vs_etcd(&args).map(|()| Verdict::Valid),
         None => run(&cli.run),
     };
     match outcome {
@@ -289,6 +336,63 @@ fn run(args: &RunArgs) -> anyhow::Result<Verdict> {
     }
     print_files(&outcome.files);
     Ok(outcome.results.verdict)
+}
+
+#[cfg(feature = "etcd")]
+fn vs_etcd(args: &VsEtcdArgs) -> anyhow::Result<()> {
+    use arbiter_jepsen::vs_etcd::{self, VsConfig};
+    let dir = match &args.out {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("arbiter-vs-etcd-{}", std::process::id())),
+    };
+    let config = VsConfig {
+        binary: run_dir::locate_arbiter(args.arbiter_bin.as_deref()).map_err(anyhow::Error::msg)?,
+        etcd: args.etcd_bin.clone(),
+        dir: dir.clone(),
+        reps: args.reps.max(1),
+        phase: std::time::Duration::from_secs(args.seconds.max(1)),
+        clients: args.clients.max(1),
+        max_ops: args.max_ops,
+        value_bytes: args.value_bytes,
+        failovers: args.failovers,
+        systems: args.systems.clone(),
+    };
+    let etcd_version = std::process::Command::new(&config.etcd)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| {
+            let line = v.lines().next()?;
+            Some(format!("etcd {}", line.strip_prefix("etcd Version: ")?))
+        })
+        .ok_or_else(|| anyhow::anyhow!("cannot run {} --version", config.etcd.display()))?;
+    eprintln!(
+        "vs-etcd: {} reps x {} s per phase, {} clients over one connection to the leader, \
+         {} B values, {} leader kills per system; {etcd_version}; data under {}",
+        config.reps,
+        args.seconds,
+        config.clients,
+        config.value_bytes,
+        config.failovers,
+        dir.display()
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let results = runtime.block_on(async {
+        tokio::select! {
+            results = vs_etcd::run(&config) => Some(results),
+            () = interrupted() => None,
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let results = results.ok_or_else(|| anyhow::anyhow!("interrupted"))??;
+    println!(
+        "\narbiter vs {etcd_version}: medians of {} reps, {} clients, {} s phases; above 1× = \
+         arbiter better",
+        config.reps, config.clients, args.seconds
+    );
+    print!("{}", results.table());
+    Ok(())
 }
 
 fn placement_bench(args: &PlacementBenchArgs) -> anyhow::Result<()> {

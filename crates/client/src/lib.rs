@@ -12,6 +12,8 @@
 //!   `ReplicationCoordinator` under [`proto::replication`].
 //! - [`client`]: [`ArbiterClient`] — one cached channel per node, follows the leader, retries
 //!   only what is safe to retry, with backoff and a deadline; [`ClientOptions`].
+//!   `keep_alive_streamed` renews over one `KeepAliveStream` per client (and its clones),
+//!   many leases at once, falling back to the unary call whenever the stream cannot answer.
 //! - [`credentials`]: [`ClientTls`] (CA, client certificate) and [`BearerToken`], attached to
 //!   every channel the SDK makes ([`channel`] for services the client does not wrap).
 //! - [`error`]: [`ClientError`], with `is_retryable()` and the leader hint.
@@ -62,6 +64,7 @@ pub mod credentials;
 mod endpoints;
 pub mod error;
 pub mod fenced_resource;
+mod keep_alive_stream;
 pub mod lease;
 pub mod lease_keeper;
 #[cfg(test)]

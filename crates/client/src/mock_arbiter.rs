@@ -46,6 +46,9 @@ pub(crate) struct MockArbiter {
     arrivals: Arc<Mutex<Vec<Instant>>>,
     /// Arrival instants of releases.
     releases: Arc<Mutex<Vec<Instant>>>,
+    /// Keep-alive streams opened, and keep-alives that arrived on one.
+    streams: Arc<AtomicU32>,
+    streamed: Arc<AtomicU32>,
 }
 
 impl MockArbiter {
@@ -68,6 +71,16 @@ impl MockArbiter {
     /// When each scripted call (acquire, keep-alive, revoke) arrived, in order.
     pub(crate) fn arrivals(&self) -> Vec<Instant> {
         self.arrivals.lock().unwrap().clone()
+    }
+
+    /// Keep-alive streams opened so far.
+    pub(crate) fn streams(&self) -> u32 {
+        self.streams.load(Ordering::SeqCst)
+    }
+
+    /// Keep-alives that arrived on a stream (the unary ones count in [`Self::calls`]).
+    pub(crate) fn streamed(&self) -> u32 {
+        self.streamed.load(Ordering::SeqCst)
     }
 
     /// When each release arrived, in order.
@@ -164,13 +177,50 @@ impl LeaseService for MockArbiter {
         self.answer(|s| s.keep_alive.clone(), presented).await
     }
 
-    type KeepAliveStreamStream = futures::stream::Empty<Result<proto::LeaseReply, Status>>;
+    type KeepAliveStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<proto::LeaseReply, Status>> + Send + 'static>,
+    >;
 
+    /// Answers each message as the scripted keep-alive, tagged with its request id, each on
+    /// its own (so a late answer does not hold up the rest); an error status ends the stream,
+    /// as a real node's does.
     async fn keep_alive_stream(
         &self,
-        _: Request<tonic::Streaming<proto::KeepAliveRequest>>,
+        request: Request<tonic::Streaming<proto::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStreamStream>, Status> {
-        Err(Status::unimplemented("not scripted"))
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        let mut incoming = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mock = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = incoming.message().await {
+                mock.streamed.fetch_add(1, Ordering::SeqCst);
+                mock.arrivals.lock().unwrap().push(Instant::now());
+                let answer = mock.script.lock().unwrap().keep_alive.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let reply = match answer {
+                        Some(answer) => reply(answer, message.token).await,
+                        None => Err(Status::unimplemented("not scripted")),
+                    };
+                    let _ = tx
+                        .send(reply.map(|r| proto::LeaseReply {
+                            request_id: message.request_id,
+                            ..r.into_inner()
+                        }))
+                        .await;
+                });
+            }
+        });
+        let replies = futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
+            if ended {
+                return None;
+            }
+            let item = rx.recv().await?;
+            let end = item.is_err();
+            Some((item, (rx, end)))
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn release(
