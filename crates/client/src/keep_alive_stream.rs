@@ -117,6 +117,13 @@ impl KeepAliveStream {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, tx);
+        if link.broken.load(Ordering::Acquire) {
+            // It broke between the lookup and the insert: `fail_all` may have run already and
+            // would never answer this one.
+            link.take(id);
+            self.drop_link(&link);
+            return None;
+        }
         let sent_at = Instant::now();
         let request = proto::KeepAliveRequest {
             resource: resource.to_string(),
