@@ -136,16 +136,6 @@ fn is_rfc3339_utc_seconds(text: &str) -> bool {
         })
 }
 
-fn follower_of<'a>(
-    cluster: &'a TestCluster,
-    leader: &NodeStatus,
-) -> &'a arbiter::local_cluster::NodeProcess {
-    cluster
-        .running()
-        .find(|n| n.ready.node_id != leader.node_id)
-        .expect("a follower")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_http_contracts_hold_and_bad_input_changes_nothing() {
     let (cluster, leader) = dr_cluster().await;
@@ -502,7 +492,7 @@ async fn replication_coordinator_keeps_epochs_forward_and_names_bad_input() {
     );
 
     tracing::info!("phase 4: a follower redirects instead of answering");
-    let follower = follower_of(&cluster, &leader);
+    let follower = cluster.follower(leader.node_id);
     let mut at_follower = ReplicationCoordinatorClient::new(
         grpc_channel(&follower.ready.grpc_addr).expect("connect follower"),
     );
@@ -564,7 +554,7 @@ async fn await_tenant(
 async fn routing_table_reads_writes_watch_and_failover_log() {
     let (cluster, leader) = dr_cluster().await;
     let api = leader.http_addr.clone();
-    let follower = follower_of(&cluster, &leader);
+    let follower = cluster.follower(leader.node_id);
 
     tracing::info!("phase 1: an edge router's watch starts with the whole table");
     let mut routing = RoutingServiceClient::new(grpc_channel(&leader.grpc_addr).expect("connect"));

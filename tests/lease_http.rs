@@ -275,13 +275,7 @@ async fn operators_hand_a_lease_over_revoke_it_and_bad_input_changes_nothing() {
     assert_eq!(after, digest, "the replicated state is unchanged");
 
     tracing::info!("phase 6: a follower redirects to the leader rather than answering stale");
-    let follower = cluster
-        .running()
-        .find(|n| n.ready.node_id != leader.node_id)
-        .expect("a follower")
-        .ready
-        .http_addr
-        .as_str();
+    let follower = cluster.follower(leader.node_id).ready.http_addr.as_str();
     for (status, redirect) in [
         get(follower, ORDERS).await,
         post(follower, &acquire, json!({"holder": "h", "ttlMs": TTL_MS})).await,

@@ -146,13 +146,7 @@ async fn metrics_pass_promtool_and_need_credentials() {
     .await;
     assert_eq!(status, 200, "{body}");
     // A keep-alive sent to a follower is refused (503) and counted there by why.
-    let follower = cluster
-        .running()
-        .find(|n| n.ready.node_id != leader.node_id)
-        .expect("a follower")
-        .ready
-        .http_addr
-        .clone();
+    let follower = cluster.follower(leader.node_id).ready.http_addr.clone();
     let (status, body) = post(
         &follower,
         "/v1/leases/db%2Fops-metrics/keepalive",

@@ -367,10 +367,7 @@ async fn the_dashboard_shows_the_leader_and_a_failover_live() {
     assert_eq!(status, 200, "the page needs no token");
     let (status, _) = get(&leader.http_addr, "/v1/dashboard", false).await;
     assert_eq!(status, 401, "the data needs one");
-    let follower = cluster
-        .running()
-        .find(|n| n.ready.node_id != leader.node_id)
-        .expect("a follower");
+    let follower = cluster.follower(leader.node_id);
     let (status, view) = get(&follower.ready.http_addr, "/v1/dashboard", true).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["isLeader"], json!(false), "{view}");

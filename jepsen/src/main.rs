@@ -377,15 +377,7 @@ fn vs_etcd(args: &VsEtcdArgs) -> anyhow::Result<()> {
         config.failovers,
         dir.display()
     );
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let results = runtime.block_on(async {
-        tokio::select! {
-            results = vs_etcd::run(&config) => Some(results),
-            () = interrupted() => None,
-        }
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    let results = results.ok_or_else(|| anyhow::anyhow!("interrupted"))??;
+    let results = run_bench(&dir, vs_etcd::run(&config))?;
     println!(
         "\narbiter vs {etcd_version}: medians of {} reps, {} clients, {} s phases; above 1× = \
          arbiter better",
@@ -414,15 +406,7 @@ fn placement_bench(args: &PlacementBenchArgs) -> anyhow::Result<()> {
         config.runs,
         dir.display()
     );
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let samples = runtime.block_on(async {
-        tokio::select! {
-            samples = bench::run(&config) => Some(samples),
-            () = interrupted() => None,
-        }
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    let samples = samples.ok_or_else(|| anyhow::anyhow!("interrupted"))??;
+    let samples = run_bench(&dir, bench::run(&config))?;
     println!(
         "\nus-east-1 outage (node kill -9 + gateway down) -> failover COMPLETED, WAN triangle"
     );
@@ -457,6 +441,25 @@ fn placement_bench(args: &PlacementBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
+/// Runs a benchmark's `work` on a fresh runtime until it ends or Ctrl-C comes, then removes its
+/// scratch `dir` either way.
+fn run_bench<T, E: Into<anyhow::Error>>(
+    dir: &std::path::Path,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = work => Some(outcome),
+            () = interrupted() => None,
+        }
+    });
+    let _ = std::fs::remove_dir_all(dir);
+    outcome
+        .ok_or_else(|| anyhow::anyhow!("interrupted"))?
+        .map_err(Into::into)
+}
+
 async fn interrupted() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

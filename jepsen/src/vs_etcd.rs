@@ -289,13 +289,12 @@ struct Tally {
     failed: u64,
 }
 
-/// Runs `clients` loops of `op` for `phase` (at most `max_ops` operations in all).
+/// Runs `config.clients` loops of `op` for `config.phase` (at most `config.max_ops`
+/// operations in all).
 async fn measure<M, O, Fut>(
+    config: &VsConfig,
     system: System,
     which: Phase,
-    clients: usize,
-    phase: Duration,
-    max_ops: u64,
     mut make_op: M,
 ) -> PhaseFigures
 where
@@ -304,9 +303,9 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let started = Instant::now();
-    let end = started + phase;
-    let budget = Arc::new(AtomicU64::new(max_ops));
-    let tasks: Vec<_> = (0..clients)
+    let end = started + config.phase;
+    let budget = Arc::new(AtomicU64::new(config.max_ops));
+    let tasks: Vec<_> = (0..config.clients)
         .map(|i| {
             let mut op = make_op(i);
             let budget = budget.clone();
@@ -438,106 +437,62 @@ async fn arbiter_phases(
     let held = Arc::new(held);
     let mut figures = Vec::new();
 
-    figures.push(
-        measure(
-            System::Arbiter,
-            Phase::KeepAlive,
-            config.clients,
-            config.phase,
-            config.max_ops,
-            |i| {
+    for (phase, streamed) in [(Phase::KeepAlive, true), (Phase::KeepAliveUnary, false)] {
+        figures.push(
+            measure(config, System::Arbiter, phase, |i| {
                 let (client, held) = (client.clone(), held.clone());
                 move || {
                     let (client, held) = (client.clone(), held.clone());
                     async move {
                         let grant = &held[i];
-                        matches!(
+                        let renewal = if streamed {
                             client
                                 .keep_alive_streamed(&grant.resource, &grant.holder, grant.token)
-                                .await,
-                            Ok(Ok(_))
-                        )
-                    }
-                }
-            },
-        )
-        .await,
-    );
-
-    figures.push(
-        measure(
-            System::Arbiter,
-            Phase::KeepAliveUnary,
-            config.clients,
-            config.phase,
-            config.max_ops,
-            |i| {
-                let (client, held) = (client.clone(), held.clone());
-                move || {
-                    let (client, held) = (client.clone(), held.clone());
-                    async move {
-                        let grant = &held[i];
-                        matches!(
+                                .await
+                        } else {
                             client
                                 .keep_alive(&grant.resource, &grant.holder, grant.token)
-                                .await,
-                            Ok(Ok(_))
-                        )
+                                .await
+                        };
+                        matches!(renewal, Ok(Ok(_)))
                     }
                 }
-            },
-        )
-        .await,
-    );
+            })
+            .await,
+        );
+    }
 
     let next = Arc::new(AtomicU64::new(0));
     figures.push(
-        measure(
-            System::Arbiter,
-            Phase::Grant,
-            config.clients,
-            config.phase,
-            config.max_ops,
-            |i| {
+        measure(config, System::Arbiter, Phase::Grant, |i| {
+            let (client, next) = (client.clone(), next.clone());
+            move || {
                 let (client, next) = (client.clone(), next.clone());
-                move || {
-                    let (client, next) = (client.clone(), next.clone());
-                    async move {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        let spec = LeaseSpec::new(
-                            format!("vs/{tag}/grant/{n}"),
-                            format!("c{i}"),
-                            LEASE_TTL,
-                        );
-                        matches!(client.acquire(&spec).await, Ok(Ok(_)))
-                    }
+                async move {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let spec =
+                        LeaseSpec::new(format!("vs/{tag}/grant/{n}"), format!("c{i}"), LEASE_TTL);
+                    matches!(client.acquire(&spec).await, Ok(Ok(_)))
                 }
-            },
-        )
+            }
+        })
         .await,
     );
 
     figures.push(
-        measure(
-            System::Arbiter,
-            Phase::GuardedWrite,
-            config.clients,
-            config.phase,
-            config.max_ops,
-            |i| {
+        measure(config, System::Arbiter, Phase::GuardedWrite, |i| {
+            let (client, held) = (client.clone(), held.clone());
+            move || {
                 let (client, held) = (client.clone(), held.clone());
-                move || {
-                    let (client, held) = (client.clone(), held.clone());
-                    async move {
-                        let grant = &held[i];
-                        matches!(
-                            client.validate_token(&grant.resource, grant.token).await,
-                            Ok(check) if check.valid
-                        )
-                    }
+                async move {
+                    let grant = &held[i];
+                    matches!(
+                        client.validate_token(&grant.resource, grant.token).await,
+                        Ok(check) if check.valid
+                    )
                 }
-            },
-        )
+            }
+        })
         .await,
     );
     Ok(figures)
@@ -763,74 +718,53 @@ async fn etcd_phases(
     }
     let keepers = Arc::new(keepers);
     figures.push(
-        measure(
-            System::Etcd,
-            Phase::KeepAlive,
-            config.clients,
-            config.phase,
-            config.max_ops,
-            |i| {
+        measure(config, System::Etcd, Phase::KeepAlive, |i| {
+            let keepers = keepers.clone();
+            move || {
                 let keepers = keepers.clone();
-                move || {
-                    let keepers = keepers.clone();
-                    async move {
-                        let mut guard = keepers[i].lock().await;
-                        let (keeper, stream) = &mut *guard;
-                        if keeper.keep_alive().await.is_err() {
-                            return false;
-                        }
-                        matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0)
+                async move {
+                    let mut guard = keepers[i].lock().await;
+                    let (keeper, stream) = &mut *guard;
+                    if keeper.keep_alive().await.is_err() {
+                        return false;
                     }
+                    matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0)
                 }
-            },
-        )
+            }
+        })
         .await,
     );
     drop(keepers);
 
     figures.push(
-        measure(
-            System::Etcd,
-            Phase::Grant,
-            config.clients,
-            config.phase,
-            config.max_ops,
-            |_| {
-                let client = client.clone();
-                move || {
-                    let mut client = client.clone();
-                    async move { client.lease_grant(ttl, None).await.is_ok() }
-                }
-            },
-        )
+        measure(config, System::Etcd, Phase::Grant, |_| {
+            let client = client.clone();
+            move || {
+                let mut client = client.clone();
+                async move { client.lease_grant(ttl, None).await.is_ok() }
+            }
+        })
         .await,
     );
 
     figures.push(
-        measure(
-            System::Etcd,
-            Phase::GuardedWrite,
-            config.clients,
-            config.phase,
-            config.max_ops,
-            |i| {
-                let (client, held, value) = (client.clone(), held.clone(), value.clone());
-                move || {
-                    let (mut client, held, value) = (client.clone(), held.clone(), value.clone());
-                    async move {
-                        let (_, lock, revision) = &held[i];
-                        let txn = Txn::new()
-                            .when([Compare::mod_revision(
-                                lock.as_str(),
-                                CompareOp::Equal,
-                                *revision,
-                            )])
-                            .and_then([TxnOp::put(format!("vs/{tag}/data/{i}"), value, None)]);
-                        matches!(client.txn(txn).await, Ok(r) if r.succeeded())
-                    }
+        measure(config, System::Etcd, Phase::GuardedWrite, |i| {
+            let (client, held, value) = (client.clone(), held.clone(), value.clone());
+            move || {
+                let (mut client, held, value) = (client.clone(), held.clone(), value.clone());
+                async move {
+                    let (_, lock, revision) = &held[i];
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(
+                            lock.as_str(),
+                            CompareOp::Equal,
+                            *revision,
+                        )])
+                        .and_then([TxnOp::put(format!("vs/{tag}/data/{i}"), value, None)]);
+                    matches!(client.txn(txn).await, Ok(r) if r.succeeded())
                 }
-            },
-        )
+            }
+        })
         .await,
     );
     Ok(figures)

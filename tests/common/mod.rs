@@ -227,6 +227,13 @@ impl TestCluster {
         self.nodes.iter().flatten()
     }
 
+    /// A running node other than `leader_id`.
+    pub fn follower(&self, leader_id: u64) -> &NodeProcess {
+        self.running()
+            .find(|n| n.ready.node_id != leader_id)
+            .expect("a follower")
+    }
+
     /// gRPC endpoints of every node, running or not.
     pub fn endpoints(&self) -> Vec<String> {
         self.specs
