@@ -47,17 +47,24 @@ pub struct Timing {
 impl Profile {
     pub fn timing(self) -> Timing {
         match self {
+            // A crashed leader is replaced after the lease (200 ms) plus the quicker
+            // survivor's election timeout: ~0.4 s. A follower stands only after 320 ms
+            // without a heartbeat, six missed in a row.
             Profile::Lan => Timing {
                 heartbeat_ms: 50,
-                election_min_ms: 200,
-                election_max_ms: 350,
+                election_min_ms: 120,
+                election_max_ms: 200,
                 write_timeout_ms: 2_000,
                 peer_backoff_ms: 100,
             },
+            // The heartbeat is also the AppendEntries timeout: 250 ms leaves 100 ms over the
+            // worst RTT (150 ms) for the fsync and the payload. A crashed leader is replaced
+            // after the lease (1 s) plus the quicker survivor's election timeout, a tick and
+            // the vote's round trip: ~2.3 s.
             Profile::Wan => Timing {
-                heartbeat_ms: 400,
-                election_min_ms: 1_500,
-                election_max_ms: 3_000,
+                heartbeat_ms: 250,
+                election_min_ms: 600,
+                election_max_ms: 1_000,
                 write_timeout_ms: 8_000,
                 peer_backoff_ms: 500,
             },
@@ -707,7 +714,7 @@ mod tests {
             raw.validate().unwrap_err(),
             ConfigError::HeartbeatNotBelowElection {
                 heartbeat_ms: 250,
-                election_min_ms: 200
+                election_min_ms: 120
             }
         );
     }

@@ -398,6 +398,7 @@ pub async fn run(
         node.clone(),
         peer_listener,
         tls.clone(),
+        Duration::from_millis(config.timing.election_max_ms),
         stop_rx.clone(),
     ));
     let grpc = tokio::spawn(serve_grpc(
@@ -637,10 +638,11 @@ async fn serve_peer(
     node: Arc<NodeContext>,
     listener: TcpListener,
     tls: Option<Arc<NodeTls>>,
+    leader_lease: Duration,
     stop: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
-    let raft_service =
-        RaftServiceServer::new(RaftTransport::new(node.raft.clone(), node.identity.clone()))
+    let transport = RaftTransport::new(node.raft.clone(), node.identity.clone(), leader_lease);
+    let raft_service = RaftServiceServer::new(transport)
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let router = tonic::transport::Server::builder()

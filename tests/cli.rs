@@ -284,7 +284,7 @@ async fn completions_and_config_commands() {
     let (code, out, err) = run(&["config", "show", "--config", example], &[]).await;
     assert_eq!(code, 0, "{err}");
     let shown: toml::Value = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(shown["heartbeat_ms"].as_integer(), Some(400), "{out}");
+    assert_eq!(shown["heartbeat_ms"].as_integer(), Some(250), "{out}");
     assert_eq!(
         shown["raft"]["preferred_leader"].as_str(),
         Some("eu-central-1"),

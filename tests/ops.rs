@@ -320,8 +320,8 @@ async fn each_lapsed_lease_is_expired_once_and_a_released_one_never() {
     let cluster = TestCluster::start(3, &[]).await;
     let leader = cluster.leader(WAIT).await;
     let api = leader.http_addr.as_str();
-    // The shortest TTL the LAN profile allows (1.5 × the 350 ms election timeout), so a stale
-    // timer reaches its deadline before a reconcile is likely to drop it.
+    // Short (the LAN profile allows 300 ms: 1.5 × its 200 ms election timeout), so a stale
+    // timer reaches its deadline before a reconcile (every second) is likely to drop it.
     const TTL_MS: u64 = 525;
     const ROUNDS: usize = 8;
     for round in 0..ROUNDS {

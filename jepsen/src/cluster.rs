@@ -43,6 +43,41 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// the acknowledgement (1.6 s) and the election (6.4 s).
 const MOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Raft timing that replaces the profile's, for trying a tuning in a benchmark: the top-level
+/// `heartbeat_ms`, `election_min_ms` and `election_max_ms` of a node's `--config` file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimingOverride {
+    pub heartbeat_ms: Option<u64>,
+    pub election_min_ms: Option<u64>,
+    pub election_max_ms: Option<u64>,
+}
+
+impl TimingOverride {
+    /// The keys to put at the top of a node config file (before any table); empty when
+    /// nothing is overridden.
+    pub fn toml(&self) -> String {
+        [
+            ("heartbeat_ms", self.heartbeat_ms),
+            ("election_min_ms", self.election_min_ms),
+            ("election_max_ms", self.election_max_ms),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some(format!("{key} = {}\n", value?)))
+        .collect()
+    }
+
+    /// How it reads in a benchmark's banner.
+    pub fn describe(&self, profile: Profile) -> String {
+        let preset = profile.timing();
+        format!(
+            "heartbeat {} ms, election {}-{} ms",
+            self.heartbeat_ms.unwrap_or(preset.heartbeat_ms),
+            self.election_min_ms.unwrap_or(preset.election_min_ms),
+            self.election_max_ms.unwrap_or(preset.election_max_ms)
+        )
+    }
+}
+
 /// Everything needed to start the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -280,26 +315,14 @@ impl Cluster {
     /// The node that calls itself leader with the highest term, asked directly (not through
     /// the proxies, so a partition does not hide it). `None` during an election.
     pub async fn leader(&self) -> Option<NodeId> {
-        let http = self.credentials().http_client().ok()?;
         let asks = self
             .processes
             .iter()
             .filter(|(_, p)| p.is_some())
-            .map(|(id, _)| {
-                let url = format!(
-                    "{}/v1/cluster/status",
-                    http.base_url(&self.addresses[id].http.to_string())
-                );
-                let http = &http;
-                async move {
-                    let response = http
-                        .request("GET", &url, None, Duration::from_millis(500))
-                        .await
-                        .ok()?;
-                    let status: Value = serde_json::from_slice(&response.body).ok()?;
-                    let leads = status["role"] == "Leader";
-                    leads.then(|| (status["term"].as_u64().unwrap_or(0), *id))
-                }
+            .map(|(id, _)| async move {
+                let status = self.status(*id).await?;
+                let leads = status["role"] == "Leader";
+                leads.then(|| (status["term"].as_u64().unwrap_or(0), *id))
             });
         futures::future::join_all(asks)
             .await
@@ -307,6 +330,36 @@ impl Cluster {
             .flatten()
             .max()
             .map(|(_, id)| id)
+    }
+
+    /// Node `id`'s Prometheus text (`/metrics`), asked directly; `None` if it does not answer
+    /// within a second.
+    pub async fn metrics(&self, id: NodeId) -> Option<String> {
+        let http = self.credentials().http_client().ok()?;
+        let url = format!(
+            "{}/metrics",
+            http.base_url(&self.addresses.get(&id)?.http.to_string())
+        );
+        let response = http
+            .request("GET", &url, None, Duration::from_secs(1))
+            .await
+            .ok()?;
+        String::from_utf8(response.body).ok()
+    }
+
+    /// Node `id`'s `/v1/cluster/status`, asked directly; `None` if it does not answer within
+    /// half a second.
+    pub async fn status(&self, id: NodeId) -> Option<Value> {
+        let http = self.credentials().http_client().ok()?;
+        let url = format!(
+            "{}/v1/cluster/status",
+            http.base_url(&self.addresses.get(&id)?.http.to_string())
+        );
+        let response = http
+            .request("GET", &url, None, Duration::from_millis(500))
+            .await
+            .ok()?;
+        serde_json::from_slice(&response.body).ok()
     }
 
     /// Asks the current leader to hand leadership to `to`; returns its answer (status and

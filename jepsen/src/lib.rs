@@ -47,6 +47,8 @@
 //! - [`proxy`]: a TCP proxy for one directed link with delay queue, stall and cut.
 //! - [`network`]: one proxy per directed link, default latencies from the planning RTT table.
 //! - [`report`]: renders results for machines and people.
+//! - [`load`], [`placement_bench`], [`wan_bench`] (and `vs_etcd` with the `etcd` feature):
+//!   the benchmarks behind `arbiter-jepsen placement-bench`, `wan-bench` and `vs-etcd`.
 
 pub mod api;
 pub mod checker;
@@ -55,6 +57,7 @@ pub mod fault_injector;
 pub mod fenced_store;
 pub mod history;
 pub mod lazyfs;
+pub mod load;
 pub mod nemesis;
 pub mod network;
 pub mod pg_store;
@@ -66,6 +69,7 @@ pub mod run_dir;
 pub mod runner;
 #[cfg(feature = "etcd")]
 pub mod vs_etcd;
+pub mod wan_bench;
 pub mod workload;
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ enum Command {
     /// Benchmark: us-east-1 outage → failover COMPLETED over the WAN triangle, with the leader
     /// placed in us-east-1 vs in eu-central-1 (arms alternate; prints medians).
     PlacementBench(PlacementBenchArgs),
+    /// Benchmark: the `wan` profile over the WAN triangle with the leader in us-east-1:
+    /// commit latency against its floor, lease throughput, leader failover after kill -9.
+    WanBench(WanBenchArgs),
     /// Benchmark: arbiter and etcd side by side on loopback (keep-alive, grant, guarded
     /// write, leader failover after kill -9), alternating, with a ratio table. Needs the
     /// `etcd` feature and an etcd binary (`scripts/vs_etcd.sh` does both).
@@ -76,6 +79,8 @@ struct VsEtcdArgs {
     /// Leader kills per system (each on a fresh cluster).
     #[arg(long, default_value_t = 5)]
     failovers: usize,
+    #[command(flatten)]
+    timing: TimingArgs,
     /// The `arbiter` binary (default: next to this executable).
     #[arg(long)]
     arbiter_bin: Option<PathBuf>,
@@ -106,6 +111,57 @@ struct PlacementBenchArgs {
     /// Where the runs keep their nodes while they run (removed after each run).
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// Raft timing in place of the profile's, to try a tuning.
+#[derive(Args)]
+struct TimingArgs {
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    #[arg(long)]
+    election_min_ms: Option<u64>,
+    #[arg(long)]
+    election_max_ms: Option<u64>,
+}
+
+impl TimingArgs {
+    fn get(&self) -> arbiter_jepsen::cluster::TimingOverride {
+        arbiter_jepsen::cluster::TimingOverride {
+            heartbeat_ms: self.heartbeat_ms,
+            election_min_ms: self.election_min_ms,
+            election_max_ms: self.election_max_ms,
+        }
+    }
+}
+
+#[derive(Args)]
+struct WanBenchArgs {
+    /// Sequential acquires at the leader for the commit-latency figure.
+    #[arg(long, default_value_t = 200)]
+    commits: usize,
+    /// Concurrent clients of the throughput phases, over one connection to the leader.
+    #[arg(long, default_value_t = 1024)]
+    clients: usize,
+    /// Seconds per throughput phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Upper bound on the operations of one phase.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_ops: u64,
+    /// Leader kills (each followed by a restart and leadership back in us-east-1).
+    #[arg(long, default_value_t = 10)]
+    failovers: usize,
+    #[command(flatten)]
+    timing: TimingArgs,
+    /// The `arbiter` binary (default: next to this executable).
+    #[arg(long)]
+    arbiter_bin: Option<PathBuf>,
+    /// Where the cluster keeps its data while it runs (removed afterwards).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Keep the data and node logs afterwards.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Args)]
@@ -217,6 +273,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Run(args)) => run(&args),
         Some(Command::PlacementBench(args)) => placement_bench(&args).map(|()| Verdict::Valid),
+        Some(Command::WanBench(args)) => wan_bench(&args).map(|()| Verdict::Valid),
         #[cfg(feature = "etcd")]
         Some(Command::VsEtcd(args)) => vs_etcd(&args).map(|()| Verdict::Valid),
         None => run(&cli.run),
@@ -356,6 +413,7 @@ fn vs_etcd(args: &VsEtcdArgs) -> anyhow::Result<()> {
         value_bytes: args.value_bytes,
         failovers: args.failovers,
         systems: args.systems.clone(),
+        timing: args.timing.get(),
     };
     let etcd_version = std::process::Command::new(&config.etcd)
         .arg("--version")
@@ -377,7 +435,7 @@ fn vs_etcd(args: &VsEtcdArgs) -> anyhow::Result<()> {
         config.failovers,
         dir.display()
     );
-    let results = run_bench(&dir, vs_etcd::run(&config))?;
+    let results = run_bench(&dir, false, vs_etcd::run(&config))?;
     println!(
         "\narbiter vs {etcd_version}: medians of {} reps, {} clients, {} s phases; above 1× = \
          arbiter better",
@@ -406,7 +464,7 @@ fn placement_bench(args: &PlacementBenchArgs) -> anyhow::Result<()> {
         config.runs,
         dir.display()
     );
-    let samples = run_bench(&dir, bench::run(&config))?;
+    let samples = run_bench(&dir, false, bench::run(&config))?;
     println!(
         "\nus-east-1 outage (node kill -9 + gateway down) -> failover COMPLETED, WAN triangle"
     );
@@ -440,11 +498,44 @@ fn placement_bench(args: &PlacementBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
+fn wan_bench(args: &WanBenchArgs) -> anyhow::Result<()> {
+    use arbiter_jepsen::wan_bench::{self, WanConfig};
+    let dir = match &args.out {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("arbiter-wan-bench-{}", std::process::id())),
+    };
+    let config = WanConfig {
+        binary: run_dir::locate_arbiter(args.arbiter_bin.as_deref()).map_err(anyhow::Error::msg)?,
+        dir: dir.clone(),
+        commits: args.commits.max(1),
+        clients: args.clients.max(1),
+        phase: Duration::from_secs(args.seconds.max(1)),
+        max_ops: args.max_ops,
+        failovers: args.failovers,
+        timing: args.timing.get(),
+    };
+    eprintln!(
+        "wan-bench: profile wan ({}), WAN triangle (70/90/150 ms RTT), leader placed in \
+         us-east-1; {} sequential commits, {} clients x {} s per phase, {} leader kills; data \
+         under {}",
+        config.timing.describe(arbiter::config::Profile::Wan),
+        config.commits,
+        config.clients,
+        args.seconds,
+        config.failovers,
+        dir.display()
+    );
+    let figures = run_bench(&dir, args.keep, wan_bench::run(&config))?;
+    println!("\narbiter over the WAN triangle (profile wan, leader in us-east-1)");
+    print!("{}", figures.table(config.clients));
+    Ok(())
+}
+
 /// Runs a benchmark's `work` on a fresh runtime until it ends or Ctrl-C comes, then removes its
-/// scratch `dir` either way.
+/// scratch `dir` either way, unless asked to `keep` it (its node logs, for a closer look).
 fn run_bench<T, E: Into<anyhow::Error>>(
     dir: &std::path::Path,
+    keep: bool,
     work: impl std::future::Future<Output = Result<T, E>>,
 ) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -454,12 +545,17 @@ fn run_bench<T, E: Into<anyhow::Error>>(
             () = interrupted() => None,
         }
     });
-    let _ = std::fs::remove_dir_all(dir);
+    if keep {
+        eprintln!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     outcome
         .ok_or_else(|| anyhow::anyhow!("interrupted"))?
         .map_err(Into::into)
 }
 
+/// Resolves on SIGINT or SIGTERM.
 async fn interrupted() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

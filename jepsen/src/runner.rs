@@ -92,7 +92,7 @@ impl Pacing {
             Latency::None => Pacing {
                 profile: Profile::Lan,
                 delays: DelayTable::default(),
-                // The lan profile's minimum is 525 ms (1.5 election timeouts).
+                // The lan profile's minimum is 300 ms (1.5 election timeouts).
                 lease_ttl: Duration::from_millis(1_500),
                 http_timeout: Duration::from_secs(4),
                 client: ClientOptions::default(),
@@ -103,7 +103,7 @@ impl Pacing {
             Latency::Wan => Pacing {
                 profile: Profile::Wan,
                 delays: DelayTable::wan(nodes),
-                // The wan profile's minimum is 4.5 s.
+                // The wan profile's minimum is 1.5 s.
                 lease_ttl: Duration::from_secs(5),
                 http_timeout: Duration::from_secs(12),
                 client: ClientOptions {

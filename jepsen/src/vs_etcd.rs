@@ -17,7 +17,7 @@
 //!
 //! Both clusters run as shipped: arbiter with TLS and bearer tokens on every call (its only
 //! mode off loopback), etcd with neither (TLS costs arbiter 6-8 % here), and each with its
-//! own default timing (arbiter `lan`: 50 ms heartbeats, 200-350 ms election timeout; etcd:
+//! own default timing (arbiter `lan`: 50 ms heartbeats, 120-200 ms election timeout; etcd:
 //! 100 ms, 1,000 ms).
 //!
 //! Invariant: every phase is bounded in time and operations, every child is killed on drop,
@@ -37,6 +37,9 @@ use arbiter_core::NodeId;
 use etcd_client::{Client as EtcdClient, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use crate::cluster::TimingOverride;
+use crate::load::{self, median};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// One failover measurement gives up after this long.
@@ -64,6 +67,8 @@ pub struct VsConfig {
     pub failovers: usize,
     /// The systems to run (both for the ratio table; one to profile it alone).
     pub systems: Vec<System>,
+    /// arbiter's Raft timing, when not its `lan` profile's.
+    pub timing: TimingOverride,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -140,7 +145,7 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
             let dir = config.dir.join(format!("rep-{rep}-{}", system.name()));
             let figures = match system {
                 System::Arbiter => {
-                    let cluster = ArbiterCluster::start(&config.binary, &dir).await?;
+                    let cluster = ArbiterCluster::start(config, &dir).await?;
                     let figures = arbiter_phases(config, &cluster).await;
                     drop(cluster);
                     figures?
@@ -175,7 +180,7 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
             let dir = config.dir.join(format!("failover-{run}-{}", system.name()));
             let took = match system {
                 System::Arbiter => {
-                    let mut cluster = ArbiterCluster::start(&config.binary, &dir).await?;
+                    let mut cluster = ArbiterCluster::start(config, &dir).await?;
                     arbiter_failover(&mut cluster).await?
                 }
                 System::Etcd => {
@@ -194,20 +199,6 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
         }
     }
     Ok(results)
-}
-
-/// The median of `values` (the mean of the middle two for an even count); NaN when empty.
-pub fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
 }
 
 impl Results {
@@ -283,73 +274,28 @@ fn cell(value: f64, decimals: usize, unit: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Measurement
 
-#[derive(Default)]
-struct Tally {
-    latencies: Vec<Duration>,
-    failed: u64,
-}
-
 /// Runs `config.clients` loops of `op` for `config.phase` (at most `config.max_ops`
 /// operations in all).
 async fn measure<M, O, Fut>(
     config: &VsConfig,
     system: System,
     which: Phase,
-    mut make_op: M,
+    make_op: M,
 ) -> PhaseFigures
 where
     M: FnMut(usize) -> O,
     O: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let started = Instant::now();
-    let end = started + config.phase;
-    let budget = Arc::new(AtomicU64::new(config.max_ops));
-    let tasks: Vec<_> = (0..config.clients)
-        .map(|i| {
-            let mut op = make_op(i);
-            let budget = budget.clone();
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                while Instant::now() < end
-                    && budget
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                        .is_ok()
-                {
-                    let t = Instant::now();
-                    if op().await {
-                        tally.latencies.push(t.elapsed());
-                    } else {
-                        tally.failed += 1;
-                    }
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut all = Tally::default();
-    for task in tasks {
-        if let Ok(t) = task.await {
-            all.latencies.extend(t.latencies);
-            all.failed += t.failed;
-        }
-    }
-    let elapsed = started.elapsed();
-    all.latencies.sort_unstable();
-    let ok = all.latencies.len();
-    let pct = |p: usize| {
-        all.latencies
-            .get((ok * p / 100).min(ok.saturating_sub(1)))
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-    };
+    let load = load::drive(config.clients, config.phase, config.max_ops, make_op).await;
     PhaseFigures {
         system,
         phase: which,
-        ok: ok as u64,
-        failed: all.failed,
-        per_sec: ok as f64 / elapsed.as_secs_f64(),
-        p50_ms: pct(50),
-        p99_ms: pct(99),
+        ok: load.ok,
+        failed: load.failed,
+        per_sec: load.per_sec,
+        p50_ms: load.p50_ms,
+        p99_ms: load.p99_ms,
     }
 }
 
@@ -370,8 +316,13 @@ struct ArbiterCluster {
 
 impl ArbiterCluster {
     /// Three `lan` nodes on loopback with TLS and tokens, as `arbiter up` starts them.
-    async fn start(binary: &Path, dir: &Path) -> anyhow::Result<ArbiterCluster> {
+    async fn start(config: &VsConfig, dir: &Path) -> anyhow::Result<ArbiterCluster> {
         std::fs::create_dir_all(dir)?;
+        let timing = config.timing.toml();
+        let node_config = dir.join("node.toml");
+        if !timing.is_empty() {
+            std::fs::write(&node_config, timing)?;
+        }
         let regions = ["us-east-1", "us-west-2", "eu-central-1"];
         let ids: Vec<(NodeId, String)> = (1..=3)
             .map(|id| (id, regions[id as usize - 1].to_string()))
@@ -385,7 +336,11 @@ impl ArbiterCluster {
                 "--auth-tokens-file".into(),
                 certs.tokens_file().display().to_string(),
             ];
-            nodes.push(spec.start(binary, START_TIMEOUT).await?);
+            if node_config.exists() {
+                spec.extra_args.push("--config".into());
+                spec.extra_args.push(node_config.display().to_string());
+            }
+            nodes.push(spec.start(&config.binary, START_TIMEOUT).await?);
         }
         let options = certs.operator().client_options()?;
         let members = nodes.iter().map(NodeProcess::info).collect();
@@ -806,13 +761,6 @@ async fn etcd_failover(cluster: &mut EtcdCluster) -> anyhow::Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(&mut []).is_nan());
-    }
 
     #[test]
     fn the_table_gives_ratios_with_arbiter_ahead_above_one_and_dashes_for_no_figure() {
