@@ -47,9 +47,18 @@
 //! - [`proxy`]: a TCP proxy for one directed link with delay queue, stall and cut.
 //! - [`network`]: one proxy per directed link, default latencies from the planning RTT table.
 //! - [`report`]: renders results for machines and people.
+//!
+//! Benchmarks (`arbiter-jepsen placement-bench | vs-etcd`):
+//! - [`bench_cluster`]: a three-node TLS cluster of real nodes on loopback, and what a
+//!   benchmark reads off it (status, `/metrics`, a fresh learner).
+//! - [`closed_loop`]: N clients, one request at a time each, for a bounded time: ops/s, p50, p99.
+//! - [`placement_bench`], [`vs_etcd`] (feature `etcd`): leader placement over the WAN; arbiter
+//!   beside etcd.
 
 pub mod api;
+pub mod bench_cluster;
 pub mod checker;
+pub mod closed_loop;
 pub mod cluster;
 pub mod fault_injector;
 pub mod fenced_store;

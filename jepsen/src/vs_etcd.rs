@@ -30,15 +30,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter::certs::DevCerts;
-use arbiter::local_cluster::{self, NodeProcess, NodeSpec};
 use arbiter_client::{ArbiterClient, ClientOptions, LeaseSpec};
-use arbiter_core::NodeId;
 use etcd_client::{Client as EtcdClient, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::bench_cluster::{ArbiterCluster, START_TIMEOUT};
+use crate::closed_loop::{self, Load};
+
 /// One failover measurement gives up after this long.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A write attempt during failover counts as failed after this long.
@@ -140,7 +139,7 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
             let dir = config.dir.join(format!("rep-{rep}-{}", system.name()));
             let figures = match system {
                 System::Arbiter => {
-                    let cluster = ArbiterCluster::start(&config.binary, &dir).await?;
+                    let cluster = ArbiterCluster::start(&config.binary, &dir, &[]).await?;
                     let figures = arbiter_phases(config, &cluster).await;
                     drop(cluster);
                     figures?
@@ -175,7 +174,7 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
             let dir = config.dir.join(format!("failover-{run}-{}", system.name()));
             let took = match system {
                 System::Arbiter => {
-                    let mut cluster = ArbiterCluster::start(&config.binary, &dir).await?;
+                    let mut cluster = ArbiterCluster::start(&config.binary, &dir, &[]).await?;
                     arbiter_failover(&mut cluster).await?
                 }
                 System::Etcd => {
@@ -283,73 +282,33 @@ fn cell(value: f64, decimals: usize, unit: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Measurement
 
-#[derive(Default)]
-struct Tally {
-    latencies: Vec<Duration>,
-    failed: u64,
-}
-
 /// Runs `config.clients` loops of `op` for `config.phase` (at most `config.max_ops`
 /// operations in all).
 async fn measure<M, O, Fut>(
     config: &VsConfig,
     system: System,
     which: Phase,
-    mut make_op: M,
+    make_op: M,
 ) -> PhaseFigures
 where
     M: FnMut(usize) -> O,
     O: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let started = Instant::now();
-    let end = started + config.phase;
-    let budget = Arc::new(AtomicU64::new(config.max_ops));
-    let tasks: Vec<_> = (0..config.clients)
-        .map(|i| {
-            let mut op = make_op(i);
-            let budget = budget.clone();
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                while Instant::now() < end
-                    && budget
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                        .is_ok()
-                {
-                    let t = Instant::now();
-                    if op().await {
-                        tally.latencies.push(t.elapsed());
-                    } else {
-                        tally.failed += 1;
-                    }
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut all = Tally::default();
-    for task in tasks {
-        if let Ok(t) = task.await {
-            all.latencies.extend(t.latencies);
-            all.failed += t.failed;
-        }
-    }
-    let elapsed = started.elapsed();
-    all.latencies.sort_unstable();
-    let ok = all.latencies.len();
-    let pct = |p: usize| {
-        all.latencies
-            .get((ok * p / 100).min(ok.saturating_sub(1)))
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    let load = Load {
+        clients: config.clients,
+        duration: config.phase,
+        max_ops: config.max_ops,
     };
+    let t = closed_loop::run(load, make_op).await;
     PhaseFigures {
         system,
         phase: which,
-        ok: ok as u64,
-        failed: all.failed,
-        per_sec: ok as f64 / elapsed.as_secs_f64(),
-        p50_ms: pct(50),
-        p99_ms: pct(99),
+        ok: t.ok,
+        failed: t.failed,
+        per_sec: t.per_sec,
+        p50_ms: t.p50_ms,
+        p99_ms: t.p99_ms,
     }
 }
 
@@ -362,57 +321,6 @@ fn run_tag() -> u128 {
 
 // ---------------------------------------------------------------------------------------------
 // arbiter
-
-struct ArbiterCluster {
-    nodes: Vec<NodeProcess>,
-    options: ClientOptions,
-}
-
-impl ArbiterCluster {
-    /// Three `lan` nodes on loopback with TLS and tokens, as `arbiter up` starts them.
-    async fn start(binary: &Path, dir: &Path) -> anyhow::Result<ArbiterCluster> {
-        std::fs::create_dir_all(dir)?;
-        let regions = ["us-east-1", "us-west-2", "eu-central-1"];
-        let ids: Vec<(NodeId, String)> = (1..=3)
-            .map(|id| (id, regions[id as usize - 1].to_string()))
-            .collect();
-        let certs = DevCerts::ensure(&dir.join("certs"), &ids)?;
-        let mut nodes = Vec::new();
-        for (id, region) in &ids {
-            let mut spec = NodeSpec::on_loopback(*id, region, dir.join(format!("n{id}")))?;
-            spec.tls = Some(certs.node_tls(*id));
-            spec.extra_args = vec![
-                "--auth-tokens-file".into(),
-                certs.tokens_file().display().to_string(),
-            ];
-            nodes.push(spec.start(binary, START_TIMEOUT).await?);
-        }
-        let options = certs.operator().client_options()?;
-        let members = nodes.iter().map(NodeProcess::info).collect();
-        local_cluster::initialize(&nodes[0].ready.grpc_addr, members, START_TIMEOUT, &options)
-            .await?;
-        let cluster = ArbiterCluster { nodes, options };
-        cluster.leader().await?;
-        Ok(cluster)
-    }
-
-    fn endpoints(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| n.ready.grpc_addr.clone())
-            .collect()
-    }
-
-    /// The leader's index in `nodes`.
-    async fn leader(&self) -> anyhow::Result<usize> {
-        let status =
-            local_cluster::wait_for_leader(&self.endpoints(), START_TIMEOUT, &self.options).await?;
-        self.nodes
-            .iter()
-            .position(|n| n.spec.id == status.node_id)
-            .ok_or_else(|| anyhow::anyhow!("leader {} is not a node of the run", status.node_id))
-    }
-}
 
 async fn arbiter_phases(
     config: &VsConfig,
