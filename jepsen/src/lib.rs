@@ -48,10 +48,12 @@
 //! - [`network`]: one proxy per directed link, default latencies from the planning RTT table.
 //! - [`report`]: renders results for machines and people.
 //!
-//! Benchmarks (`arbiter-jepsen placement-bench | vs-etcd`):
+//! Benchmarks (`arbiter-jepsen placement-bench | scale-bench | vs-etcd`):
 //! - [`bench_cluster`]: a three-node TLS cluster of real nodes on loopback, and what a
 //!   benchmark reads off it (status, `/metrics`, a fresh learner).
 //! - [`closed_loop`]: N clients, one request at a time each, for a bounded time: ops/s, p50, p99.
+//! - [`scale_bench`]: 100k live leases against 1k — keep-alive throughput, a leader kill,
+//!   snapshot build and install, RSS, memory per lease at 1 M.
 //! - [`placement_bench`], [`vs_etcd`] (feature `etcd`): leader placement over the WAN; arbiter
 //!   beside etcd.
 
@@ -73,6 +75,7 @@ pub mod recorder;
 pub mod report;
 pub mod run_dir;
 pub mod runner;
+pub mod scale_bench;
 #[cfg(feature = "etcd")]
 pub mod vs_etcd;
 pub mod workload;
