@@ -36,7 +36,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::bench_cluster::{ArbiterCluster, START_TIMEOUT};
-use crate::closed_loop::{self, Load};
+use crate::closed_loop::{self, Load, Throughput};
 
 /// One failover measurement gives up after this long.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,11 +112,7 @@ impl Phase {
 pub struct PhaseFigures {
     pub system: System,
     pub phase: Phase,
-    pub ok: u64,
-    pub failed: u64,
-    pub per_sec: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    pub measured: Throughput,
 }
 
 /// Everything the run measured.
@@ -158,11 +154,11 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
                     config.reps,
                     f.system.name(),
                     f.phase.name(),
-                    f.per_sec,
-                    f.p50_ms,
-                    f.p99_ms,
-                    f.ok,
-                    f.failed
+                    f.measured.per_sec,
+                    f.measured.p50_ms,
+                    f.measured.p99_ms,
+                    f.measured.ok,
+                    f.measured.failed
                 );
             }
             results.phases.extend(figures);
@@ -233,7 +229,7 @@ impl Results {
             );
         };
         for phase in Phase::ALL {
-            let per_sec = |p: &PhaseFigures| p.per_sec;
+            let per_sec = |p: &PhaseFigures| p.measured.per_sec;
             let (a, e) = (
                 pick(System::Arbiter, phase, per_sec),
                 pick(System::Etcd, phase, per_sec),
@@ -242,9 +238,9 @@ impl Results {
             for (label, f) in [
                 (
                     "p50",
-                    (|p: &PhaseFigures| p.p50_ms) as fn(&PhaseFigures) -> f64,
+                    (|p: &PhaseFigures| p.measured.p50_ms) as fn(&PhaseFigures) -> f64,
                 ),
-                ("p99", |p: &PhaseFigures| p.p99_ms),
+                ("p99", |p: &PhaseFigures| p.measured.p99_ms),
             ] {
                 let (a, e) = (
                     pick(System::Arbiter, phase, f),
@@ -300,15 +296,10 @@ where
         duration: config.phase,
         max_ops: config.max_ops,
     };
-    let t = closed_loop::run(load, make_op).await;
     PhaseFigures {
         system,
         phase: which,
-        ok: t.ok,
-        failed: t.failed,
-        per_sec: t.per_sec,
-        p50_ms: t.p50_ms,
-        p99_ms: t.p99_ms,
+        measured: closed_loop::run(load, make_op).await,
     }
 }
 
@@ -727,11 +718,13 @@ mod tests {
         let figures = |system, phase, per_sec, p50_ms| PhaseFigures {
             system,
             phase,
-            ok: 1,
-            failed: 0,
-            per_sec,
-            p50_ms,
-            p99_ms: p50_ms * 2.0,
+            measured: Throughput {
+                ok: 1,
+                failed: 0,
+                per_sec,
+                p50_ms,
+                p99_ms: p50_ms * 2.0,
+            },
         };
         let results = Results {
             phases: vec![
