@@ -33,8 +33,10 @@ use crate::closed_loop::{self, Load, Throughput};
 const SETUP_CONCURRENCY: usize = 256;
 /// Connections the holders' renewals and the setup's acquires each spread over.
 const SETUP_CLIENTS: usize = 4;
-/// Creating leases gives up below this many grants per second on average.
-const MIN_ACQUIRES_PER_SEC: usize = 300;
+/// Creating leases gives up below this many grants per second on average, or after this long
+/// without a single grant.
+const MIN_ACQUIRES_PER_SEC: usize = 1_000;
+const ACQUIRE_STALL: Duration = Duration::from_secs(30);
 /// One attempt of the failover probe.
 const PROBE_ATTEMPT: Duration = Duration::from_millis(200);
 /// Waits for a leader, a learner's catch-up or a snapshot give up after this.
@@ -150,7 +152,12 @@ pub struct RssRow {
 /// Memory per lease at the memory phase's scale.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemoryFigures {
+    /// Leases granted (all of them, or as many as were when acquiring stopped).
     pub leases: usize,
+    /// Leases asked for.
+    pub target: usize,
+    /// Why acquiring stopped short, if it did.
+    pub stopped: Option<String>,
     /// Live leases on the leader when RSS was read.
     pub live: Option<u64>,
     pub idle: Vec<Option<u64>>,
@@ -159,6 +166,10 @@ pub struct MemoryFigures {
     pub leader: usize,
     /// Renewals refused while the leases were acquired and held.
     pub refused: u64,
+    /// `Expire` entries the final leader committed, and its term (1 or 2: no election after
+    /// the first).
+    pub expired: Option<u64>,
+    pub term: Option<u64>,
     pub took: Duration,
 }
 
@@ -376,12 +387,21 @@ impl Summary {
             row(
                 format!("{} leases: acquired and held", count(m.leases)),
                 format!(
-                    "in {:.0} s; live on the leader {}; renewals refused {}",
+                    "in {:.0} s; live on the leader {}; renewals refused {}; leader's `Expire`s \
+                     {}; final term {}",
                     m.took.as_secs_f64(),
                     m.live.map_or("–".into(), |l| count(l as usize)),
-                    m.refused
+                    m.refused,
+                    m.expired.map_or("–".into(), |e| e.to_string()),
+                    m.term.map_or("–".into(), |t| t.to_string())
                 ),
             );
+            if let Some(why) = &m.stopped {
+                row(
+                    format!("memory phase STOPPED SHORT of {} leases", count(m.target)),
+                    why.clone(),
+                );
+            }
         }
         for e in &self.errors {
             row("NOT MEASURED".into(), e.clone());
@@ -521,19 +541,21 @@ async fn acquire_leases(
     let deadline = started + Duration::from_secs((total / MIN_ACQUIRES_PER_SEC) as u64 + 60);
     let next = Arc::new(AtomicUsize::new(range.start));
     let failed = Arc::new(AtomicU64::new(0));
+    let stalled = Arc::new(AtomicBool::new(false));
     let workers: Vec<JoinHandle<()>> = (0..SETUP_CONCURRENCY)
         .map(|w| {
-            let (client, set, next, failed) = (
+            let (client, set, next, failed, stalled) = (
                 clients[w % clients.len()].clone(),
                 set.clone(),
                 next.clone(),
                 failed.clone(),
+                stalled.clone(),
             );
             let end = range.end;
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= end || Instant::now() > deadline {
+                    if i >= end || Instant::now() > deadline || stalled.load(Ordering::Relaxed) {
                         return;
                     }
                     let spec = LeaseSpec::new(
@@ -558,12 +580,18 @@ async fn acquire_leases(
         })
         .collect();
     let progress = {
-        let (set, failed) = (set.clone(), failed.clone());
+        let (set, failed, stalled) = (set.clone(), failed.clone(), stalled.clone());
         let base = lease_count(&set);
         tokio::spawn(async move {
+            let (mut last, mut last_change) = (0, Instant::now());
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let done = lease_count(&set) - base;
+                if done != last {
+                    (last, last_change) = (done, Instant::now());
+                } else if last_change.elapsed() >= ACQUIRE_STALL {
+                    stalled.store(true, Ordering::Relaxed);
+                }
                 eprintln!(
                     "scale:   acquired {} / {} ({:.0}/s, {} failed)",
                     count(done),
@@ -580,10 +608,17 @@ async fn acquire_leases(
     progress.abort();
     let took = started.elapsed();
     let failed = failed.load(Ordering::Relaxed);
-    if failed > 0 || Instant::now() > deadline {
+    if failed > 0 || Instant::now() > deadline || stalled.load(Ordering::Relaxed) {
         anyhow::bail!(
-            "acquiring {} leases: {failed} acquires failed or were refused, {} s spent",
+            "acquiring {} leases: {} granted, {failed} acquires failed or were refused{}, {} s \
+             spent",
             count(total),
+            count(lease_count(set).saturating_sub(range.start)),
+            if stalled.load(Ordering::Relaxed) {
+                format!(", none granted in the last {} s", ACQUIRE_STALL.as_secs())
+            } else {
+                String::new()
+            },
             took.as_secs()
         );
     }
@@ -1228,6 +1263,7 @@ async fn memory_phase(
     let setup = clients(&endpoints, &cluster.options, SETUP_CLIENTS).await?;
     let holders = clients(&endpoints, &cluster.options, SETUP_CLIENTS).await?;
     let set: LeaseSet = Arc::default();
+    let started = Instant::now();
     let renewer = Renewer::start(&set, &holders, MEMORY_TTL / 3);
     let acquired = acquire_leases(
         &setup,
@@ -1240,7 +1276,7 @@ async fn memory_phase(
     .await;
     let took = match &acquired {
         Ok(took) => *took,
-        Err(_) => Duration::ZERO,
+        Err(_) => started.elapsed(),
     };
     // Settle: the acquires' last entries applied everywhere, buffers returned.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1249,9 +1285,18 @@ async fn memory_phase(
     let live =
         metric_sum(&cluster.metrics(leader).await?, "arbiter_leases_live", &[]).map(|v| v as u64);
     let counts = renewer.stop().await;
-    acquired?;
+    let leases = lease_count(&set);
+    let stopped = match acquired {
+        Err(e) if leases == 0 => return Err(e),
+        outcome => outcome.err().map(|e| format!("{e:#}")),
+    };
+    let leader_metrics = cluster.metrics(leader).await.unwrap_or_default();
     Ok(MemoryFigures {
-        leases: config.memory_leases,
+        leases,
+        target: config.memory_leases,
+        stopped,
+        expired: metric_sum(&leader_metrics, EXPIRED.0, EXPIRED.1).map(|v| v as u64),
+        term: cluster.status(leader).await.map(|s| s.term).ok(),
         live,
         idle: idle.bytes,
         loaded: loaded.bytes,
@@ -1359,6 +1404,10 @@ mod tests {
             scaled: Some(t(30_000.0)),
             memory: Some(MemoryFigures {
                 leases: 1_000_000,
+                target: 1_000_000,
+                stopped: None,
+                expired: Some(0),
+                term: Some(2),
                 live: Some(1_000_000),
                 idle: vec![Some(10 << 20), None, Some(10 << 20)],
                 loaded: vec![Some((10 << 20) + 500_000_000), Some(1), Some(10 << 20)],
