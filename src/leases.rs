@@ -54,6 +54,9 @@ pub struct LeaseMetrics {
     pub quorum_rounds: Counter,
     /// Keep-alives and reads one quorum round confirmed at once.
     pub round_waiters: Histogram,
+    /// On each new leadership: the walk that gives every live lease a full TTL. Keep-alives
+    /// and the expiry loop wait on the timers' lock meanwhile, so it must stay short at scale.
+    pub timers_rebuild_seconds: Histogram,
 }
 
 impl Default for LeaseMetrics {
@@ -62,6 +65,8 @@ impl Default for LeaseMetrics {
             requests: Family::default(),
             quorum_rounds: Counter::default(),
             round_waiters: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            // 100 µs .. ~3 s
+            timers_rebuild_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
         }
     }
 }
@@ -440,12 +445,22 @@ impl LeaseManager {
                 if timers.leader_term != Some(term) {
                     // New leadership: a full TTL for every live lease from now, since we cannot
                     // know when the previous leader last renewed them.
+                    let walk = Instant::now();
                     #[cfg(not(feature = "mutant-reelected-keeps-timers"))]
                     timers.timers.on_elected(&state.machine.leases, now);
                     #[cfg(feature = "mutant-reelected-keeps-timers")]
                     timers.timers.reconcile(&state.machine.leases, now);
                     timers.leader_term = Some(term);
-                    tracing::info!(term, "leader: lease timers rebuilt with full TTLs");
+                    let took = walk.elapsed();
+                    self.inner
+                        .metrics
+                        .timers_rebuild_seconds
+                        .observe(took.as_secs_f64());
+                    tracing::info!(
+                        term,
+                        took_ms = took.as_secs_f64() * 1e3,
+                        "leader: lease timers rebuilt with full TTLs"
+                    );
                 } else if ticks.is_multiple_of(RECONCILE_EVERY_TICKS) {
                     // Grants and ends seen by `propose` update the timers at once; this catches
                     // what it cannot see (entries of an earlier term applied after election).

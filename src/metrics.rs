@@ -40,6 +40,7 @@ pub(crate) fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
 pub struct Instruments<'a> {
     pub proposer: &'a crate::proposer::ProposerMetrics,
     pub wal: &'a crate::store::WalCounters,
+    pub snapshots: &'a crate::store::SnapshotMetrics,
     pub denials: &'a crate::auth::Denials,
     pub leases: &'a crate::leases::LeaseMetrics,
     pub dr: &'a crate::dr::metrics::DrMetrics,
@@ -81,6 +82,7 @@ impl Metrics {
         let Instruments {
             proposer,
             wal,
+            snapshots,
             denials,
             leases,
             dr,
@@ -209,6 +211,24 @@ impl Metrics {
             "Appends made durable by one WAL sync round (group commit)",
             wal.sync_batch_appends.clone(),
         );
+        r.register_with_unit(
+            "snapshot_build_duration",
+            "Time to build one snapshot: encode the state machine, write and fsync the file",
+            Unit::Seconds,
+            snapshots.build_seconds.clone(),
+        );
+        r.register_with_unit(
+            "snapshot_install_duration",
+            "Time to install one snapshot received from the leader: decode, write and fsync the file, swap the state in",
+            Unit::Seconds,
+            snapshots.install_seconds.clone(),
+        );
+        r.register_with_unit(
+            "snapshot_size",
+            "Encoded size of the snapshot this node last built or installed",
+            Unit::Bytes,
+            snapshots.bytes.clone(),
+        );
         r.register(
             "storage_error",
             "1 while this node's storage refuses writes (e.g. out of space)",
@@ -228,6 +248,12 @@ impl Metrics {
             "lease_requests",
             "Lease requests served by this node, by operation and result (granted, renewed, a refusal's kind, not_leader, ...)",
             leases.requests.clone(),
+        );
+        r.register_with_unit(
+            "lease_timers_rebuild_duration",
+            "On becoming leader: time to give every live lease a full TTL from now (one walk over the table)",
+            Unit::Seconds,
+            leases.timers_rebuild_seconds.clone(),
         );
         r.register(
             "lease_quorum_rounds",

@@ -365,6 +365,7 @@ pub async fn run(
         Instruments {
             proposer: proposer.metrics(),
             wal: &wal_counters,
+            snapshots: sm_store.snapshot_metrics(),
             denials: auth.denial_counters(),
             leases: leases.metrics(),
             dr: dr.metrics(),

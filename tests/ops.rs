@@ -309,6 +309,65 @@ async fn readiness_turns_503_without_quorum_and_back() {
     .await;
 }
 
+/// The times a scale benchmark reads: the leader reports building a snapshot (time and size)
+/// and the time its lease timers took to rebuild on election; a follower that fell off the
+/// log reports installing the snapshot it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_build_install_and_timer_rebuild_are_timed() {
+    init_tracing();
+    // Snapshot every 20 entries and keep only 5 behind it, so a stopped node falls off the log.
+    let mut cluster = TestCluster::start(3, &["--snapshot-every", "20", "--keep-logs", "5"]).await;
+    let endpoints = cluster.endpoints();
+    let leader = cluster.leader(WAIT).await;
+    let lagger = cluster.follower(leader.node_id).ready.node_id;
+
+    tracing::info!(
+        lagger,
+        "phase: stop a follower and write past the purge point"
+    );
+    cluster.kill(lagger);
+    for i in 0..60 {
+        acquire_any(&endpoints, &format!("snap-{i}"), "h", 10_000, WAIT)
+            .await
+            .expect("write");
+    }
+    let (status, text) = get(&leader.http_addr, Some(&operator_token()), "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        sample(&text, "arbiter_snapshot_build_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "arbiter_snapshot_size_bytes").is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "arbiter_lease_timers_rebuild_duration_seconds_count")
+            .is_some_and(|n| n >= 1.0),
+        "the leader rebuilt its timers once elected: {text}"
+    );
+    assert_eq!(
+        sample(&text, "arbiter_snapshot_install_duration_seconds_count"),
+        Some(0.0),
+        "the leader installed nothing"
+    );
+
+    tracing::info!(lagger, "phase: restart it; it is sent the snapshot");
+    cluster.restart(lagger).await;
+    converged(&cluster, WAIT).await;
+    let addr = cluster.node(lagger).ready.http_addr.clone();
+    let (status, text) = get(&addr, Some(&operator_token()), "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        sample(&text, "arbiter_snapshot_install_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "arbiter_snapshot_size_bytes").is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+}
+
 /// The leader proposes exactly one `Expire` per lapsed lease and none for a released one: its
 /// timer for a lease stops when the lease's `Expire` or `Release` applies, so nothing fires
 /// again for a lease that is already free. A timer left running would re-propose `Expire` at

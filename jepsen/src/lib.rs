@@ -47,17 +47,27 @@
 //! - [`proxy`]: a TCP proxy for one directed link with delay queue, stall and cut.
 //! - [`network`]: one proxy per directed link, default latencies from the planning RTT table.
 //! - [`report`]: renders results for machines and people.
-//! - [`load`], [`placement_bench`], [`wan_bench`] (and `vs_etcd` with the `etcd` feature):
-//!   the benchmarks behind `arbiter-jepsen placement-bench`, `wan-bench` and `vs-etcd`.
+//!
+//! Benchmarks (`arbiter-jepsen placement-bench | scale-bench | vs-etcd | wan-bench`):
+//! - [`bench_cluster`]: a three-node TLS cluster of real nodes on loopback, and what a
+//!   benchmark reads off it (status, `/metrics`, a fresh learner).
+//! - [`closed_loop`]: N clients, one request at a time each, for a bounded time: ops/s, p50, p99.
+//! - [`scale_bench`]: 100k live leases against 1k — keep-alive throughput, a leader kill,
+//!   snapshot build and install, RSS, memory per lease at 1 M.
+//! - [`wan_bench`]: the `wan` profile over the WAN triangle — commit latency against its
+//!   floor, lease throughput, leader failover under load.
+//! - [`placement_bench`], [`vs_etcd`] (feature `etcd`): leader placement over the WAN; arbiter
+//!   beside etcd.
 
 pub mod api;
+pub mod bench_cluster;
 pub mod checker;
+pub mod closed_loop;
 pub mod cluster;
 pub mod fault_injector;
 pub mod fenced_store;
 pub mod history;
 pub mod lazyfs;
-pub mod load;
 pub mod nemesis;
 pub mod network;
 pub mod pg_store;
@@ -67,6 +77,7 @@ pub mod recorder;
 pub mod report;
 pub mod run_dir;
 pub mod runner;
+pub mod scale_bench;
 #[cfg(feature = "etcd")]
 pub mod vs_etcd;
 pub mod wan_bench;

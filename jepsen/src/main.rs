@@ -51,6 +51,10 @@ enum Command {
     /// Benchmark: the `wan` profile over the WAN triangle with the leader in us-east-1:
     /// commit latency against its floor, lease throughput, leader failover after kill -9.
     WanBench(WanBenchArgs),
+    /// Benchmark: 100,000 live leases held by 1,000 holders against 1,000 leases — keep-alive
+    /// throughput, a leader kill -9 (expiries, elections), snapshot build and install, RSS per
+    /// node, and memory per lease at 1,000,000 leases (`scripts/scale_bench.sh`).
+    ScaleBench(ScaleBenchArgs),
     /// Benchmark: arbiter and etcd side by side on loopback (keep-alive, grant, guarded
     /// write, leader failover after kill -9), alternating, with a ratio table. Needs the
     /// `etcd` feature and an etcd binary (`scripts/vs_etcd.sh` does both).
@@ -95,6 +99,42 @@ struct VsEtcdArgs {
         default_value = "arbiter,etcd"
     )]
     systems: Vec<arbiter_jepsen::vs_etcd::System>,
+    /// Where the clusters keep their data while they run (removed after each).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ScaleBenchArgs {
+    /// Live leases of the scaled phases.
+    #[arg(long, default_value_t = 100_000)]
+    leases: usize,
+    /// Holders; the baseline phase holds one lease per holder.
+    #[arg(long, default_value_t = 1_000)]
+    holders: usize,
+    /// Seconds per keep-alive phase (at most half the TTL).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent keep-alive clients, each one request at a time, over one connection to the
+    /// leader.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Upper bound on the operations of one keep-alive phase.
+    #[arg(long, default_value_t = 5_000_000)]
+    max_ops: u64,
+    /// TTL (seconds) of the leases of the scaled phases; holders renew each every TTL/3, and
+    /// the leader change is watched for one TTL and a third.
+    #[arg(long, default_value_t = 30)]
+    ttl: u64,
+    /// `--snapshot-every` of the nodes of the scaled phases.
+    #[arg(long, default_value_t = 1_000)]
+    snapshot_every: u64,
+    /// Leases of the memory-per-lease phase (a fresh cluster); 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    memory_leases: usize,
+    /// The `arbiter` binary (default: next to this executable).
+    #[arg(long)]
+    arbiter_bin: Option<PathBuf>,
     /// Where the clusters keep their data while they run (removed after each).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -274,6 +314,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(&args),
         Some(Command::PlacementBench(args)) => placement_bench(&args).map(|()| Verdict::Valid),
         Some(Command::WanBench(args)) => wan_bench(&args).map(|()| Verdict::Valid),
+        Some(Command::ScaleBench(args)) => scale_bench(&args).map(|()| Verdict::Valid),
         #[cfg(feature = "etcd")]
         Some(Command::VsEtcd(args)) => vs_etcd(&args).map(|()| Verdict::Valid),
         None => run(&cli.run),
@@ -442,6 +483,50 @@ fn vs_etcd(args: &VsEtcdArgs) -> anyhow::Result<()> {
         config.reps, config.clients, args.seconds
     );
     print!("{}", results.table());
+    Ok(())
+}
+
+fn scale_bench(args: &ScaleBenchArgs) -> anyhow::Result<()> {
+    use arbiter_jepsen::scale_bench::{self, ScaleConfig};
+    let dir = match &args.out {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("arbiter-scale-bench-{}", std::process::id())),
+    };
+    let config = ScaleConfig {
+        binary: run_dir::locate_arbiter(args.arbiter_bin.as_deref()).map_err(anyhow::Error::msg)?,
+        dir: dir.clone(),
+        leases: args.leases,
+        holders: args.holders,
+        phase: Duration::from_secs(args.seconds.max(1)),
+        clients: args.clients.max(1),
+        max_ops: args.max_ops,
+        ttl: Duration::from_secs(args.ttl),
+        snapshot_every: args.snapshot_every,
+        memory_leases: args.memory_leases,
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "scale-bench: {} leases / {} holders, {} clients, {} s phases, TTL {} s, snapshot every \
+         {} entries, memory phase {} leases; data under {}",
+        config.leases,
+        config.holders,
+        config.clients,
+        args.seconds,
+        args.ttl,
+        config.snapshot_every,
+        config.memory_leases,
+        dir.display()
+    );
+    let summary = run_bench(&dir, false, scale_bench::run(&config))?;
+    println!(
+        "\narbiter at scale: 3 lan nodes on loopback (TLS, tokens), {} keep-alive clients over one \
+         connection to the leader, {} s phases, lease TTL {} s",
+        config.clients, args.seconds, args.ttl
+    );
+    print!("{}", summary.table());
+    if !summary.errors.is_empty() {
+        anyhow::bail!("{} phase(s) could not be measured", summary.errors.len());
+    }
     Ok(())
 }
 

@@ -30,18 +30,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbiter::certs::DevCerts;
-use arbiter::local_cluster::{self, NodeProcess, NodeSpec};
 use arbiter_client::{ArbiterClient, ClientOptions, LeaseSpec};
-use arbiter_core::NodeId;
 use etcd_client::{Client as EtcdClient, Compare, CompareOp, PutOptions, Txn, TxnOp};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use crate::bench_cluster::{ArbiterCluster, START_TIMEOUT};
 use crate::cluster::TimingOverride;
-use crate::load::{self, median};
+use crate::closed_loop::{self, median, Load, Throughput};
 
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// One failover measurement gives up after this long.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A write attempt during failover counts as failed after this long.
@@ -118,11 +115,7 @@ impl Phase {
 pub struct PhaseFigures {
     pub system: System,
     pub phase: Phase,
-    pub ok: u64,
-    pub failed: u64,
-    pub per_sec: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    pub measured: Throughput,
 }
 
 /// Everything the run measured.
@@ -145,7 +138,7 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
             let dir = config.dir.join(format!("rep-{rep}-{}", system.name()));
             let figures = match system {
                 System::Arbiter => {
-                    let cluster = ArbiterCluster::start(config, &dir).await?;
+                    let cluster = ArbiterCluster::start(&config.binary, &dir, &arbiter_args(config, &dir)?).await?;
                     let figures = arbiter_phases(config, &cluster).await;
                     drop(cluster);
                     figures?
@@ -164,11 +157,11 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
                     config.reps,
                     f.system.name(),
                     f.phase.name(),
-                    f.per_sec,
-                    f.p50_ms,
-                    f.p99_ms,
-                    f.ok,
-                    f.failed
+                    f.measured.per_sec,
+                    f.measured.p50_ms,
+                    f.measured.p99_ms,
+                    f.measured.ok,
+                    f.measured.failed
                 );
             }
             results.phases.extend(figures);
@@ -180,7 +173,7 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
             let dir = config.dir.join(format!("failover-{run}-{}", system.name()));
             let took = match system {
                 System::Arbiter => {
-                    let mut cluster = ArbiterCluster::start(config, &dir).await?;
+                    let mut cluster = ArbiterCluster::start(&config.binary, &dir, &arbiter_args(config, &dir)?).await?;
                     arbiter_failover(&mut cluster).await?
                 }
                 System::Etcd => {
@@ -225,7 +218,7 @@ impl Results {
             );
         };
         for phase in Phase::ALL {
-            let per_sec = |p: &PhaseFigures| p.per_sec;
+            let per_sec = |p: &PhaseFigures| p.measured.per_sec;
             let (a, e) = (
                 pick(System::Arbiter, phase, per_sec),
                 pick(System::Etcd, phase, per_sec),
@@ -234,9 +227,9 @@ impl Results {
             for (label, f) in [
                 (
                     "p50",
-                    (|p: &PhaseFigures| p.p50_ms) as fn(&PhaseFigures) -> f64,
+                    (|p: &PhaseFigures| p.measured.p50_ms) as fn(&PhaseFigures) -> f64,
                 ),
-                ("p99", |p: &PhaseFigures| p.p99_ms),
+                ("p99", |p: &PhaseFigures| p.measured.p99_ms),
             ] {
                 let (a, e) = (
                     pick(System::Arbiter, phase, f),
@@ -287,15 +280,15 @@ where
     O: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let load = load::drive(config.clients, config.phase, config.max_ops, make_op).await;
+    let load = Load {
+        clients: config.clients,
+        duration: config.phase,
+        max_ops: config.max_ops,
+    };
     PhaseFigures {
         system,
         phase: which,
-        ok: load.ok,
-        failed: load.failed,
-        per_sec: load.per_sec,
-        p50_ms: load.p50_ms,
-        p99_ms: load.p99_ms,
+        measured: closed_loop::run(load, make_op).await,
     }
 }
 
@@ -309,64 +302,17 @@ fn run_tag() -> u128 {
 // ---------------------------------------------------------------------------------------------
 // arbiter
 
-struct ArbiterCluster {
-    nodes: Vec<NodeProcess>,
-    options: ClientOptions,
-}
-
-impl ArbiterCluster {
-    /// Three `lan` nodes on loopback with TLS and tokens, as `arbiter up` starts them.
-    async fn start(config: &VsConfig, dir: &Path) -> anyhow::Result<ArbiterCluster> {
-        std::fs::create_dir_all(dir)?;
-        let timing = config.timing.toml();
-        let node_config = dir.join("node.toml");
-        if !timing.is_empty() {
-            std::fs::write(&node_config, timing)?;
-        }
-        let regions = ["us-east-1", "us-west-2", "eu-central-1"];
-        let ids: Vec<(NodeId, String)> = (1..=3)
-            .map(|id| (id, regions[id as usize - 1].to_string()))
-            .collect();
-        let certs = DevCerts::ensure(&dir.join("certs"), &ids)?;
-        let mut nodes = Vec::new();
-        for (id, region) in &ids {
-            let mut spec = NodeSpec::on_loopback(*id, region, dir.join(format!("n{id}")))?;
-            spec.tls = Some(certs.node_tls(*id));
-            spec.extra_args = vec![
-                "--auth-tokens-file".into(),
-                certs.tokens_file().display().to_string(),
-            ];
-            if node_config.exists() {
-                spec.extra_args.push("--config".into());
-                spec.extra_args.push(node_config.display().to_string());
-            }
-            nodes.push(spec.start(&config.binary, START_TIMEOUT).await?);
-        }
-        let options = certs.operator().client_options()?;
-        let members = nodes.iter().map(NodeProcess::info).collect();
-        local_cluster::initialize(&nodes[0].ready.grpc_addr, members, START_TIMEOUT, &options)
-            .await?;
-        let cluster = ArbiterCluster { nodes, options };
-        cluster.leader().await?;
-        Ok(cluster)
+/// `arbiter serve` flags for a run's nodes: a config file with the timing, when not the
+/// profile's.
+fn arbiter_args(config: &VsConfig, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let timing = config.timing.toml();
+    if timing.is_empty() {
+        return Ok(Vec::new());
     }
-
-    fn endpoints(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| n.ready.grpc_addr.clone())
-            .collect()
-    }
-
-    /// The leader's index in `nodes`.
-    async fn leader(&self) -> anyhow::Result<usize> {
-        let status =
-            local_cluster::wait_for_leader(&self.endpoints(), START_TIMEOUT, &self.options).await?;
-        self.nodes
-            .iter()
-            .position(|n| n.spec.id == status.node_id)
-            .ok_or_else(|| anyhow::anyhow!("leader {} is not a node of the run", status.node_id))
-    }
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join("timing.toml");
+    std::fs::write(&file, timing)?;
+    Ok(vec!["--config".into(), file.display().to_string()])
 }
 
 async fn arbiter_phases(
@@ -767,11 +713,13 @@ mod tests {
         let figures = |system, phase, per_sec, p50_ms| PhaseFigures {
             system,
             phase,
-            ok: 1,
-            failed: 0,
-            per_sec,
-            p50_ms,
-            p99_ms: p50_ms * 2.0,
+            measured: Throughput {
+                ok: 1,
+                failed: 0,
+                per_sec,
+                p50_ms,
+                p99_ms: p50_ms * 2.0,
+            },
         };
         let results = Results {
             phases: vec![

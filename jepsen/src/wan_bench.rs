@@ -28,7 +28,7 @@ use arbiter_core::NodeId;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, ClusterConfig, TimingOverride};
-use crate::load::{self, median, percentile_ms, Load};
+use crate::closed_loop::{self, median, percentile_ms, Load, Throughput};
 use crate::nemesis::Effects;
 use crate::network::DelayTable;
 
@@ -84,9 +84,19 @@ pub struct WanFigures {
     pub fsync_p50_ms: f64,
     pub commit_p50_ms: f64,
     pub commit_p99_ms: f64,
-    pub acquire: Load,
-    pub keep_alive: Load,
+    pub acquire: Throughput,
+    pub keep_alive: Throughput,
     pub failovers: Vec<Failover>,
+}
+
+impl WanConfig {
+    fn load(&self) -> Load {
+        Load {
+            clients: self.clients,
+            duration: self.phase,
+            max_ops: self.max_ops,
+        }
+    }
 }
 
 impl WanFigures {
@@ -217,7 +227,7 @@ async fn phases(config: &WanConfig, cluster: &mut Cluster) -> anyhow::Result<Wan
     );
 
     let next = Arc::new(AtomicU64::new(0));
-    figures.acquire = load::drive(config.clients, config.phase, config.max_ops, |i| {
+    figures.acquire = closed_loop::run(config.load(), |i| {
         let (client, next) = (client.clone(), next.clone());
         move || {
             let (client, next) = (client.clone(), next.clone());
@@ -256,7 +266,7 @@ async fn phases(config: &WanConfig, cluster: &mut Cluster) -> anyhow::Result<Wan
     })
     .collect::<anyhow::Result<_>>()?;
     let held = Arc::new(held);
-    figures.keep_alive = load::drive(config.clients, config.phase, config.max_ops, |i| {
+    figures.keep_alive = closed_loop::run(config.load(), |i| {
         let (client, held) = (client.clone(), held.clone());
         move || {
             let (client, held) = (client.clone(), held.clone());

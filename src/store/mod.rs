@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub use log_store::{LogStore, WalCounters};
-pub use state_machine_store::{AppliedState, StateMachineStore};
+pub use state_machine_store::{AppliedState, SnapshotMetrics, StateMachineStore};
 pub use sync::SyncPolicy;
 
 /// Bumped whenever the encoding of anything stored changes incompatibly. Version 2: the Raft

@@ -367,3 +367,57 @@ fn start_for_a_new_token_replaces_the_timer_of_an_old_one() {
         Some(MonoMillis(1_000 + TTL))
     );
 }
+
+#[test]
+fn due_sees_a_later_grant_with_an_earlier_deadline_and_not_a_renewed_lease() {
+    // `due` walks the timers only once its lower bound on the earliest deadline has passed;
+    // a grant that lands before that bound must lower it, and a renewal must not hide a
+    // lease that is due, nor make a renewed one due.
+    let mut timers = LeaseTimers::new();
+    let (orders, users) = (res("db/orders"), res("db/users"));
+    let (t1, t2) = (
+        FencingToken::from_log_position(1, 0),
+        FencingToken::from_log_position(2, 0),
+    );
+    timers.start(&orders, t1, 10_000, MonoMillis(0));
+    assert!(timers.due(MonoMillis(5_000)).is_empty());
+    // Granted later with a shorter TTL: due long before the first.
+    timers.start(&users, t2, 1_000, MonoMillis(5_000));
+    assert!(timers.due(MonoMillis(5_999)).is_empty());
+    assert_eq!(timers.due(MonoMillis(6_000)), [(users.clone(), t2)]);
+    // The first, renewed before its deadline, is not due at the old one.
+    assert_eq!(
+        timers.renew(&orders, t1, 10_000, MonoMillis(9_000)),
+        TimerRenewal::Renewed
+    );
+    timers.stop(&users, t2);
+    assert!(timers.due(MonoMillis(10_000)).is_empty());
+    assert!(timers.due(MonoMillis(18_999)).is_empty());
+    assert_eq!(timers.due(MonoMillis(19_000)), [(orders, t1)]);
+}
+
+#[test]
+fn reconcile_keeps_running_deadlines_drops_ended_leases_and_times_new_ones() {
+    let mut table = LeaseTable::new();
+    let a = grant(&mut table, 1, "a", "proxy-a");
+    let b = grant(&mut table, 2, "b", "proxy-b");
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+    // `b` ends, `c` is granted by an entry this leader did not propose; `a` keeps its deadline.
+    apply(
+        &mut table,
+        3,
+        LeaseCommand::Release {
+            resource: res("b"),
+            holder: HolderId::new("proxy-b"),
+            token: b,
+        },
+    );
+    let c = grant(&mut table, 4, "c", "proxy-c");
+    timers.reconcile(&table, MonoMillis(1_000));
+    assert_eq!(timers.may_hold_until(&res("a")), Some(MonoMillis(TTL)));
+    assert_eq!(timers.may_hold_until(&res("b")), None);
+    assert_eq!(timers.may_hold_until(&res("c")), Some(MonoMillis(1_000 + TTL)));
+    assert_eq!(timers.due(MonoMillis(TTL)), [(res("a"), a)]);
+    assert_eq!(timers.due(MonoMillis(1_000 + TTL)), [(res("a"), a), (res("c"), c)]);
+}

@@ -1,8 +1,8 @@
-//! A closed-loop load driver for the benchmarks: `clients` loops, each one operation at a time,
-//! for a bounded time and operation count, with throughput and latency percentiles.
+//! Closed-loop load for the benchmarks: N clients, each one request at a time, for a fixed
+//! time and at most a fixed number of operations, with throughput and latency percentiles.
 //!
-//! Invariant: every loop stops by itself at the phase's end or when the shared operation budget
-//! runs out, whichever comes first.
+//! Invariant: a run ends by its deadline plus one operation's own bound, and never issues more
+//! than `max_ops` operations.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,9 +11,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// What one phase measured.
-#[derive(Clone, Debug, Default)]
+/// How much load: `clients` concurrent loops for `duration`, `max_ops` operations at most.
+#[derive(Clone, Copy, Debug)]
 pub struct Load {
+    pub clients: usize,
+    pub duration: Duration,
+    pub max_ops: u64,
+}
+
+/// What one run measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Throughput {
     pub ok: u64,
     pub failed: u64,
     pub per_sec: f64,
@@ -21,25 +29,29 @@ pub struct Load {
     pub p99_ms: f64,
 }
 
-/// Runs `clients` loops of the operation `make_op(i)` makes for loop `i`, for `phase` and at
-/// most `max_ops` operations in all. An operation answers whether it succeeded; only
-/// successes count towards throughput and latency.
-pub async fn drive<M, O, Fut>(clients: usize, phase: Duration, max_ops: u64, mut make_op: M) -> Load
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    failed: u64,
+}
+
+/// Runs `load.clients` loops of the operation `make_op(client)` gives each; an operation
+/// returns whether it succeeded. Only successes count towards throughput and latency.
+pub async fn run<M, O, Fut>(load: Load, mut make_op: M) -> Throughput
 where
     M: FnMut(usize) -> O,
     O: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
     let started = Instant::now();
-    let end = started + phase;
-    let budget = Arc::new(AtomicU64::new(max_ops));
-    let tasks: Vec<_> = (0..clients)
+    let end = started + load.duration;
+    let budget = Arc::new(AtomicU64::new(load.max_ops));
+    let tasks: Vec<_> = (0..load.clients)
         .map(|i| {
             let mut op = make_op(i);
             let budget = budget.clone();
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut failed = 0;
+                let mut tally = Tally::default();
                 while Instant::now() < end
                     && budget
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
@@ -47,31 +59,31 @@ where
                 {
                     let t = Instant::now();
                     if op().await {
-                        latencies.push(t.elapsed());
+                        tally.latencies.push(t.elapsed());
                     } else {
-                        failed += 1;
+                        tally.failed += 1;
                     }
                 }
-                (latencies, failed)
+                tally
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    let mut failed = 0;
+    let mut all = Tally::default();
     for task in tasks {
-        if let Ok((l, f)) = task.await {
-            latencies.extend(l);
-            failed += f;
+        if let Ok(t) = task.await {
+            all.latencies.extend(t.latencies);
+            all.failed += t.failed;
         }
     }
     let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    Load {
-        ok: latencies.len() as u64,
-        failed,
-        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50_ms: percentile_ms(&latencies, 50),
-        p99_ms: percentile_ms(&latencies, 99),
+    all.latencies.sort_unstable();
+    let ok = all.latencies.len();
+    Throughput {
+        ok: ok as u64,
+        failed: all.failed,
+        per_sec: ok as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile_ms(&all.latencies, 50),
+        p99_ms: percentile_ms(&all.latencies, 99),
     }
 }
 
@@ -118,11 +130,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_bounds_the_operations_and_failures_do_not_count_as_throughput() {
-        let load = drive(4, Duration::from_secs(10), 40, |i| {
-            move || async move { i % 2 == 0 }
-        })
-        .await;
-        assert_eq!(load.ok + load.failed, 40);
-        assert!(load.ok > 0 && load.failed > 0, "{load:?}");
+        let load = Load {
+            clients: 4,
+            duration: Duration::from_secs(10),
+            max_ops: 40,
+        };
+        let measured = run(load, |i| move || async move { i % 2 == 0 }).await;
+        assert_eq!(measured.ok + measured.failed, 40);
+        assert!(measured.ok > 0 && measured.failed > 0, "{measured:?}");
     }
 }
