@@ -37,6 +37,14 @@ use crate::tls::NodeTls;
 /// chunks (openraft chunks snapshots at `snapshot_max_chunk_size`, 3 MiB by default).
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// HTTP/2 flow-control windows of the peer links, both ways. The default 64 KiB lets a sender
+/// put only 64 KiB on the wire per round trip: at 150 ms RTT that is ~430 KB/s, so a new
+/// leader's first AppendEntries to a follower (hundreds of KiB after a busy moment) outlasted
+/// the heartbeat-long RPC timeout, was retried and timed out again, and nothing committed.
+/// A window is credit, not a buffer; `MAX_RAFT_MESSAGE_BYTES` still bounds each message.
+pub const PEER_STREAM_WINDOW: u32 = 16 << 20;
+pub const PEER_CONNECTION_WINDOW: u32 = 32 << 20;
+
 /// Channels to other nodes' peer ports, one per address, each presenting this node's
 /// certificate: the Raft transport and the node-to-node cluster calls (bootstrap survey,
 /// handing over the cluster id) share it.
@@ -66,7 +74,9 @@ impl PeerDialer {
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(PEER_STREAM_WINDOW)
+            .initial_connection_window_size(PEER_CONNECTION_WINDOW);
         let channel = match &self.tls {
             Some(tls) => {
                 let tls = tls.clone();

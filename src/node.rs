@@ -644,10 +644,12 @@ async fn serve_peer(
 ) -> Result<(), NodeError> {
     let transport = RaftTransport::new(node.raft.clone(), node.identity.clone(), leader_lease);
     let raft_service = RaftServiceServer::new(transport)
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(crate::network::PEER_STREAM_WINDOW)
+        .initial_connection_window_size(crate::network::PEER_CONNECTION_WINDOW)
         .layer(RequestSpanLayer)
         // A peer runs one replication stream plus votes and heartbeats at a time; without TLS
         // (loopback only) anyone reaching the port is a "peer", so it is bounded like a client.

@@ -135,7 +135,16 @@ mod tests {
             duration: Duration::from_secs(10),
             max_ops: 40,
         };
-        let measured = run(load, |i| move || async move { i % 2 == 0 }).await;
+        // Every other operation of each client fails.
+        let measured = run(load, |_| {
+            let mut n = 0u64;
+            move || {
+                n += 1;
+                let ok = n.is_multiple_of(2);
+                async move { ok }
+            }
+        })
+        .await;
         assert_eq!(measured.ok + measured.failed, 40);
         assert!(measured.ok > 0 && measured.failed > 0, "{measured:?}");
     }

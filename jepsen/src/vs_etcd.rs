@@ -36,8 +36,8 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::bench_cluster::{ArbiterCluster, START_TIMEOUT};
-use crate::cluster::TimingOverride;
 use crate::closed_loop::{self, median, Load, Throughput};
+use crate::cluster::TimingOverride;
 
 /// One failover measurement gives up after this long.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -138,7 +138,9 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
             let dir = config.dir.join(format!("rep-{rep}-{}", system.name()));
             let figures = match system {
                 System::Arbiter => {
-                    let cluster = ArbiterCluster::start(&config.binary, &dir, &arbiter_args(config, &dir)?).await?;
+                    let cluster =
+                        ArbiterCluster::start(&config.binary, &dir, &arbiter_args(config, &dir)?)
+                            .await?;
                     let figures = arbiter_phases(config, &cluster).await;
                     drop(cluster);
                     figures?
@@ -173,7 +175,9 @@ pub async fn run(config: &VsConfig) -> anyhow::Result<Results> {
             let dir = config.dir.join(format!("failover-{run}-{}", system.name()));
             let took = match system {
                 System::Arbiter => {
-                    let mut cluster = ArbiterCluster::start(&config.binary, &dir, &arbiter_args(config, &dir)?).await?;
+                    let mut cluster =
+                        ArbiterCluster::start(&config.binary, &dir, &arbiter_args(config, &dir)?)
+                            .await?;
                     arbiter_failover(&mut cluster).await?
                 }
                 System::Etcd => {

@@ -27,8 +27,8 @@ use arbiter_client::{ArbiterClient, ClientOptions, LeaseSpec};
 use arbiter_core::NodeId;
 use tokio::time::Instant;
 
-use crate::cluster::{Cluster, ClusterConfig, TimingOverride};
 use crate::closed_loop::{self, median, percentile_ms, Load, Throughput};
+use crate::cluster::{Cluster, ClusterConfig, TimingOverride};
 use crate::nemesis::Effects;
 use crate::network::DelayTable;
 
@@ -161,7 +161,10 @@ impl WanFigures {
             .collect();
         line(
             &mut out,
-            &format!("leader failover after kill -9 ({} kills)", self.failovers.len()),
+            &format!(
+                "leader failover after kill -9 ({} kills)",
+                self.failovers.len()
+            ),
             format!(
                 "median {:.2} s (each: {} s)",
                 self.failover_median_s(),
@@ -247,7 +250,10 @@ async fn phases(config: &WanConfig, cluster: &mut Cluster) -> anyhow::Result<Wan
     eprintln!(
         "acquire: {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, {} failed; {batch:.1} commands per log \
          entry since the start",
-        figures.acquire.per_sec, figures.acquire.p50_ms, figures.acquire.p99_ms, figures.acquire.failed
+        figures.acquire.per_sec,
+        figures.acquire.p50_ms,
+        figures.acquire.p99_ms,
+        figures.acquire.failed
     );
 
     let held: Vec<_> = futures::future::join_all((0..config.clients).map(|i| {
@@ -472,7 +478,9 @@ async fn wait_for_leader_in_east(cluster: &Cluster) -> anyhow::Result<()> {
     let deadline = Instant::now() + PLACED_TIMEOUT;
     while cluster.leader().await != Some(EAST) {
         if Instant::now() > deadline {
-            anyhow::bail!("placement did not move the leader to us-east-1 within {PLACED_TIMEOUT:?}");
+            anyhow::bail!(
+                "placement did not move the leader to us-east-1 within {PLACED_TIMEOUT:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -565,6 +573,9 @@ mod tests {
         assert_eq!(figures.failover_median_s(), 2.0);
         let table = figures.table(512);
         assert!(table.contains("= 1.20× the floor (75.0 ms)"), "{table}");
-        assert!(table.contains("median 2.00 s (each: 2.00, 1.00, 4.00 s)"), "{table}");
+        assert!(
+            table.contains("median 2.00 s (each: 2.00, 1.00, 4.00 s)"),
+            "{table}"
+        );
     }
 }

@@ -202,14 +202,6 @@ mod tests {
         Some(LogId::new(CommittedLeaderId::new(term, 0), index))
     }
 
-    fn request(term: u64, last: Option<LogId>) -> VoteRequest<NodeId> {
-        VoteRequest::new(Vote::new(term, 2), last)
-    }
-
-    fn answer(term: u64, granted: bool, last: Option<LogId>) -> VoteResponse<NodeId> {
-        VoteResponse::new(Vote::new_committed(term, 1), last, granted)
-    }
-
     fn request(term: u64, candidate: NodeId, last: Option<LogId>) -> VoteRequest<NodeId> {
         VoteRequest::new(Vote::new(term, candidate), last)
     }
@@ -229,7 +221,10 @@ mod tests {
             Some(2)
         );
         // A candidate with no log at all.
-        assert_eq!(campaigns_to_take_over(3, &request(4, 2, None), &refused), Some(2));
+        assert_eq!(
+            campaigns_to_take_over(3, &request(4, 2, None), &refused),
+            Some(2)
+        );
     }
 
     #[test]
@@ -237,11 +232,19 @@ mod tests {
         // Both stood at term 4 with equal logs and voted for themselves: node 3 outranks 2.
         let last = log(3, 10);
         assert_eq!(
-            campaigns_to_take_over(3, &request(4, 2, last), &answer(Vote::new(4, 3), false, last)),
+            campaigns_to_take_over(
+                3,
+                &request(4, 2, last),
+                &answer(Vote::new(4, 3), false, last)
+            ),
             Some(1)
         );
         assert_eq!(
-            campaigns_to_take_over(2, &request(4, 3, last), &answer(Vote::new(4, 2), false, last)),
+            campaigns_to_take_over(
+                2,
+                &request(4, 3, last),
+                &answer(Vote::new(4, 2), false, last)
+            ),
             None
         );
         // A longer log outranks a higher id.

@@ -30,8 +30,8 @@ use crate::proto;
 use crate::proto::lease_service_client::LeaseServiceClient;
 use crate::types::{FencingToken, HolderId, ResourceId};
 
-/// Renewals queued for the stream before a sender waits (the server answers up to 256 of one
-/// stream at once).
+/// Renewals queued for the stream before a sender waits (the server answers up to 1,024 of
+/// one stream at once).
 const QUEUE: usize = 1024;
 
 type Waiter = oneshot::Sender<Result<proto::LeaseReply, Status>>;

@@ -417,7 +417,13 @@ fn reconcile_keeps_running_deadlines_drops_ended_leases_and_times_new_ones() {
     timers.reconcile(&table, MonoMillis(1_000));
     assert_eq!(timers.may_hold_until(&res("a")), Some(MonoMillis(TTL)));
     assert_eq!(timers.may_hold_until(&res("b")), None);
-    assert_eq!(timers.may_hold_until(&res("c")), Some(MonoMillis(1_000 + TTL)));
+    assert_eq!(
+        timers.may_hold_until(&res("c")),
+        Some(MonoMillis(1_000 + TTL))
+    );
     assert_eq!(timers.due(MonoMillis(TTL)), [(res("a"), a)]);
-    assert_eq!(timers.due(MonoMillis(1_000 + TTL)), [(res("a"), a), (res("c"), c)]);
+    assert_eq!(
+        timers.due(MonoMillis(1_000 + TTL)),
+        [(res("a"), a), (res("c"), c)]
+    );
 }
