@@ -87,6 +87,13 @@ where
     }
 }
 
+/// A unique suffix per benchmark run, so names never collide with an earlier run's.
+pub fn run_tag() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
 /// The `p`th percentile of sorted `latencies` in milliseconds (nearest rank); NaN when empty.
 pub fn percentile_ms(sorted: &[Duration], p: usize) -> f64 {
     let n = sorted.len();

@@ -335,31 +335,27 @@ impl Cluster {
     /// Node `id`'s Prometheus text (`/metrics`), asked directly; `None` if it does not answer
     /// within a second.
     pub async fn metrics(&self, id: NodeId) -> Option<String> {
-        let http = self.credentials().http_client().ok()?;
-        let url = format!(
-            "{}/metrics",
-            http.base_url(&self.addresses.get(&id)?.http.to_string())
-        );
-        let response = http
-            .request("GET", &url, None, Duration::from_secs(1))
-            .await
-            .ok()?;
-        String::from_utf8(response.body).ok()
+        let body = self.get(id, "/metrics", Duration::from_secs(1)).await?;
+        String::from_utf8(body).ok()
     }
 
     /// Node `id`'s `/v1/cluster/status`, asked directly; `None` if it does not answer within
     /// half a second.
     pub async fn status(&self, id: NodeId) -> Option<Value> {
+        let body = self
+            .get(id, "/v1/cluster/status", Duration::from_millis(500))
+            .await?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// The body of a GET of `path` at node `id`'s HTTP port (not through its proxy), with the
+    /// operator's credentials.
+    async fn get(&self, id: NodeId, path: &str, timeout: Duration) -> Option<Vec<u8>> {
         let http = self.credentials().http_client().ok()?;
-        let url = format!(
-            "{}/v1/cluster/status",
-            http.base_url(&self.addresses.get(&id)?.http.to_string())
-        );
-        let response = http
-            .request("GET", &url, None, Duration::from_millis(500))
-            .await
-            .ok()?;
-        serde_json::from_slice(&response.body).ok()
+        let addr = self.addresses.get(&id)?.http.to_string();
+        let url = format!("{}{path}", http.base_url(&addr));
+        let response = http.request("GET", &url, None, timeout).await.ok()?;
+        Some(response.body)
     }
 
     /// Asks the current leader to hand leadership to `to`; returns its answer (status and

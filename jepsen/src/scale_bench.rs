@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::bench_cluster::ArbiterCluster;
-use crate::closed_loop::{self, Load, Throughput};
+use crate::closed_loop::{self, run_tag, Load, Throughput};
 
 /// Concurrent acquires while creating leases, and renewals in flight for the holders: a
 /// keep-alive stream answers up to 256 at once, so this many over four connections.
@@ -869,13 +869,6 @@ async fn renew_spread(
 
 // ---------------------------------------------------------------------------------------------
 // The run
-
-/// A unique suffix per run, so names never collide with an earlier run's.
-fn run_tag() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
 
 pub async fn run(config: &ScaleConfig) -> anyhow::Result<Summary> {
     config.validate().map_err(anyhow::Error::msg)?;

@@ -36,7 +36,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::bench_cluster::{ArbiterCluster, START_TIMEOUT};
-use crate::closed_loop::{self, median, Load, Throughput};
+use crate::closed_loop::{self, median, run_tag, Load, Throughput};
 use crate::cluster::TimingOverride;
 
 /// One failover measurement gives up after this long.
@@ -294,13 +294,6 @@ where
         phase: which,
         measured: closed_loop::run(load, make_op).await,
     }
-}
-
-/// A unique suffix per run, so names never collide with an earlier run's.
-fn run_tag() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ use arbiter_client::{ArbiterClient, ClientOptions, LeaseSpec};
 use arbiter_core::NodeId;
 use tokio::time::Instant;
 
-use crate::closed_loop::{self, median, percentile_ms, Load, Throughput};
+use crate::closed_loop::{self, median, percentile_ms, run_tag, Load, Throughput};
 use crate::cluster::{Cluster, ClusterConfig, TimingOverride};
 use crate::nemesis::Effects;
 use crate::network::DelayTable;
@@ -530,13 +530,6 @@ async fn fsync_p50_ms(dir: &Path) -> anyhow::Result<f64> {
     })
     .await??;
     Ok(percentile_ms(&latencies, 50))
-}
-
-/// A unique suffix per run, so names never collide with an earlier run's.
-fn run_tag() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }
 
 #[cfg(test)]
