@@ -5,17 +5,18 @@
 # See jepsen/src/scale_bench.rs for what each phase does.
 #
 #   scripts/scale_bench.sh [--leases N] [--holders N] [--seconds S] [--clients N] [--ttl S]
-#                          [--memory-leases N | --no-million] [--snapshot-every N]
+#                          [--memory-leases N | --no-million | --memory-only] [--snapshot-every N]
+#                          [--keep]
 #
 # Defaults: 100,000 leases, 1,000 holders, 10 s phases, 64 clients, TTL 30 s, 1,000,000 leases
 # in the memory phase (about 5 minutes in all on a 2-core machine; --no-million skips the
-# memory phase). Smaller runs for a quick look:
+# memory phase, --memory-only runs it alone). Smaller runs for a quick look:
 #
 #   scripts/scale_bench.sh --leases 10000 --holders 100 --seconds 3 --ttl 9 --memory-leases 50000
 #
 # Builds the release binaries and runs `arbiter-jepsen scale-bench`; every cluster runs on
-# loopback in a temp dir that is removed afterwards. Progress goes to stderr, the summary
-# table to stdout.
+# loopback in a temp dir that is removed afterwards (--keep leaves it, with the node logs).
+# Progress goes to stderr, the summary table to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,10 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       args+=("$1" "$2")
       shift 2
+      ;;
+    --memory-only|--keep)
+      args+=("$1")
+      shift
       ;;
     --million)
       args+=(--memory-leases 1000000)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arbiter_core::command::{Command, Outcome};
 use arbiter_core::lease_table::{LeaseCommand, LeaseLimits, LeaseOutcome, LeaseRefusal};
-use arbiter_core::lease_timers::{LeaseTimers, TimerRenewal};
+use arbiter_core::lease_timers::{LeaseTimers, TimerRenewal, Walk};
 use arbiter_core::replication::{DataLossEstimate, WriteRate};
 use arbiter_core::{FencingToken, HolderId, MonoMillis, ResourceId};
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -28,8 +28,17 @@ use crate::proposer::{Proposer, WriteError};
 use crate::raft_types::{Member, NodeId, Raft};
 use crate::store::StateMachineStore;
 
-/// Expiry-loop ticks between full reconciles of the timers with the table (a walk over it).
+/// Expiry-loop ticks from the end of one sweep that reconciles the timers with the table to
+/// the start of the next.
 const RECONCILE_EVERY_TICKS: u64 = 20;
+
+/// Table rows or timers one locked step of a walk covers: a few milliseconds at most.
+const WALK_STEP: usize = 4096;
+
+/// Table rows the background sweep covers per tick: a sweep is a safety net (see
+/// `expiry_loop`), so it goes slowly and costs keep-alives next to nothing; at 100,000 leases
+/// a pass takes about five seconds.
+const SWEEP_STEP: usize = 1024;
 
 /// A read or keep-alive could not be confirmed by a quorum round.
 pub type ReadError = WriteError;
@@ -205,15 +214,21 @@ impl LeaseManager {
     }
 
     /// How long (ms from now) the holder of `resource` may still believe it holds, by this
-    /// leader's timers; 0 when unknown here (not leader, or no timer).
+    /// leader's timers. A live lease with no timer yet (a new leader's rebuild has not reached
+    /// it) may be believed for up to its full TTL; 0 when no lease is live.
     pub fn may_hold_for_ms(&self, resource: &ResourceId) -> u64 {
         let now = self.mono_now();
         let timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
-        timers
-            .timers
-            .may_hold_until(resource)
-            .map(|until| until.0.saturating_sub(now.0))
-            .unwrap_or(0)
+        if let Some(until) = timers.timers.may_hold_until(resource) {
+            return until.0.saturating_sub(now.0);
+        }
+        let state = self.inner.state.read();
+        state
+            .machine
+            .leases
+            .get(resource)
+            .and_then(|row| row.lease.live())
+            .map_or(0, |lease| lease.ttl_ms)
     }
 
     pub fn metrics(&self) -> &LeaseMetrics {
@@ -417,57 +432,104 @@ impl LeaseManager {
         }
     }
 
+    /// One locked step of a walk over the table of at most `rows` rows.
+    fn reconcile_step(&self, rows: usize) -> Walk {
+        let now = self.mono_now();
+        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.inner.state.read();
+        timers
+            .timers
+            .reconcile_step(&state.machine.leases, now, rows)
+    }
+
     /// Every tick: track leadership; as leader, keep timers in line with the table and propose
     /// `Expire` for every lease whose deadline passed.
+    ///
+    /// Walks go in steps of [`WALK_STEP`] with the locks released and the runtime yielded in
+    /// between: at a million leases a walk in one piece held the timers' lock, and a runtime
+    /// worker, for a good part of a second, and the node missed its own heartbeats.
     async fn expiry_loop(self) {
         let metrics = self.inner.raft.metrics();
-        let mut ticks: u64 = 0;
+        let leading = |metrics: &tokio::sync::watch::Receiver<_>| {
+            let m: &openraft::RaftMetrics<NodeId, Member> = &metrics.borrow();
+            (m.state, m.current_term)
+        };
+        let mut since_sweep: u64 = 0;
+        let mut sweeping = false;
         loop {
             // Ticks only: metrics change on every commit, and waking per commit would put a
             // table walk on the write path.
             tokio::time::sleep(self.inner.tick).await;
-            ticks += 1;
-            let (is_leader, term) = {
-                let m = metrics.borrow();
-                if m.state == ServerState::Shutdown {
-                    return;
-                }
-                (m.state == ServerState::Leader, m.current_term)
-            };
-            let due = {
-                let now = self.mono_now();
-                let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
-                if !is_leader {
+            let (state, term) = leading(&metrics);
+            match state {
+                ServerState::Shutdown => return,
+                ServerState::Leader => {}
+                _ => {
+                    let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
                     timers.leader_term = None;
                     continue;
                 }
-                let state = self.inner.state.read();
-                if timers.leader_term != Some(term) {
-                    // New leadership: a full TTL for every live lease from now, since we cannot
-                    // know when the previous leader last renewed them.
-                    let walk = Instant::now();
-                    #[cfg(not(feature = "mutant-reelected-keeps-timers"))]
-                    timers.timers.on_elected(&state.machine.leases, now);
-                    #[cfg(feature = "mutant-reelected-keeps-timers")]
-                    timers.timers.reconcile(&state.machine.leases, now);
+            }
+            let forgotten = {
+                let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+                (timers.leader_term != Some(term)).then(|| {
                     timers.leader_term = Some(term);
-                    let took = walk.elapsed();
-                    self.inner
-                        .metrics
-                        .timers_rebuild_seconds
-                        .observe(took.as_secs_f64());
-                    tracing::info!(
-                        term,
-                        took_ms = took.as_secs_f64() * 1e3,
-                        "leader: lease timers rebuilt with full TTLs"
-                    );
-                } else if ticks.is_multiple_of(RECONCILE_EVERY_TICKS) {
-                    // Grants and ends seen by `propose` update the timers at once; this catches
-                    // what it cannot see (entries of an earlier term applied after election).
-                    timers.timers.reconcile(&state.machine.leases, now);
-                }
-                timers.timers.due(now)
+                    // New leadership: a full TTL for every live lease from now on, since we
+                    // cannot know when the previous leader last renewed them. Until the walk
+                    // below reaches a lease it has no timer: nothing expires it, and a
+                    // keep-alive starts one.
+                    #[cfg(not(feature = "mutant-reelected-keeps-timers"))]
+                    return timers.timers.forget();
+                    #[cfg(feature = "mutant-reelected-keeps-timers")]
+                    arbiter_core::lease_timers::ForgottenTimers::default()
+                })
             };
+            if let Some(forgotten) = forgotten {
+                let walk = Instant::now();
+                tokio::task::spawn_blocking(move || drop(forgotten));
+                while self.reconcile_step(WALK_STEP) == Walk::Unfinished {
+                    tokio::task::yield_now().await;
+                    if leading(&metrics) != (ServerState::Leader, term) {
+                        break;
+                    }
+                }
+                let took = walk.elapsed();
+                self.inner
+                    .metrics
+                    .timers_rebuild_seconds
+                    .observe(took.as_secs_f64());
+                tracing::info!(
+                    term,
+                    took_ms = took.as_secs_f64() * 1e3,
+                    "leader: lease timers rebuilt with full TTLs"
+                );
+                (sweeping, since_sweep) = (false, 0);
+            } else {
+                // Grants and ends seen by `propose` update the timers at once, and a keep-alive
+                // starts the timer of a live lease that has none; a sweep catches the rest
+                // (entries of an earlier term applied after the rebuild passed them, for
+                // leases nobody renews). One starts a few ticks after the last ended and goes
+                // a step per tick, so its cost per tick is bounded however large the table.
+                if !sweeping {
+                    since_sweep += 1;
+                    sweeping = since_sweep >= RECONCILE_EVERY_TICKS;
+                }
+                if sweeping && self.reconcile_step(SWEEP_STEP) == Walk::Done {
+                    (sweeping, since_sweep) = (false, 0);
+                }
+            }
+            let mut due = Vec::new();
+            loop {
+                let now = self.mono_now();
+                let step = {
+                    let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+                    timers.timers.due_step(now, WALK_STEP, &mut due)
+                };
+                if step == Walk::Done {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
             // Awaited here, not spawned: the loop does not re-propose an expiry while it is
             // still in flight (it stays due until applied).
             let proposals = due.into_iter().map(|(resource, token)| {

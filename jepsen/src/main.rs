@@ -132,6 +132,13 @@ struct ScaleBenchArgs {
     /// Leases of the memory-per-lease phase (a fresh cluster); 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     memory_leases: usize,
+    /// Run the memory-per-lease phase alone (skip the keep-alive, leader-change and snapshot
+    /// phases).
+    #[arg(long)]
+    memory_only: bool,
+    /// Keep the clusters' directories (node logs) instead of removing them.
+    #[arg(long)]
+    keep: bool,
     /// The `arbiter` binary (default: next to this executable).
     #[arg(long)]
     arbiter_bin: Option<PathBuf>,
@@ -503,6 +510,8 @@ fn scale_bench(args: &ScaleBenchArgs) -> anyhow::Result<()> {
         ttl: Duration::from_secs(args.ttl),
         snapshot_every: args.snapshot_every,
         memory_leases: args.memory_leases,
+        memory_only: args.memory_only,
+        keep: args.keep,
     };
     config.validate().map_err(anyhow::Error::msg)?;
     eprintln!(
@@ -517,7 +526,7 @@ fn scale_bench(args: &ScaleBenchArgs) -> anyhow::Result<()> {
         config.memory_leases,
         dir.display()
     );
-    let summary = run_bench(&dir, false, scale_bench::run(&config))?;
+    let summary = run_bench(&dir, args.keep, scale_bench::run(&config))?;
     println!(
         "\narbiter at scale: 3 lan nodes on loopback (TLS, tokens), {} keep-alive clients over one \
          connection to the leader, {} s phases, lease TTL {} s",

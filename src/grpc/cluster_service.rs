@@ -208,7 +208,7 @@ impl ClusterService for ClusterApi {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<NodeStatus>, Status> {
-        Ok(Response::new(self.node.status()))
+        Ok(Response::new(self.node.status().await))
     }
 
     async fn join_cluster(
@@ -255,16 +255,23 @@ impl ClusterService for ClusterApi {
             self.node.identity.cluster_id().ok_or_else(|| {
                 Status::failed_precondition("this node has no cluster identity yet")
             })?;
-        let data = codec::encode("snapshot data", &state).map_err(|e| {
+        let last = state.last_applied.unwrap_or_default();
+        // Encoding a large state takes a while: off the runtime, on the clone.
+        let (data, state_digest) = tokio::task::spawn_blocking(move || {
+            codec::encode("snapshot data", &state).map(|data| (data, state.digest()))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|encoded| encoded.map_err(|e| e.to_string()))
+        .map_err(|e| {
             tracing::error!(error = %e, "encoding a snapshot for a backup");
             Status::internal("cannot encode the snapshot; see the node log")
         })?;
-        let last = state.last_applied.unwrap_or_default();
         Ok(Response::new(SaveSnapshotResponse {
             cluster_id: cluster_id.to_string(),
             last_applied_index: last.index,
             last_applied_term: last.leader_id.term,
-            state_digest: state.digest(),
+            state_digest,
             data,
         }))
     }
@@ -469,7 +476,7 @@ impl NodeContext {
         self.within_write_deadline(initialize(raft, members)).await
     }
 
-    pub fn status(&self) -> NodeStatus {
+    pub async fn status(&self) -> NodeStatus {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -493,14 +500,10 @@ impl NodeContext {
             ServerState::Learner => "Learner",
             ServerState::Shutdown => "Shutdown",
         };
-        let (applied_index, digest, leader_moves) = {
-            let state = self.state.read();
-            (
-                state.last_applied.map(|l| l.index),
-                state.digest(),
-                state.machine.placement.moves(),
-            )
-        };
+        let leader_moves = self.state.read().machine.placement.moves();
+        // The index and the digest describe the same state.
+        let (applied, digest) = self.state.digest().await;
+        let applied_index = applied.map(|l| l.index);
         let committed = self.committed.load(Ordering::Relaxed);
         NodeStatus {
             node_id: self.id,

@@ -138,7 +138,7 @@ pub async fn snapshot(State(app): State<AppState>) -> Json<Dashboard> {
     let node = &app.node;
     // Each of these takes its own locks (the state's read guard among them), so neither is
     // called while the guard below is held.
-    let status = node.status();
+    let status = node.status().await;
     let is_leader = status.role == "Leader";
     let verdicts: Option<Vec<VerdictView>> = is_leader.then(|| {
         let verdicts = node.dr.verdicts();
@@ -153,7 +153,8 @@ pub async fn snapshot(State(app): State<AppState>) -> Json<Dashboard> {
         .filter(|addr| !addr.is_empty());
 
     let mut dashboard = {
-        let state = node.state.read();
+        // A clone shares the lease table's nodes: counting a large table holds up no apply.
+        let state = node.state.read().clone();
         let machine = &state.machine;
         Dashboard {
             generated_at: rfc3339::format(wall_now()),

@@ -179,7 +179,7 @@ fn api() -> OpenApiRouter<AppState> {
     responses((status = 200, description = "This node's status", body = arbiter_client::proto::NodeStatus)),
 )]
 async fn cluster_status(State(app): State<AppState>) -> Json<arbiter_client::proto::NodeStatus> {
-    Json(app.node.status())
+    Json(app.node.status().await)
 }
 
 async fn no_route(uri: Uri) -> ApiError {

@@ -2,7 +2,8 @@
 //!
 //! Expiry is decided here and committed as an explicit `Expire` entry, so the replicated
 //! [`LeaseTable`] never reads a clock. Time enters only as a [`MonoMillis`] argument. Not
-//! replicated and not persisted: a new leader rebuilds it with [`LeaseTimers::on_elected`].
+//! replicated and not persisted: a new leader forgets what it knew ([`LeaseTimers::forget`]) and
+//! rebuilds it from the table ([`LeaseTimers::reconcile_step`]).
 //!
 //! Invariant: for every live (`Held` or `Draining`) lease, the deadline here is no earlier than
 //! the deadline its holder computes for itself, so `Expire` is proposed only once the holder has
@@ -22,6 +23,7 @@
 use crate::lease_table::LeaseTable;
 use crate::types::{FencingToken, MonoMillis, ResourceId};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 /// One lease's deadline. Keyed by token so a timer never outlives, or acts on, another lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,20 +43,54 @@ pub enum TimerRenewal {
     NoTimer,
 }
 
+/// Whether a walk done in bounded steps has reached the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// Call again to go on from where this step stopped.
+    Unfinished,
+    Done,
+}
+
+/// The timers a new leadership dropped, handed back so the caller can free them where the time
+/// that takes (a million entries: tens of milliseconds) holds up nobody.
+#[derive(Debug, Default)]
+#[must_use = "drop it where freeing a large map holds up nobody"]
+pub struct ForgottenTimers(#[allow(dead_code)] BTreeMap<ResourceId, Timer>);
+
+/// A [`LeaseTimers::due`] walk under way: where it resumes, and the earliest deadline seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DueWalk {
+    after: Option<ResourceId>,
+    earliest: Option<MonoMillis>,
+}
+
 /// Per-resource deadlines of the live leases, kept by the current leader only.
 ///
-/// Cost: the leader asks for [`LeaseTimers::due`] every tick, so it must not walk every timer
-/// each time (at 100,000 leases that walk, under the lock every keep-alive takes, cost a third
-/// of the keep-alive throughput). It keeps a lower bound on the earliest deadline and walks
-/// only once that bound has passed: renewals only move deadlines later, so the bound stays a
-/// lower bound; a new timer lowers it.
+/// Cost: the leader looks for due timers every tick and keep-alives take the same lock, so no
+/// call may walk every timer while holding it. At a million leases one walk takes a good part
+/// of a second, long enough for the node to miss its own heartbeats. Hence:
+///
+/// - [`Self::due`] keeps a lower bound on the earliest deadline and walks only once that bound
+///   has passed (renewals only move deadlines later, so the bound stays a lower bound; a new
+///   timer lowers it), and then in steps of at most `budget` timers.
+/// - [`Self::reconcile_step`] brings the timers in line with the table a step of `budget` rows
+///   at a time, resuming where the last step stopped; a new leader rebuilds its timers the same
+///   way after [`Self::forget`], which returns the old map instead of freeing it under the lock.
+///
+/// Between steps the lock is free: keep-alives renew, grants start timers. A live lease the
+/// rebuild has not reached yet has no timer, so nothing expires it early; a keep-alive for it
+/// starts its timer (see the `NoTimer` case in the server).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseTimers {
     /// Ordered so `due` proposes expiries in the same order on every run, which keeps tests and
-    /// logs reproducible.
+    /// logs reproducible, and so bounded walks can resume by key.
     timers: BTreeMap<ResourceId, Timer>,
     /// No timer's deadline is earlier than this (`None`: no timers, or not yet known).
     earliest: Option<MonoMillis>,
+    /// The `due` walk under way, if any.
+    due_walk: Option<DueWalk>,
+    /// Where the next reconcile step starts: after this resource (`None`: at the first).
+    reconcile_after: Option<ResourceId>,
 }
 
 impl LeaseTimers {
@@ -62,43 +98,78 @@ impl LeaseTimers {
         Self::default()
     }
 
-    /// Bring the timers in line with `table`: every live lease without a timer for its token gets
-    /// `now + ttl`; timers of leases that ended are dropped. A lease that starts draining keeps
-    /// its token, hence its deadline: revoking does not shorten the wait.
+    /// Bring the timers in line with `table` in one go: every live lease without a timer for
+    /// its token gets `now + ttl`; timers of leases that ended are dropped. A lease that starts
+    /// draining keeps its token, hence its deadline: revoking does not shorten the wait.
     ///
-    /// Call it after each applied batch (a grant's full TTL starts once it is committed) and on
-    /// election. It walks the whole table once, so batch it rather than calling it per command.
+    /// Walks the whole table and every timer while the caller holds the lock; a server uses
+    /// [`Self::reconcile_step`].
     pub fn reconcile(&mut self, table: &LeaseTable, now: MonoMillis) {
-        // Both are ordered by resource: one merged pass, moving the kept timers over, instead
-        // of a lookup per timer and per lease.
-        let mut old = std::mem::take(&mut self.timers).into_iter().peekable();
-        let mut kept = Vec::with_capacity(old.len());
-        for (resource, row) in table.live_leases() {
-            let Some(lease) = row.lease.live() else {
-                continue;
-            };
-            // Timers of resources with no live lease any more end here.
-            while old.next_if(|(r, _)| r < resource).is_some() {}
-            match old.next_if(|(r, _)| r == resource) {
-                Some((r, timer)) if timer.token == lease.token => kept.push((r, timer)),
+        self.reconcile_after = None;
+        while self.reconcile_step(table, now, usize::MAX) == Walk::Unfinished {}
+    }
+
+    /// One step of [`Self::reconcile`]: the next `budget` rows of the table after where the last
+    /// step stopped, and the timers of the same resources. `Done` once the step reached the end
+    /// of the table; the next step starts again at the first row.
+    pub fn reconcile_step(&mut self, table: &LeaseTable, now: MonoMillis, budget: usize) -> Walk {
+        let budget = budget.max(1);
+        let after = self.reconcile_after.take();
+        let lower = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+        // Both are ordered by resource: one merged pass over the rows and the timers, no
+        // lookups; the changes are made once the pass is over.
+        let mut timers = self
+            .timers
+            .range::<ResourceId, _>((lower, Bound::Unbounded))
+            .peekable();
+        let mut started = Vec::new();
+        let mut ended = Vec::new();
+        let mut last = None;
+        let mut seen = 0;
+        for (resource, row) in table.rows_after(after.as_ref()).take(budget) {
+            seen += 1;
+            last = Some(resource);
+            // Timers of resources with no row at all.
+            while let Some((r, _)) = timers.next_if(|(r, _)| *r < resource) {
+                ended.push(r.clone());
+            }
+            let timer = timers.next_if(|(r, _)| *r == resource).map(|(_, t)| t);
+            match (row.lease.live(), timer) {
+                (Some(lease), Some(timer)) if timer.token == lease.token => {}
                 // No timer, or one for an earlier lease of the resource: a full TTL from now.
-                _ => kept.push((
+                (Some(lease), _) => started.push((
                     resource.clone(),
-                    Timer {
-                        token: lease.token,
-                        deadline: now.saturating_add_ms(lease.ttl_ms),
-                    },
+                    lease.token,
+                    now.saturating_add_ms(lease.ttl_ms),
                 )),
+                (None, Some(_)) => ended.push(resource.clone()),
+                (None, None) => {}
             }
         }
-        self.earliest = kept.iter().map(|(_, t)| t.deadline).min();
-        // Sorted input: built in one pass.
-        self.timers = kept.into_iter().collect();
+        // Short of the budget: the table ended, and so did every lease of a timer past it.
+        // Otherwise the timers after `last` are the next step's.
+        let finished = seen < budget;
+        if finished {
+            ended.extend(timers.map(|(r, _)| r.clone()));
+        } else {
+            self.reconcile_after = last.cloned();
+        }
+        for resource in ended {
+            self.timers.remove(&resource);
+        }
+        for (resource, token, deadline) in started {
+            self.insert(resource, token, deadline);
+        }
+        if finished {
+            Walk::Done
+        } else {
+            Walk::Unfinished
+        }
     }
 
     /// Starts the timer of a lease this leader just granted: `now + ttl_ms`, unless a timer
-    /// for that token already runs. The incremental form of [`Self::reconcile`] for one grant,
-    /// so a grant costs O(log n) rather than a walk over the table.
+    /// for that token already runs. The form of [`Self::reconcile`] for one grant, so a grant
+    /// costs O(log n) rather than a walk over the table.
     pub fn start(
         &mut self,
         resource: &ResourceId,
@@ -108,17 +179,20 @@ impl LeaseTimers {
     ) {
         match self.timers.get(resource) {
             Some(timer) if timer.token == token => {}
-            _ => {
-                let deadline = now.saturating_add_ms(ttl_ms);
-                self.timers
-                    .insert(resource.clone(), Timer { token, deadline });
-                self.lower_earliest(deadline);
-            }
+            _ => self.insert(resource.clone(), token, now.saturating_add_ms(ttl_ms)),
         }
     }
 
-    fn lower_earliest(&mut self, deadline: MonoMillis) {
-        self.earliest = Some(self.earliest.map_or(deadline, |e| e.min(deadline)));
+    fn insert(&mut self, resource: ResourceId, token: FencingToken, deadline: MonoMillis) {
+        self.timers.insert(resource, Timer { token, deadline });
+        let lower = |bound: &mut Option<MonoMillis>| {
+            *bound = Some(bound.map_or(deadline, |b| b.min(deadline)));
+        };
+        lower(&mut self.earliest);
+        // A walk under way may have passed this resource already: its minimum must count it.
+        if let Some(walk) = &mut self.due_walk {
+            lower(&mut walk.earliest);
+        }
     }
 
     /// Drops the timer of `token` once its lease has ended (released or expired); a timer for
@@ -129,11 +203,26 @@ impl LeaseTimers {
         }
     }
 
-    /// The new-leader rule: forget whatever this node knew from an earlier term and extend every
-    /// live lease by a full TTL from `now`, the election.
-    pub fn on_elected(&mut self, table: &LeaseTable, now: MonoMillis) {
+    /// The first half of the new-leader rule: forget whatever this node knew from an earlier
+    /// term. Until [`Self::reconcile_step`] has walked the table, live leases have no timer:
+    /// none expires, and a keep-alive starts a full TTL.
+    pub fn forget(&mut self) -> ForgottenTimers {
+        self.earliest = None;
+        self.due_walk = None;
+        self.reconcile_after = None;
         #[cfg(not(feature = "mutant-elected-keeps-old-deadlines"))]
-        self.timers.clear();
+        return ForgottenTimers(std::mem::take(&mut self.timers));
+        #[cfg(feature = "mutant-elected-keeps-old-deadlines")]
+        {
+            self.earliest = self.timers.values().map(|t| t.deadline).min();
+            ForgottenTimers::default()
+        }
+    }
+
+    /// The new-leader rule in one go: forget whatever this node knew from an earlier term and
+    /// extend every live lease by a full TTL from `now`, the election.
+    pub fn on_elected(&mut self, table: &LeaseTable, now: MonoMillis) {
+        drop(self.forget());
         self.reconcile(table, now);
     }
 
@@ -163,24 +252,61 @@ impl LeaseTimers {
     }
 
     /// The `Expire { resource, token }` commands to propose: leases whose deadline is `now` or
-    /// earlier. Timers stay until `reconcile` sees the lease gone, so a lost proposal is retried
-    /// at the next tick; a duplicate is refused harmlessly by the table.
-    ///
-    /// Walks the timers only when the earliest deadline may have passed (see the type's docs).
+    /// earlier. Timers stay until their lease is seen gone, so a lost proposal is retried at
+    /// the next tick; a duplicate is refused harmlessly by the table.
     pub fn due(&mut self, now: MonoMillis) -> Vec<(ResourceId, FencingToken)> {
-        if self.earliest.is_none_or(|earliest| earliest > now) {
-            return Vec::new();
-        }
         let mut due = Vec::new();
-        let mut earliest = None::<MonoMillis>;
-        for (resource, timer) in &self.timers {
+        while self.due_step(now, usize::MAX, &mut due) == Walk::Unfinished {}
+        due
+    }
+
+    /// One step of [`Self::due`], adding to `due`: nothing unless the earliest deadline may have
+    /// passed, else the next `budget` timers of the walk. `Done` once the walk is complete (or
+    /// there was none to do).
+    pub fn due_step(
+        &mut self,
+        now: MonoMillis,
+        budget: usize,
+        due: &mut Vec<(ResourceId, FencingToken)>,
+    ) -> Walk {
+        let budget = budget.max(1);
+        let mut walk = match self.due_walk.take() {
+            Some(walk) => walk,
+            None if self.earliest.is_none_or(|earliest| earliest > now) => return Walk::Done,
+            None => DueWalk {
+                after: None,
+                earliest: None,
+            },
+        };
+        let lower = walk
+            .after
+            .as_ref()
+            .map_or(Bound::Unbounded, Bound::Excluded);
+        let mut seen = 0;
+        let mut last = None;
+        for (resource, timer) in self
+            .timers
+            .range::<ResourceId, _>((lower, Bound::Unbounded))
+            .take(budget)
+        {
+            seen += 1;
+            last = Some(resource);
             if timer.deadline <= now {
                 due.push((resource.clone(), timer.token));
             }
-            earliest = Some(earliest.map_or(timer.deadline, |e| e.min(timer.deadline)));
+            walk.earliest = Some(
+                walk.earliest
+                    .map_or(timer.deadline, |e| e.min(timer.deadline)),
+            );
         }
-        self.earliest = earliest;
-        due
+        if seen < budget {
+            self.earliest = walk.earliest;
+            Walk::Done
+        } else {
+            walk.after = last.cloned();
+            self.due_walk = Some(walk);
+            Walk::Unfinished
+        }
     }
 
     /// The latest moment the holder of `resource`'s live lease may believe it holds it, on this

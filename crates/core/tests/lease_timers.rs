@@ -2,7 +2,7 @@
 //! hand and asserts which `Expire` commands the leader would propose, and when.
 
 use arbiter_core::lease_table::{BreakGlass, LeaseCommand, LeaseOutcome, LeaseRefusal, LeaseTable};
-use arbiter_core::lease_timers::{LeaseTimers, TimerRenewal};
+use arbiter_core::lease_timers::{LeaseTimers, TimerRenewal, Walk};
 use arbiter_core::{ApplyCtx, FencingToken, HolderId, MonoMillis, ResourceId, WallMillis};
 
 const TTL: u64 = 3_000;
@@ -425,5 +425,190 @@ fn reconcile_keeps_running_deadlines_drops_ended_leases_and_times_new_ones() {
     assert_eq!(
         timers.due(MonoMillis(1_000 + TTL)),
         [(res("a"), a), (res("c"), c)]
+    );
+}
+
+/// `count` resources `r000`, `r001`, ..., each granted to its own holder; returns their tokens.
+fn grant_many(table: &mut LeaseTable, count: u64) -> Vec<(ResourceId, FencingToken)> {
+    (0..count)
+        .map(|i| {
+            let name = format!("r{i:03}");
+            let token = grant(table, 100 + i, &name, &format!("proxy-{i}"));
+            (res(&name), token)
+        })
+        .collect()
+}
+
+/// Walks `reconcile_step` to its end; returns how many steps it took.
+fn reconcile_in_steps(
+    timers: &mut LeaseTimers,
+    table: &LeaseTable,
+    now: MonoMillis,
+    budget: usize,
+) -> usize {
+    let mut steps = 1;
+    while timers.reconcile_step(table, now, budget) == Walk::Unfinished {
+        steps += 1;
+        assert!(steps < 10_000, "the walk does not end");
+    }
+    steps
+}
+
+#[test]
+fn reconcile_in_steps_ends_where_reconcile_in_one_go_ends() {
+    // Leases that ended, one replaced by a new token, one granted by an entry this leader did
+    // not propose, and timers running from earlier: the bounded walk must reach the same timers
+    // as the walk in one piece, whatever the step size.
+    let mut table = LeaseTable::new();
+    let leases = grant_many(&mut table, 40);
+    let mut before = LeaseTimers::new();
+    before.reconcile(&table, MonoMillis(0));
+    for (i, (resource, token)) in leases.iter().enumerate() {
+        let name = resource.to_string();
+        match i % 5 {
+            0 => {
+                apply(
+                    &mut table,
+                    1_000 + i as u64,
+                    release(&name, &format!("proxy-{i}"), *token),
+                );
+            }
+            1 => {
+                apply(&mut table, 1_000 + i as u64, revoke(&name));
+            }
+            2 => {
+                let timer = before.renew(resource, *token, TTL, MonoMillis(500));
+                assert_eq!(timer, TimerRenewal::Renewed);
+            }
+            _ => {}
+        }
+    }
+    grant(&mut table, 2_000, "r000", "proxy-new");
+    grant(&mut table, 2_001, "zz-late", "proxy-late");
+
+    let now = MonoMillis(700);
+    let mut whole = before.clone();
+    whole.reconcile(&table, now);
+    for budget in [1, 3, 7, 40, 41, 42, 1_000] {
+        let mut stepped = before.clone();
+        let steps = reconcile_in_steps(&mut stepped, &table, now, budget);
+        // 41 rows: the step count shows the walk really went in pieces.
+        assert_eq!(steps, 41 / budget + 1, "budget {budget}");
+        for resource in leases.iter().map(|(r, _)| r).chain([&res("zz-late")]) {
+            assert_eq!(
+                stepped.may_hold_until(resource),
+                whole.may_hold_until(resource),
+                "{resource} with budget {budget}"
+            );
+        }
+        assert_eq!(
+            stepped.due(MonoMillis(u64::MAX)),
+            whole.due(MonoMillis(u64::MAX))
+        );
+    }
+    // And the one-go walk did what reconcile promises.
+    assert_eq!(whole.may_hold_until(&res("r005")), None, "released");
+    assert_eq!(
+        whole.may_hold_until(&res("r000")),
+        Some(MonoMillis(700 + TTL)),
+        "re-granted: a new token, a new timer"
+    );
+    assert_eq!(
+        whole.may_hold_until(&res("r006")),
+        Some(MonoMillis(TTL)),
+        "draining"
+    );
+    assert_eq!(
+        whole.may_hold_until(&res("r007")),
+        Some(MonoMillis(500 + TTL)),
+        "renewed"
+    );
+}
+
+#[test]
+fn after_forget_nothing_expires_until_the_rebuild_reaches_it() {
+    let mut table = LeaseTable::new();
+    let leases = grant_many(&mut table, 10);
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+    let forgotten = timers.forget();
+    drop(forgotten);
+
+    // No timer, so nothing is due however late it is, and there is nothing to renew.
+    assert!(timers.due(MonoMillis(u64::MAX)).is_empty());
+    let (first, token) = &leases[0];
+    assert_eq!(
+        timers.renew(first, *token, TTL, MonoMillis(1)),
+        TimerRenewal::NoTimer
+    );
+
+    // Elected at 10 s: the rebuild gives the leases it has reached a full TTL from then on.
+    let elected = MonoMillis(10_000);
+    assert_eq!(timers.reconcile_step(&table, elected, 4), Walk::Unfinished);
+    let timed: Vec<bool> = leases
+        .iter()
+        .map(|(r, _)| timers.may_hold_until(r).is_some())
+        .collect();
+    assert_eq!(
+        timed,
+        [true, true, true, true, false, false, false, false, false, false]
+    );
+    assert_eq!(reconcile_in_steps(&mut timers, &table, elected, 4), 2);
+    for (resource, _) in &leases {
+        assert_eq!(
+            timers.may_hold_until(resource),
+            Some(elected.saturating_add_ms(TTL))
+        );
+    }
+    assert!(timers.due(MonoMillis(elected.0 + TTL - 1)).is_empty());
+    assert_eq!(timers.due(elected.saturating_add_ms(TTL)), leases);
+}
+
+#[test]
+fn a_due_walk_in_steps_finds_every_due_timer_and_one_started_behind_it() {
+    let mut table = LeaseTable::new();
+    let leases = grant_many(&mut table, 20);
+    let mut timers = LeaseTimers::new();
+    timers.reconcile(&table, MonoMillis(0));
+    // Half the leases renewed: at TTL only the other half is due.
+    for (resource, token) in leases.iter().step_by(2) {
+        timers.renew(resource, *token, TTL, MonoMillis(1_000));
+    }
+    let walk = |timers: &mut LeaseTimers, now, between: &mut dyn FnMut(&mut LeaseTimers)| {
+        let mut due = Vec::new();
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            if timers.due_step(now, 3, &mut due) == Walk::Done {
+                return (due, steps);
+            }
+            if steps == 2 {
+                between(timers);
+            }
+        }
+    };
+    let (due, steps) = walk(&mut timers, MonoMillis(TTL), &mut |_| {});
+    assert_eq!(steps, 20 / 3 + 1, "steps of 3 over 20 timers");
+    let odd: Vec<_> = leases.iter().skip(1).step_by(2).cloned().collect();
+    assert_eq!(due, odd);
+    for (resource, token) in &odd {
+        timers.stop(resource, *token);
+    }
+
+    // The bound is now stale (the renewed leases are due at TTL + 1 s), so the next look walks
+    // again and finds nothing. Between its steps a grant times `r000` afresh with a short TTL,
+    // behind the walk: the bound the walk leaves must count it, or `due` would not look again
+    // until some other deadline passed.
+    let (r000, t0) = &leases[0];
+    let now = MonoMillis(TTL + 500);
+    let (due, _) = walk(&mut timers, now, &mut |timers| {
+        timers.stop(r000, *t0);
+        timers.start(r000, *t0, 100, now);
+    });
+    assert!(due.is_empty());
+    assert_eq!(
+        timers.due(MonoMillis(now.0 + 100)),
+        [(r000.clone(), *t0)],
+        "the timer started behind the walk"
     );
 }
