@@ -22,7 +22,7 @@
 
 use crate::lease_table::LeaseTable;
 use crate::types::{FencingToken, MonoMillis, ResourceId};
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 use std::ops::Bound;
 
 /// One lease's deadline. Keyed by token so a timer never outlives, or acts on, another lease.
@@ -55,7 +55,7 @@ pub enum Walk {
 /// that takes (a million entries: tens of milliseconds) holds up nobody.
 #[derive(Debug, Default)]
 #[must_use = "drop it where freeing a large map holds up nobody"]
-pub struct ForgottenTimers(#[allow(dead_code)] BTreeMap<ResourceId, Timer>);
+pub struct ForgottenTimers(#[allow(dead_code)] OrdMap<ResourceId, Timer>);
 
 /// A [`LeaseTimers::due`] walk under way: where it resumes, and the earliest deadline seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ struct DueWalk {
 pub struct LeaseTimers {
     /// Ordered so `due` proposes expiries in the same order on every run, which keeps tests and
     /// logs reproducible, and so bounded walks can resume by key.
-    timers: BTreeMap<ResourceId, Timer>,
+    timers: OrdMap<ResourceId, Timer>,
     /// No timer's deadline is earlier than this (`None`: no timers, or not yet known).
     earliest: Option<MonoMillis>,
     /// The `due` walk under way, if any.
@@ -120,7 +120,7 @@ impl LeaseTimers {
         // lookups; the changes are made once the pass is over.
         let mut timers = self
             .timers
-            .range::<ResourceId, _>((lower, Bound::Unbounded))
+            .range::<_, ResourceId>((lower, Bound::Unbounded))
             .peekable();
         let mut started = Vec::new();
         let mut ended = Vec::new();
@@ -286,7 +286,7 @@ impl LeaseTimers {
         let mut last = None;
         for (resource, timer) in self
             .timers
-            .range::<ResourceId, _>((lower, Bound::Unbounded))
+            .range::<_, ResourceId>((lower, Bound::Unbounded))
             .take(budget)
         {
             seen += 1;
