@@ -607,17 +607,25 @@ async fn sync_metrics_come_from_wal_positions_and_stale_actions_are_refused() {
         "read-only {:?} after the arbiter went away (TTL {TTL:?})",
         isolated_at.elapsed()
     );
-    let status = east.status().await.expect("status");
-    assert!(
-        status["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .any(|e| e["what"]
-                .as_str()
-                .is_some_and(|w| w.contains("no renewal before the lease's deadline"))),
-        "{status}"
-    );
+    // The agent makes the database read-only first and records why afterwards (once it has
+    // ended the open sessions), so the event may trail the refusal seen above by a moment.
+    eventually(
+        "the agent's events to say why it stood down",
+        Duration::from_secs(5),
+        || async {
+            let status = east.status().await?;
+            status["events"]
+                .as_array()?
+                .iter()
+                .any(|e| {
+                    e["what"]
+                        .as_str()
+                        .is_some_and(|w| w.contains("no renewal before the lease's deadline"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
     east.stop().await;
 }
 
