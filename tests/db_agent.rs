@@ -136,6 +136,19 @@ impl Agent {
         serde_json::from_slice(&body).ok()
     }
 
+    /// Waits up to `timeout` for an event of the agent's that contains `text`.
+    async fn await_event(&self, what: &str, text: &str, timeout: Duration) {
+        eventually(what, timeout, || async {
+            let status = self.status().await?;
+            status["events"]
+                .as_array()?
+                .iter()
+                .any(|e| e["what"].as_str().is_some_and(|w| w.contains(text)))
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Waits until the agent holds the lease and has opened its database; returns the token.
     async fn writable(&self, what: &str) -> u64 {
         eventually(what, WAIT, || async {
@@ -357,18 +370,11 @@ async fn a_lost_lease_turns_the_region_read_only_and_the_granted_region_promotes
     );
     // New sessions turn read-only at the reload, a moment before the agent ends the open
     // ones: a COMMIT sent in between would still succeed. Wait for the agent to finish.
-    eventually("the east agent to end open transactions", TTL, || async {
-        let status = east.status().await?;
-        status["events"]
-            .as_array()?
-            .iter()
-            .any(|e| {
-                e["what"]
-                    .as_str()
-                    .is_some_and(|w| w.contains("read-only (lease lost"))
-            })
-            .then_some(())
-    })
+    east.await_event(
+        "the east agent to end open transactions",
+        "read-only (lease lost",
+        TTL,
+    )
     .await;
     assert!(
         open.batch_execute("COMMIT").await.is_err(),
@@ -609,21 +615,10 @@ async fn sync_metrics_come_from_wal_positions_and_stale_actions_are_refused() {
     );
     // The agent makes the database read-only first and records why afterwards (once it has
     // ended the open sessions), so the event may trail the refusal seen above by a moment.
-    eventually(
+    east.await_event(
         "the agent's events to say why it stood down",
+        "no renewal before the lease's deadline",
         Duration::from_secs(5),
-        || async {
-            let status = east.status().await?;
-            status["events"]
-                .as_array()?
-                .iter()
-                .any(|e| {
-                    e["what"]
-                        .as_str()
-                        .is_some_and(|w| w.contains("no renewal before the lease's deadline"))
-                })
-                .then_some(())
-        },
     )
     .await;
     east.stop().await;
